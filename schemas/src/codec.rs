@@ -1,0 +1,154 @@
+//! The Confluent wire format through a Schema Registry: magic byte `0`, a 4-byte big-endian
+//! schema id, then the Avro binary datum. Writers register their schema under the topic's
+//! TopicNameStrategy subject (`<topic>-value`); readers fetch the writer's schema by id and
+//! resolve it against their own (schema evolution).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    RawError, SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::avro::AvroRecord;
+use crate::{SchemaError, SCHEMA_FILES};
+
+/// The first byte of every Confluent-framed payload.
+pub const MAGIC_BYTE: u8 = 0;
+/// Magic byte plus schema id.
+pub const HEADER_LEN: usize = 5;
+/// Confluent error code for "schema not found".
+const SCHEMA_NOT_FOUND: u32 = 40403;
+
+/// Why a payload could not be encoded or decoded. The runtime dead-letters the decode errors
+/// that are the record's fault and retries the ones that are the registry's.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer bytes than the 5-byte header.
+    #[error("payload is {len} bytes, shorter than the 5-byte Confluent header")]
+    TooShort {
+        /// Payload length.
+        len: usize,
+    },
+    /// The first byte is not the Confluent magic byte 0.
+    #[error("wrong magic byte {found:#04x}: not a Confluent-framed Avro payload")]
+    WrongMagicByte {
+        /// The byte found.
+        found: u8,
+    },
+    /// The registry has no schema with this id.
+    #[error("schema id {id} is unknown to the schema registry")]
+    UnknownSchemaId {
+        /// The id from the header.
+        id: u32,
+    },
+    /// The datum does not decode with the writer's schema, or does not resolve to the reader's.
+    #[error("datum does not match schema {schema}: {reason}")]
+    DatumMismatch {
+        /// The schema the datum was read with.
+        schema: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The value does not fit the Avro schema (e.g. an over-precise amount).
+    #[error(transparent)]
+    Value(#[from] SchemaError),
+    /// The registry could not be reached or answered 5xx; retrying may help.
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// The registry refused the request (e.g. an incompatible schema).
+    #[error("schema registry refused the request: {0}")]
+    Registry(String),
+    /// The registry settings are unusable.
+    #[error("invalid schema registry settings: {0}")]
+    Settings(String),
+}
+
+impl CodecError {
+    /// True when the record itself is at fault (dead-letter it); false when retrying may help.
+    pub fn is_poison(&self) -> bool {
+        !matches!(self, CodecError::RegistryUnavailable(_))
+    }
+}
+
+/// Encodes and decodes Sluice records in the Confluent wire format.
+pub struct Codec {
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    reader_schemas: HashMap<&'static str, Schema>,
+}
+
+impl Codec {
+    /// A codec talking to the Schema Registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
+    pub fn new(registry_url: &str) -> Result<Codec, CodecError> {
+        let settings = || {
+            SrSettings::new_builder(registry_url.to_string())
+                .no_proxy()
+                .set_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| CodecError::Settings(e.error))
+        };
+        let mut reader_schemas = HashMap::new();
+        for (stem, text) in SCHEMA_FILES {
+            let schema = Schema::parse_str(text).map_err(|e| CodecError::Settings(format!("{stem}.avsc: {e}")))?;
+            reader_schemas.insert(*stem, schema);
+        }
+        Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?), reader_schemas })
+    }
+
+    /// Encodes `record` for `topic`, registering its schema under `<topic>-value` if needed.
+    pub async fn encode<T: AvroRecord>(&self, topic: &str, record: &T) -> Result<Vec<u8>, CodecError> {
+        let value = record.to_avro()?;
+        let text = crate::schema_text(T::SCHEMA_FILE)?;
+        let supplied = SuppliedSchema::new(Some(T::FULL_NAME.to_string()), SchemaType::Avro, text.to_string());
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
+        self.encoder.encode_value(value, &strategy).await.map_err(|e| classify(e, None))
+    }
+
+    /// Decodes a Confluent-framed payload into `T`, resolving the writer's schema to `T`'s.
+    pub async fn decode<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, CodecError> {
+        let (id, mut datum) = split_header(payload)?;
+        let writer = self.decoder.get_schema(id).await.map_err(|e| classify(e, Some(id)))?;
+        let reader = self.reader_schemas.get(T::SCHEMA_FILE).ok_or(SchemaError::UnknownSchemaFile(T::SCHEMA_FILE.to_string()))?;
+        let mismatch = |reason: String| CodecError::DatumMismatch { schema: format!("id {id} read as {}", T::FULL_NAME), reason };
+        let value = GenericDatumReader::builder(&writer.parsed)
+            .reader_schema(reader)
+            .build()
+            .and_then(|datum_reader| datum_reader.read_value(&mut datum))
+            .map_err(|e| mismatch(e.to_string()))?;
+        if !datum.is_empty() {
+            return Err(mismatch(format!("{} bytes left over after the datum", datum.len())));
+        }
+        T::from_avro(value).map_err(|e| mismatch(e.to_string()))
+    }
+}
+
+/// Splits a payload into its schema id and datum, checking length and magic byte.
+pub fn split_header(payload: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    if payload.len() < HEADER_LEN {
+        return Err(CodecError::TooShort { len: payload.len() });
+    }
+    if payload[0] != MAGIC_BYTE {
+        return Err(CodecError::WrongMagicByte { found: payload[0] });
+    }
+    let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+    Ok((id, &payload[HEADER_LEN..]))
+}
+
+/// Maps a schema_registry_converter error to a typed error by the registry's error code and
+/// the retry hint, never by its message text.
+fn classify(error: SRCError, id: Option<u32>) -> CodecError {
+    let code = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<RawError>())
+        .map(|raw| raw.error_code);
+    match (code, id) {
+        (Some(SCHEMA_NOT_FOUND), Some(id)) => CodecError::UnknownSchemaId { id },
+        _ if error.retriable => CodecError::RegistryUnavailable(error.to_string()),
+        _ => CodecError::Registry(error.to_string()),
+    }
+}
