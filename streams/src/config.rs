@@ -1,0 +1,134 @@
+//! `sluice.toml`: one file of settings named after their Kafka Streams counterparts
+//! (`application.id` is `application_id`, ...). Each key has a default and can be overridden
+//! by an environment variable `SLUICE__<KEY>` (e.g. `SLUICE__BOOTSTRAP_SERVERS`), then by a
+//! command-line flag. Unknown keys, in the file or the environment, are refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "SLUICE__";
+
+/// Sluice settings. Every field is documented with its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SluiceConfig {
+    /// Kafka Streams `application.id`: the consumer group and the prefix of internal topics
+    /// (`<application_id>-<store>-changelog`, `<application_id>-<name>-repartition`).
+    /// Default `sluice`.
+    pub application_id: String,
+    /// Kafka `bootstrap.servers`. Default `127.0.0.1:9092`.
+    pub bootstrap_servers: String,
+    /// Schema Registry base URL. Default `http://127.0.0.1:8081`.
+    pub schema_registry_url: String,
+    /// Kafka Streams `state.dir`: where local state lives. Default `.sluice/state`.
+    pub state_dir: PathBuf,
+    /// The pipeline definition. Default `topology.toml`.
+    pub topology: PathBuf,
+    /// Address of the embedded Schema Registry (`sluice registry`, `sluice dev`). Default
+    /// `127.0.0.1:8081`.
+    pub registry_listen: String,
+}
+
+impl Default for SluiceConfig {
+    fn default() -> Self {
+        SluiceConfig {
+            application_id: "sluice".to_string(),
+            bootstrap_servers: "127.0.0.1:9092".to_string(),
+            schema_registry_url: "http://127.0.0.1:8081".to_string(),
+            state_dir: PathBuf::from(".sluice/state"),
+            topology: PathBuf::from("topology.toml"),
+            registry_listen: "127.0.0.1:8081".to_string(),
+        }
+    }
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file or an environment override is invalid (unknown key, wrong type).
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file, or "environment".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SluiceConfig {
+    /// Defaults, then `path` (if it exists; a missing explicit file is an error only when
+    /// `required`), then `SLUICE__*` variables from `env`.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<SluiceConfig, ConfigError> {
+        let mut table = match std::fs::read_to_string(path) {
+            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
+        let file_origin = path.display().to_string();
+        SluiceConfig::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| ConfigError::Invalid { origin: file_origin, message: e.to_string() })?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            // Numbers and booleans keep their type; anything else is a string.
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(|v| !v.is_str() && !v.is_table() && !v.is_array())
+                .unwrap_or(toml::Value::String(value));
+            table.insert(key, parsed);
+        }
+        SluiceConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+            origin: format!("environment ({ENV_PREFIX}* variables)"),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let dir = std::env::temp_dir().join(format!("sluice-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sluice.toml");
+        std::fs::write(&file, "application_id = \"payments\"\nbootstrap_servers = \"10.0.0.1:9092\"\n").unwrap();
+        let config = SluiceConfig::load(&file, true, vars(&[("SLUICE__BOOTSTRAP_SERVERS", "127.0.0.1:1234"), ("OTHER", "x")])).unwrap();
+        assert_eq!(config.application_id, "payments");
+        assert_eq!(config.bootstrap_servers, "127.0.0.1:1234");
+        assert_eq!(config.schema_registry_url, SluiceConfig::default().schema_registry_url);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let missing = Path::new("/nonexistent/sluice.toml");
+        let error = SluiceConfig::load(missing, false, vars(&[("SLUICE__APPLICATON_ID", "typo")])).unwrap_err();
+        assert!(error.to_string().contains("applicaton_id"), "{error}");
+        assert!(SluiceConfig::load(missing, true, vars(&[])).is_err(), "an explicit missing file is an error");
+    }
+}
