@@ -1,1 +1,166 @@
-fn main(){}
+//! `sluice`: one binary for the Sluice stack. `sluice dev` runs everything locally on a real
+//! broker; the other commands run or inspect one part.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_streams::config::SluiceConfig;
+
+mod dev;
+mod topics;
+
+/// Sluice: a Kafka Streams-style stream processor and a fintech command pipeline.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    /// Settings file; every key can also be set by a SLUICE__<KEY> environment variable.
+    #[arg(long, global = true, default_value = "sluice.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole stack locally: a tansu broker (unless --bootstrap-servers is given),
+    /// every topic, and the Schema Registry with every schema registered.
+    Dev(dev::DevArgs),
+    /// Run the embedded Confluent-compatible Schema Registry.
+    Registry {
+        /// Kafka bootstrap servers (host:port).
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Inspect the pipeline definition.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Manage the topics of the pipeline.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyAction {
+    /// Print sub-topologies, sources, processors, stores and sinks, like Kafka Streams'
+    /// Topology#describe().
+    Describe {
+        /// Topology file (default: the `topology` setting, ./topology.toml).
+        file: Option<PathBuf>,
+    },
+    /// Check the file; exits non-zero with file:line:column diagnostics if it is invalid.
+    Validate {
+        /// Topology file (default: the `topology` setting, ./topology.toml).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every topic of the topology (inputs, outputs, changelogs, repartition topics,
+    /// _schemas, sluice.dlq) with explicit configs. Idempotent.
+    Create {
+        /// Kafka bootstrap servers (host:port).
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Topology file.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let explicit_config = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let config = match SluiceConfig::load(&cli.config, explicit_config, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, String> {
+    match command {
+        Command::Dev(args) => dev::run(args, config).await.map(|()| ExitCode::SUCCESS),
+        Command::Registry { bootstrap_servers, listen } => {
+            if let Some(servers) = bootstrap_servers {
+                config.bootstrap_servers = servers;
+            }
+            if let Some(listen) = listen {
+                config.registry_listen = listen;
+            }
+            let registry = dev::start_registry(&config).await?;
+            println!("Schema Registry listening on {}", registry.url());
+            dev::wait_for_shutdown().await;
+            registry.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topology { action } => {
+            let (file, describe) = match action {
+                TopologyAction::Describe { file } => (file, true),
+                TopologyAction::Validate { file } => (file, false),
+            };
+            let path = file.unwrap_or(config.topology);
+            match sluice_streams::Topology::from_file(&path) {
+                Ok(topology) if describe => {
+                    print!("{}", topology.describe(&config.application_id));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(topology) => {
+                    println!(
+                        "{}: valid ({} sub-topologies, {} nodes, {} stores)",
+                        path.display(),
+                        topology.subtopologies.len(),
+                        topology.nodes.len(),
+                        topology.stores.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Topics { action: TopicsAction::Create { bootstrap_servers, topology } } => {
+            if let Some(servers) = bootstrap_servers {
+                config.bootstrap_servers = servers;
+            }
+            if let Some(topology) = topology {
+                config.topology = topology;
+            }
+            topics::create_all(&config, true).await.map(|_| ExitCode::SUCCESS)
+        }
+    }
+}

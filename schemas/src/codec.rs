@@ -152,3 +152,22 @@ fn classify(error: SRCError, id: Option<u32>) -> CodecError {
         _ => CodecError::Registry(error.to_string()),
     }
 }
+
+/// Registers the schema file `stem` under `<topic>-value` and returns its global id (the
+/// existing id if it was registered before).
+pub async fn register_schema(registry_url: &str, topic: &str, stem: &str) -> Result<u32, CodecError> {
+    let settings = SrSettings::new_builder(registry_url.to_string())
+        .no_proxy()
+        .set_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| CodecError::Settings(e.error))?;
+    let text = crate::schema_text(stem)?;
+    let name = Schema::parse_str(text)
+        .ok()
+        .and_then(|schema| schema.name().map(|n| n.fullname(None)));
+    let supplied = SuppliedSchema::new(name, SchemaType::Avro, text.to_string());
+    schema_registry_converter::async_impl::schema_registry::post_schema(&settings, crate::value_subject(topic), supplied)
+        .await
+        .map(|registered| registered.id)
+        .map_err(|e| classify(e, None))
+}

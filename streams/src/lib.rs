@@ -2,6 +2,7 @@
 //! [`topology::Topology`] read from `topology.toml`, and (as it grows) tasks, the runtime,
 //! the commit protocol and the test driver.
 
+pub mod admin;
 pub mod config;
 pub mod topology;
 

@@ -40,7 +40,7 @@ impl Broker {
         let listener = format!("tcp://127.0.0.1:{port}");
         // The shell starts tansu, then blocks reading stdin; EOF (our process ended or the
         // Broker was dropped) makes it kill tansu. This needs no signal handling in tests.
-        let script = r#"tansu="$1"; shift; "$tansu" broker "$@" & pid=$!; echo started; read _ignored; kill $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0"#;
+        let script = r#"tansu="$1"; shift; "$tansu" broker "$@" >&2 & pid=$!; echo started; read _ignored; kill $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0"#;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)

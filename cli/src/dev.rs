@@ -1,0 +1,248 @@
+//! `sluice dev`: the whole stack in one process, on a real broker.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sluice_registry::{Registry, RegistryConfig};
+use sluice_streams::config::SluiceConfig;
+use sluice_streams::Topology;
+use tokio::process::{Child, Command};
+
+use crate::topics;
+
+/// How long the dev broker may take to answer after it was started.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Flags of `sluice dev`.
+#[derive(clap::Args)]
+pub(crate) struct DevArgs {
+    /// Use this broker instead of starting one (host:port).
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Port of the broker `sluice dev` starts on 127.0.0.1.
+    #[arg(long, default_value_t = 9092)]
+    broker_port: u16,
+    /// Address of the Schema Registry.
+    #[arg(long)]
+    registry_listen: Option<String>,
+    /// Where local state lives (processor stores); the dev broker keeps its data beside it
+    /// in `<state-dir>/../broker`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Wipe local state (broker data and stores) before starting.
+    #[arg(long)]
+    reset: bool,
+}
+
+/// Runs the dev stack until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), String> {
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    if let Some(listen) = args.registry_listen {
+        config.registry_listen = listen;
+    }
+    // Fail on a bad topology before starting anything.
+    Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    let broker_dir = config.state_dir.parent().unwrap_or(Path::new(".")).join("broker");
+    if args.reset {
+        for dir in [&config.state_dir, &broker_dir] {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => println!("reset: removed {}", dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove {}: {e}", dir.display())),
+            }
+        }
+    }
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
+
+    let mut broker = match args.bootstrap_servers {
+        Some(servers) => {
+            config.bootstrap_servers = servers;
+            None
+        }
+        None => {
+            let broker = DevBroker::start(args.broker_port, &broker_dir).await?;
+            config.bootstrap_servers = broker.bootstrap_servers();
+            Some(broker)
+        }
+    };
+    let result = serve(&config, broker.as_mut()).await;
+    if let Some(broker) = broker {
+        broker.stop().await;
+    }
+    result
+}
+
+async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>) -> Result<(), String> {
+    if let Some(broker) = broker {
+        broker.wait_ready().await?;
+    }
+    let topology = topics::create_all(config, false).await?;
+    let registry = start_registry(config).await?;
+    let registered = register_schemas(&topology, &config.application_id, &registry.url()).await;
+    let registered = match registered {
+        Ok(count) => count,
+        Err(e) => {
+            registry.shutdown().await;
+            return Err(e);
+        }
+    };
+    println!();
+    println!("  Sluice dev stack is up");
+    println!("  Kafka broker     {}", config.bootstrap_servers);
+    println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
+    println!("  State dir        {}", config.state_dir.display());
+    println!();
+    println!("  Try:  kcat -L -b {}", config.bootstrap_servers);
+    println!("        curl {}/subjects", registry.url());
+    println!("  Ctrl-C stops everything.");
+    println!();
+    wait_for_shutdown().await;
+    println!("shutting down");
+    registry.shutdown().await;
+    Ok(())
+}
+
+/// Starts the embedded Schema Registry on `config.registry_listen`.
+pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, String> {
+    let listen: SocketAddr = config
+        .registry_listen
+        .parse()
+        .map_err(|e| format!("registry address `{}` is not host:port: {e}", config.registry_listen))?;
+    Registry::start(RegistryConfig {
+        bootstrap_servers: config.bootstrap_servers.clone(),
+        listen,
+        topic: topics::SCHEMAS_TOPIC.to_string(),
+    })
+    .await
+    .map_err(|e| format!("cannot start the Schema Registry on {listen}: {e}"))
+}
+
+/// Registers every topic's schema under its TopicNameStrategy subject; returns how many.
+async fn register_schemas(topology: &Topology, application_id: &str, registry_url: &str) -> Result<usize, String> {
+    let mut count = 0;
+    let external = topology.topics.iter().map(|t| (t.name.clone(), &t.schema));
+    let internal = topology
+        .repartitions
+        .iter()
+        .map(|t| (sluice_streams::topology::repartition_topic(application_id, &t.name), &t.schema));
+    for (topic, schema) in external.chain(internal) {
+        if let Some(stem) = schema {
+            sluice_schemas::codec::register_schema(registry_url, &topic, stem)
+                .await
+                .map_err(|e| format!("registering {stem}.avsc for {topic}: {e}"))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// A tansu broker with durable sqlite storage, owned by `sluice dev`.
+struct DevBroker {
+    port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+impl DevBroker {
+    async fn start(port: u16, dir: &Path) -> Result<DevBroker, String> {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(format!(
+                "port {port} on 127.0.0.1 is in use; stop what holds it, pass --broker-port, or use that broker with --bootstrap-servers 127.0.0.1:{port}"
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tansu = tansu_binary();
+        let log = dir.join("tansu.log");
+        let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let storage = format!("sqlite://{}?maintenance_interval=30s", dir.join("tansu.db").display());
+        println!("starting tansu broker on 127.0.0.1:{port} (data: {}, log: {})", dir.display(), log.display());
+        let child = Command::new(&tansu)
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", &storage])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {} ({e}); install it with scripts/install-tansu.sh", tansu.display()))?;
+        Ok(DevBroker { port, child, log })
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let servers = self.bootstrap_servers();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+                return Err(format!("tansu exited ({status}) before it was ready; last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+            let probe = servers.clone();
+            let ready = tokio::task::spawn_blocking(move || sluice_streams::admin::ping(&probe)).await;
+            match ready {
+                Ok(Ok(())) => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    return Err(format!("tansu did not answer on {servers} within {BROKER_START_TIMEOUT:?}; see {}", self.log.display()))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Asks tansu to stop (SIGTERM), then kills it if it has not exited in 5 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
+                println!("broker stopped");
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+        println!("broker killed");
+    }
+}
+
+/// Where the tansu binary is: `$TANSU`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
+fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("tansu")).find(|candidate| candidate.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+            .unwrap_or_default();
+        cargo_home.join("bin").join("tansu")
+    })
+}
