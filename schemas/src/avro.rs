@@ -567,3 +567,47 @@ macro_rules! avro_union {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_uses_minimal_twos_complement_bytes() {
+        assert_eq!(mantissa_bytes(0), [0x00]);
+        assert_eq!(mantissa_bytes(127), [0x7f]);
+        assert_eq!(mantissa_bytes(128), [0x00, 0x80]);
+        assert_eq!(mantissa_bytes(-1), [0xff]);
+        assert_eq!(mantissa_bytes(-128), [0x80]);
+        assert_eq!(mantissa_bytes(-129), [0xff, 0x7f]);
+    }
+
+    #[test]
+    fn money_round_trips_at_scale_two_and_refuses_precision_loss() {
+        for minor in [0i64, 1, -1, 99, 12_345, -12_345, 999_999_999_999_999_999, -999_999_999_999_999_999] {
+            let amount = Decimal::new(minor, 2);
+            let back = Decimal::from_avro(amount.to_avro().unwrap()).unwrap();
+            assert_eq!(back, amount);
+            assert_eq!(back.scale(), 2);
+        }
+        assert_eq!(Decimal::from_avro(Decimal::new(5, 0).to_avro().unwrap()).unwrap().to_string(), "5.00");
+        assert!(matches!(Decimal::new(1_001, 3).to_avro(), Err(SchemaError::InvalidMoney(_))));
+        assert!(Decimal::new(1_000, 3).to_avro().is_ok(), "1.000 is exactly 1.00");
+        assert!(matches!(Decimal::new(1_000_000_000_000_000_000, 2).to_avro(), Err(SchemaError::InvalidMoney(_))));
+    }
+
+    #[test]
+    fn dates_convert_both_ways() {
+        assert_eq!(Date::from_ymd(1970, 1, 1), Some(Date(0)));
+        assert_eq!(Date::from_ymd(2000, 3, 1), Some(Date(11_017)));
+        assert_eq!(Date(-1).to_string(), "1969-12-31");
+        assert_eq!("2024-02-29".parse::<Date>().unwrap().to_string(), "2024-02-29");
+        for bad in ["2023-02-29", "2024-13-01", "24-01-01", "2024-1-1", "x"] {
+            assert!(bad.parse::<Date>().is_err(), "{bad}");
+        }
+        for days in [-800_000, -1, 0, 1, 19_000, 2_000_000] {
+            let (y, m, d) = Date(days).ymd();
+            assert_eq!(Date::from_ymd(y, m, d), Some(Date(days)));
+        }
+    }
+}
