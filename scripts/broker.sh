@@ -16,11 +16,11 @@ start)
     mkdir -p "$dir"
     case "$storage" in
         memory) engine="memory://tansu/" ;;
-        sqlite) engine="sqlite://$(cd "$dir" && pwd)/tansu.db?maintenance_interval=30s" ;;
+        sqlite) engine="sqlite://tansu.db?maintenance_interval=30s" ;;   # relative to tansu's cwd
         *) echo "storage must be memory or sqlite, not '$storage'" >&2; exit 2 ;;
     esac
-    nohup "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "$engine" >"$dir/tansu.log" 2>&1 &
+    (cd "$dir" && exec nohup "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "$engine" >tansu.log 2>&1) &
     echo $! >"$pidfile"
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -96,7 +96,7 @@ async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>) -> Result<
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
     println!("  State dir        {}", config.state_dir.display());
     println!();
-    println!("  Try:  kcat -L -b {}", config.bootstrap_servers);
+    println!("  Try:  scripts/kcat -L -b {}", config.bootstrap_servers);
     println!("        curl {}/subjects", registry.url());
     println!("  Ctrl-C stops everything.");
     println!();
@@ -178,10 +178,12 @@ impl DevBroker {
         let log = dir.join("tansu.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let listener = format!("tcp://127.0.0.1:{port}");
-        let storage = format!("sqlite://{}?maintenance_interval=30s", dir.join("tansu.db").display());
+        // tansu resolves the sqlite path against its working directory, so run it in `dir`.
+        let storage = "sqlite://tansu.db?maintenance_interval=30s";
         println!("starting tansu broker on 127.0.0.1:{port} (data: {}, log: {})", dir.display(), log.display());
         let child = Command::new(&tansu)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", &storage])
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", storage])
+            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
