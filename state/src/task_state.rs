@@ -1,0 +1,294 @@
+//! [`TaskState`]: one task's stores in one sled tree, committed atomically with its checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::changelog::{ChangelogRecord, SourceOffset};
+use crate::store::{KeyValueStore, SledStore};
+use crate::StateError;
+
+/// Records applied per sled batch during a restore.
+pub const RESTORE_BATCH_SIZE: usize = 10_000;
+
+/// The on-disk layout version; a directory with another version is wiped and restored.
+const FORMAT_VERSION: &[u8] = b"sluice-state-v1";
+const META_VERSION: &[u8] = b"m\0version";
+const META_INPUT: &[u8] = b"m\0input\0";
+const META_CHANGELOG: &[u8] = b"m\0changelog\0";
+
+/// What a task has durably processed: the next input offset per input topic-partition and
+/// the next changelog offset per store, stored in the same batch as the state they describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Next offset to consume, by (topic, partition).
+    pub input_offsets: BTreeMap<(String, i32), i64>,
+    /// Next changelog offset to read, by store.
+    pub changelog_offsets: BTreeMap<String, i64>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Records written into the stores.
+    pub applied: u64,
+    /// Records skipped because their input offset was not committed (it will be reprocessed).
+    pub skipped: u64,
+    /// sled batches written.
+    pub batches: u64,
+}
+
+/// The state of one task: its stores, buffered writes, and checkpoint.
+pub struct TaskState {
+    dir: PathBuf,
+    tree: sled::Db,
+    stores: Vec<SledStore>,
+    checkpoint: Checkpoint,
+    needs_restore: bool,
+}
+
+impl TaskState {
+    /// Opens (or creates) the task state in `dir` with the given stores, as
+    /// `(name, changelog enabled)`. A directory that fails to open or has another format
+    /// version is wiped; [`TaskState::needs_restore`] then says so.
+    pub fn open(dir: &Path, stores: &[(&str, bool)]) -> Result<TaskState, StateError> {
+        for (name, _) in stores {
+            if name.is_empty() || name.contains('\0') {
+                return Err(StateError::InvalidStoreName((*name).to_string()));
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
+        let (tree, needs_restore) = match open_current(dir) {
+            Ok(Some(tree)) => (tree, false),
+            Ok(None) => (create(dir)?, true),
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, "state directory unusable; wiping it and restoring from the changelog");
+                std::fs::remove_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
+                (create(dir)?, true)
+            }
+        };
+        let checkpoint = read_checkpoint(&tree)?;
+        let stores = stores.iter().map(|(name, logging)| SledStore::new(name, (*tree).clone(), *logging, None)).collect();
+        Ok(TaskState { dir: dir.to_path_buf(), tree, stores, checkpoint, needs_restore })
+    }
+
+    /// True when the directory was created or wiped at open: the stores are empty and must be
+    /// restored from their changelogs before processing.
+    pub fn needs_restore(&self) -> bool {
+        self.needs_restore
+    }
+
+    /// The checkpoint written by the last commit or restore.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The task's state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Store names, in the order given at open.
+    pub fn store_names(&self) -> impl Iterator<Item = &str> {
+        self.stores.iter().map(|s| s.name())
+    }
+
+    /// A store, for reading.
+    pub fn store(&self, name: &str) -> Result<&SledStore, StateError> {
+        self.stores.iter().find(|s| s.name() == name).ok_or_else(|| StateError::UnknownStore(name.to_string()))
+    }
+
+    /// A store, for reading and writing.
+    pub fn store_mut(&mut self, name: &str) -> Result<&mut SledStore, StateError> {
+        self.stores.iter_mut().find(|s| s.name() == name).ok_or_else(|| StateError::UnknownStore(name.to_string()))
+    }
+
+    /// Sets the input position stamped on the changelog records of the following writes.
+    pub fn set_source(&mut self, source: &SourceOffset) {
+        for store in &mut self.stores {
+            store.set_source(source);
+        }
+    }
+
+    /// Takes the changelog records of the writes since the last call, in write order per store.
+    pub fn drain_changelog(&mut self) -> Vec<ChangelogRecord> {
+        let mut records = Vec::new();
+        for store in &mut self.stores {
+            records.append(&mut store.changelog);
+        }
+        records
+    }
+
+    /// True when writes are buffered that the next commit will apply.
+    pub fn has_pending_writes(&self) -> bool {
+        self.stores.iter().any(|s| !s.buffer.is_empty())
+    }
+
+    /// Applies every buffered write and the new checkpoint in one atomic sled batch (DESIGN
+    /// §5.3 step 2). `input_offsets` are the next offsets to consume; `changelog_offsets` the
+    /// next changelog offset per store after the records just delivered.
+    pub fn commit(&mut self, input_offsets: &[(&str, i32, i64)], changelog_offsets: &[(&str, i64)]) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for store in &mut self.stores {
+            assert!(store.changelog.is_empty(), "store `{}`: drain and deliver the changelog before committing (DESIGN §5.3)", store.name());
+            let mut count = store.count.get();
+            for (key, value) in std::mem::take(&mut store.buffer) {
+                let full = store.full_key(&key);
+                if let Some(n) = count.as_mut() {
+                    let existed = self.tree.contains_key(&full)?;
+                    match (&value, existed) {
+                        (Some(_), false) => *n += 1,
+                        (None, true) => *n -= 1,
+                        _ => {}
+                    }
+                }
+                match value {
+                    Some(value) => batch.insert(full, value),
+                    None => batch.remove(full),
+                }
+            }
+            store.count.set(count);
+        }
+        for (topic, partition, offset) in input_offsets {
+            batch.insert(input_key(topic, *partition), &offset.to_be_bytes());
+            self.checkpoint.input_offsets.insert(((*topic).to_string(), *partition), *offset);
+        }
+        for (store, offset) in changelog_offsets {
+            batch.insert(changelog_key(store), &offset.to_be_bytes());
+            self.checkpoint.changelog_offsets.insert((*store).to_string(), *offset);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Discards every buffered write and pending changelog record (a failed flush: the batch
+    /// will be reprocessed from the last committed position).
+    pub fn abort(&mut self) {
+        for store in &mut self.stores {
+            store.buffer.clear();
+            store.changelog.clear();
+        }
+    }
+
+    /// Forces committed state to disk.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Rebuilds stores from changelog records `(changelog offset, record)` read in offset
+    /// order (DESIGN §5.4), in batches of [`RESTORE_BATCH_SIZE`]. A record stamped with an
+    /// input offset at or beyond the committed offset of its input partition (`committed`:
+    /// next offset to consume; an absent partition has nothing committed) is skipped: that
+    /// input will be processed again. Records of writes not caused by an input (stamped with
+    /// an empty topic) are always applied.
+    pub fn restore(
+        &mut self,
+        records: impl IntoIterator<Item = (i64, ChangelogRecord)>,
+        committed: &BTreeMap<(String, i32), i64>,
+    ) -> Result<RestoreStats, StateError> {
+        let mut stats = RestoreStats::default();
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut next_offsets: BTreeMap<Arc<str>, i64> = BTreeMap::new();
+        let prefixes: BTreeMap<String, Vec<u8>> = self.stores.iter().map(|s| (s.name().to_string(), s.prefix().to_vec())).collect();
+        for (offset, record) in records {
+            let prefix = prefixes.get(&*record.store).ok_or_else(|| StateError::UnknownStore(record.store.to_string()))?;
+            next_offsets.insert(Arc::clone(&record.store), offset + 1);
+            let uncommitted = !record.source.topic.is_empty()
+                && record.source.offset >= committed.get(&(record.source.topic.to_string(), record.source.partition)).copied().unwrap_or(0);
+            if uncommitted {
+                stats.skipped += 1;
+                continue;
+            }
+            let mut full = Vec::with_capacity(prefix.len() + record.key.len());
+            full.extend_from_slice(prefix);
+            full.extend_from_slice(&record.key);
+            match record.value {
+                Some(value) => batch.insert(full, value),
+                None => batch.remove(full),
+            }
+            stats.applied += 1;
+            in_batch += 1;
+            if in_batch == RESTORE_BATCH_SIZE {
+                self.apply_restore_batch(std::mem::take(&mut batch), &next_offsets)?;
+                stats.batches += 1;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 || !next_offsets.is_empty() {
+            self.apply_restore_batch(batch, &next_offsets)?;
+            stats.batches += u64::from(in_batch > 0);
+        }
+        for store in &mut self.stores {
+            store.count.set(None);
+        }
+        self.needs_restore = false;
+        Ok(stats)
+    }
+
+    fn apply_restore_batch(&mut self, mut batch: sled::Batch, next_offsets: &BTreeMap<Arc<str>, i64>) -> Result<(), StateError> {
+        for (store, offset) in next_offsets {
+            batch.insert(changelog_key(store), &offset.to_be_bytes());
+            self.checkpoint.changelog_offsets.insert(store.to_string(), *offset);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+fn open_current(dir: &Path) -> Result<Option<sled::Db>, String> {
+    let db = sled::Config::new().path(dir).open().map_err(|e| e.to_string())?;
+    match db.get(META_VERSION).map_err(|e| e.to_string())? {
+        Some(version) if version == FORMAT_VERSION => Ok(Some(db)),
+        Some(other) => Err(format!("format version {:?}, expected {:?}", String::from_utf8_lossy(&other), String::from_utf8_lossy(FORMAT_VERSION))),
+        None if db.is_empty() => {
+            drop(db);
+            Ok(None)
+        }
+        None => Err("entries without a format version".to_string()),
+    }
+}
+
+fn create(dir: &Path) -> Result<sled::Db, StateError> {
+    let db = sled::Config::new().path(dir).open()?;
+    db.insert(META_VERSION, FORMAT_VERSION)?;
+    Ok(db)
+}
+
+fn input_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = META_INPUT.to_vec();
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn changelog_key(store: &str) -> Vec<u8> {
+    let mut key = META_CHANGELOG.to_vec();
+    key.extend_from_slice(store.as_bytes());
+    key
+}
+
+fn be_i64(bytes: &[u8]) -> Result<i64, StateError> {
+    bytes.try_into().map(i64::from_be_bytes).map_err(|_| StateError::Corrupt(format!("offset of {} bytes", bytes.len())))
+}
+
+fn read_checkpoint(tree: &sled::Db) -> Result<Checkpoint, StateError> {
+    let mut checkpoint = Checkpoint::default();
+    for entry in tree.scan_prefix(META_INPUT) {
+        let (key, value) = entry?;
+        let rest = &key[META_INPUT.len()..];
+        let split = rest.len().checked_sub(5).filter(|&i| rest[i] == 0).ok_or_else(|| StateError::Corrupt("input offset key".into()))?;
+        let topic = String::from_utf8_lossy(&rest[..split]).into_owned();
+        let partition = i32::from_be_bytes(rest[split + 1..].try_into().map_err(|_| StateError::Corrupt("partition".into()))?);
+        checkpoint.input_offsets.insert((topic, partition), be_i64(&value)?);
+    }
+    for entry in tree.scan_prefix(META_CHANGELOG) {
+        let (key, value) = entry?;
+        let store = String::from_utf8_lossy(&key[META_CHANGELOG.len()..]).into_owned();
+        checkpoint.changelog_offsets.insert(store, be_i64(&value)?);
+    }
+    Ok(checkpoint)
+}
+
