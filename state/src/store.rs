@@ -40,6 +40,9 @@ pub struct SledStore {
     /// Writes since the last commit: `None` is a delete.
     pub(crate) buffer: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) changelog: Vec<ChangelogRecord>,
+    /// Previous buffer entries of the writes since the last savepoint, for rollback.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    changelog_at_savepoint: usize,
     logging: bool,
     source: SourceOffset,
     /// Committed entry count, `None` until counted (e.g. after a restore).
@@ -54,6 +57,8 @@ impl SledStore {
             tree,
             buffer: BTreeMap::new(),
             changelog: Vec::new(),
+            undo: Vec::new(),
+            changelog_at_savepoint: 0,
             logging,
             source: SourceOffset::new("", -1, -1),
             count: Cell::new(count),
@@ -86,7 +91,31 @@ impl SledStore {
                 source: self.source.clone(),
             });
         }
-        self.buffer.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        let previous = self.buffer.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        self.undo.push((key.to_vec(), previous));
+    }
+
+    /// Marks the current buffer as the point [`SledStore::rollback`] returns to.
+    pub(crate) fn savepoint(&mut self) {
+        self.undo.clear();
+        self.changelog_at_savepoint = self.changelog.len();
+    }
+
+    /// Undoes the writes since the last savepoint (a record whose processing failed).
+    pub(crate) fn rollback(&mut self) {
+        while let Some((key, previous)) = self.undo.pop() {
+            match previous {
+                Some(value) => self.buffer.insert(key, value),
+                None => self.buffer.remove(&key),
+            };
+        }
+        self.changelog.truncate(self.changelog_at_savepoint);
+    }
+
+    /// Forgets the savepoint bookkeeping (after a commit or a drain).
+    pub(crate) fn reset_savepoint(&mut self) {
+        self.undo.clear();
+        self.changelog_at_savepoint = self.changelog.len();
     }
 
     fn merged(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> KvIter<'_> {

@@ -115,8 +115,24 @@ impl TaskState {
         let mut records = Vec::new();
         for store in &mut self.stores {
             records.append(&mut store.changelog);
+            store.reset_savepoint();
         }
         records
+    }
+
+    /// Marks the point [`TaskState::rollback`] returns to: call before processing a record.
+    pub fn savepoint(&mut self) {
+        for store in &mut self.stores {
+            store.savepoint();
+        }
+    }
+
+    /// Undoes every write (and its changelog record) since the last savepoint, so a record
+    /// whose processing failed leaves no partial effect.
+    pub fn rollback(&mut self) {
+        for store in &mut self.stores {
+            store.rollback();
+        }
     }
 
     /// True when writes are buffered that the next commit will apply.
@@ -167,6 +183,7 @@ impl TaskState {
         for store in &mut self.stores {
             store.buffer.clear();
             store.changelog.clear();
+            store.reset_savepoint();
         }
     }
 

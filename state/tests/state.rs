@@ -189,3 +189,19 @@ fn dedupe_skips_repeats_within_retention_and_forgets_after() {
     // Dedupe writes are changelogged like any store write.
     assert!(state.drain_changelog().len() >= 6);
 }
+
+#[test]
+fn rollback_undoes_the_writes_of_one_failed_record() {
+    let dir = TempDir::new("rollback");
+    let mut state = TaskState::open(&dir.0, STORES).unwrap();
+    state.store_mut("balances").unwrap().put(b"a", b"1").unwrap();
+    state.savepoint();
+    let store = state.store_mut("balances").unwrap();
+    store.put(b"a", b"2").unwrap();
+    store.put(b"b", b"9").unwrap();
+    store.delete(b"a").unwrap();
+    state.rollback();
+    assert_eq!(entries(&state, "balances"), [(b"a".to_vec(), b"1".to_vec())]);
+    let changelog = state.drain_changelog();
+    assert_eq!(changelog.len(), 1, "only the kept write is replicated");
+}
