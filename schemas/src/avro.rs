@@ -33,6 +33,17 @@ pub trait AvroType: Sized {
     fn from_avro(value: Value) -> Result<Self, SchemaError>;
 }
 
+/// Pseudo-field the codec adds to decoded records with the writer's full record name, so a
+/// union is matched to its Rust variant by name (Avro's resolution rule), even when two
+/// branches have the same fields.
+pub const RECORD_NAME_FIELD: &str = "\0name";
+
+/// An Avro named type (record or enum) with its full name.
+pub trait AvroNamed {
+    /// Full name, e.g. `io.sluice.payments.Deposit`.
+    const AVRO_NAME: &'static str;
+}
+
 /// A named Avro record that is the top-level value of a topic.
 pub trait AvroRecord: AvroType {
     /// Full name, e.g. `io.sluice.auth.AuthCommand`.
@@ -48,14 +59,15 @@ pub(crate) fn mismatch(expected: &str, found: &Value) -> SchemaError {
     }
 }
 
-/// Removes a field by name from a decoded record.
+/// Removes a field by name from a decoded record and converts it; a field the writer did not
+/// have takes the reader's default (`null` for optional fields), as Avro resolution does.
 #[doc(hidden)]
-pub fn take_field(fields: &mut Vec<(String, Value)>, name: &str) -> Result<Value, SchemaError> {
-    let position = fields
-        .iter()
-        .position(|(field, _)| field == name)
-        .ok_or_else(|| SchemaError::MissingField(name.to_string()))?;
-    Ok(fields.swap_remove(position).1)
+pub fn take_field<T: AvroType>(fields: &mut Vec<(String, Value)>, name: &str) -> Result<T, SchemaError> {
+    match fields.iter().position(|(field, _)| field == name) {
+        Some(position) => T::from_avro(fields.swap_remove(position).1),
+        None if T::field_default().is_some() => T::from_avro(Value::Null),
+        None => Err(SchemaError::MissingField(name.to_string())),
+    }
 }
 
 impl AvroType for String {
@@ -184,7 +196,7 @@ impl AvroType for Decimal {
     }
     fn to_avro(&self) -> Result<Value, SchemaError> {
         let mantissa = money_mantissa(*self)?;
-        Ok(Value::Decimal(apache_avro::Decimal::from(mantissa_bytes(mantissa))))
+        Ok(Value::Decimal(apache_avro::Decimal::from(sign_extend(&mantissa_bytes(mantissa), MONEY_MIN_BYTES))))
     }
     fn from_avro(value: Value) -> Result<Self, SchemaError> {
         let bytes = match value {
@@ -218,6 +230,22 @@ pub fn money_mantissa(amount: Decimal) -> Result<i128, SchemaError> {
         return Err(SchemaError::InvalidMoney(format!("{amount} has more than {MONEY_PRECISION} digits")));
     }
     Ok(mantissa)
+}
+
+/// Width money is written with. Any width is valid Avro, but apache-avro refuses to resolve a
+/// bytes decimal shorter than its precision needs (8 bytes for 18 digits), so Sluice writes 8
+/// for the sake of apache-avro-based readers.
+pub const MONEY_MIN_BYTES: usize = 8;
+
+/// `bytes` (big-endian two's complement) sign-extended to at least `width` bytes.
+pub fn sign_extend(bytes: &[u8], width: usize) -> Vec<u8> {
+    if bytes.len() >= width {
+        return bytes.to_vec();
+    }
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0x00 };
+    let mut out = vec![fill; width - bytes.len()];
+    out.extend_from_slice(bytes);
+    out
 }
 
 /// Minimal big-endian two's-complement bytes of `value`, as the Avro decimal encoding requires.
@@ -403,6 +431,10 @@ macro_rules! avro_record {
             )*
         }
 
+        impl $crate::avro::AvroNamed for $name {
+            const AVRO_NAME: &'static str = $full;
+        }
+
         impl $crate::avro::AvroType for $name {
             fn schema_json(named: &mut std::collections::BTreeSet<String>) -> serde_json::Value {
                 $crate::avro::named_schema(named, $full, |named| {
@@ -439,9 +471,7 @@ macro_rules! avro_record {
                 match value {
                     #[allow(unused_mut, unused_variables)]
                     apache_avro::types::Value::Record(mut fields) => Ok($name {
-                        $($field: <$ty as $crate::avro::AvroType>::from_avro(
-                            $crate::avro::take_field(&mut fields, stringify!($field))?,
-                        )?,)*
+                        $($field: $crate::avro::take_field::<$ty>(&mut fields, stringify!($field))?,)*
                     }),
                     other => Err($crate::SchemaError::ValueMismatch {
                         expected: $full.to_string(),
@@ -555,6 +585,19 @@ macro_rules! avro_union {
                 let apache_avro::types::Value::Union(branch, inner) = value else {
                     return Err($crate::SchemaError::ValueMismatch { expected: stringify!($name).to_string(), found: format!("{value:?}") });
                 };
+                // The codec tags records with the writer's name: match branches by name.
+                if let apache_avro::types::Value::Record(fields) = &*inner {
+                    if let Some((_, apache_avro::types::Value::String(name))) =
+                        fields.iter().find(|(field, _)| field == $crate::avro::RECORD_NAME_FIELD)
+                    {
+                        $(
+                            if name == <$ty as $crate::avro::AvroNamed>::AVRO_NAME {
+                                return Ok($name::$variant(<$ty as $crate::avro::AvroType>::from_avro(*inner)?));
+                            }
+                        )+
+                        return Err($crate::SchemaError::UnknownSymbol { name: stringify!($name).to_string(), symbol: name.clone() });
+                    }
+                }
                 let mut index: u32 = 0;
                 $(
                     if branch == index {

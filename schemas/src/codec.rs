@@ -3,10 +3,11 @@
 //! TopicNameStrategy subject (`<topic>-value`); readers fetch the writer's schema by id and
 //! resolve it against their own (schema evolution).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::{NamesRef, ResolvedSchema};
+use apache_avro::types::Value;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -16,7 +17,7 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 use crate::avro::AvroRecord;
-use crate::{SchemaError, SCHEMA_FILES};
+use crate::SchemaError;
 
 /// The first byte of every Confluent-framed payload.
 pub const MAGIC_BYTE: u8 = 0;
@@ -80,7 +81,6 @@ impl CodecError {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    reader_schemas: HashMap<&'static str, Schema>,
 }
 
 impl Codec {
@@ -93,12 +93,7 @@ impl Codec {
                 .build()
                 .map_err(|e| CodecError::Settings(e.error))
         };
-        let mut reader_schemas = HashMap::new();
-        for (stem, text) in SCHEMA_FILES {
-            let schema = Schema::parse_str(text).map_err(|e| CodecError::Settings(format!("{stem}.avsc: {e}")))?;
-            reader_schemas.insert(*stem, schema);
-        }
-        Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?), reader_schemas })
+        Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?) })
     }
 
     /// Encodes `record` for `topic`, registering its schema under `<topic>-value` if needed.
@@ -114,17 +109,52 @@ impl Codec {
     pub async fn decode<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, CodecError> {
         let (id, mut datum) = split_header(payload)?;
         let writer = self.decoder.get_schema(id).await.map_err(|e| classify(e, Some(id)))?;
-        let reader = self.reader_schemas.get(T::SCHEMA_FILE).ok_or(SchemaError::UnknownSchemaFile(T::SCHEMA_FILE.to_string()))?;
         let mismatch = |reason: String| CodecError::DatumMismatch { schema: format!("id {id} read as {}", T::FULL_NAME), reason };
-        let value = GenericDatumReader::builder(&writer.parsed)
-            .reader_schema(reader)
+        let written = GenericDatumReader::builder(&writer.parsed)
             .build()
             .and_then(|datum_reader| datum_reader.read_value(&mut datum))
             .map_err(|e| mismatch(e.to_string()))?;
         if !datum.is_empty() {
             return Err(mismatch(format!("{} bytes left over after the datum", datum.len())));
         }
-        T::from_avro(value).map_err(|e| mismatch(e.to_string()))
+        // Resolution to the reader's type is by name: records by field name (missing optional
+        // fields default to null), unions by record name, enums by symbol.
+        let names = ResolvedSchema::try_from(&writer.parsed).map_err(|e| mismatch(e.to_string()))?;
+        T::from_avro(name_records(written, &writer.parsed, names.get_names())).map_err(|e| mismatch(e.to_string()))
+    }
+}
+
+/// Tags every record of a value decoded with `schema` with its full name
+/// ([`crate::avro::RECORD_NAME_FIELD`]).
+fn name_records(value: Value, schema: &Schema, names: &NamesRef<'_>) -> Value {
+    match (value, schema) {
+        (value, Schema::Ref { name }) => match names.get(name) {
+            Some(named) => name_records(value, named, names),
+            None => value,
+        },
+        (Value::Record(fields), Schema::Record(record)) => {
+            let mut tagged = Vec::with_capacity(fields.len() + 1);
+            tagged.push((crate::avro::RECORD_NAME_FIELD.to_string(), Value::String(record.name.fullname(None))));
+            for (name, value) in fields {
+                let value = match record.fields.iter().find(|f| f.name == name) {
+                    Some(field) => name_records(value, &field.schema, names),
+                    None => value,
+                };
+                tagged.push((name, value));
+            }
+            Value::Record(tagged)
+        }
+        (Value::Union(branch, inner), Schema::Union(union)) => {
+            let inner = match union.variants().get(branch as usize) {
+                Some(variant) => name_records(*inner, variant, names),
+                None => *inner,
+            };
+            Value::Union(branch, Box::new(inner))
+        }
+        (Value::Array(items), Schema::Array(array)) => {
+            Value::Array(items.into_iter().map(|item| name_records(item, &array.items, names)).collect())
+        }
+        (value, _) => value,
     }
 }
 

@@ -130,9 +130,10 @@ fn typed_errors_for_bad_payloads() {
         assert!(matches!(codec.decode::<PaymentCommand>(b"{\"json\": true}").await, Err(CodecError::WrongMagicByte { found: b'{' })));
         assert!(matches!(codec.decode::<PaymentCommand>(&[0, 0, 0, 0x7f, 0xff, 2]).await, Err(CodecError::UnknownSchemaId { id: 0x7fff })));
         let good = codec.encode("payments.commands", &sample_payments()[0]).await.unwrap();
-        // A valid header with a truncated datum, then with trailing garbage.
-        let truncated = &good[..good.len() - 3];
-        assert!(matches!(codec.decode::<PaymentCommand>(truncated).await, Err(CodecError::DatumMismatch { .. })), "truncated");
+        // A valid header with a datum cut inside its required fields, then with trailing garbage.
+        let truncated = &good[..12];
+        let result = codec.decode::<PaymentCommand>(truncated).await;
+        assert!(matches!(result, Err(CodecError::DatumMismatch { .. })), "truncated: {result:?}");
         let mut trailing = good.clone();
         trailing.extend_from_slice(&[1, 2, 3]);
         assert!(matches!(codec.decode::<PaymentCommand>(&trailing).await, Err(CodecError::DatumMismatch { .. })), "trailing bytes");
