@@ -32,6 +32,9 @@ pub trait KeyValueStore {
     fn approximate_num_entries(&self) -> u64;
 }
 
+/// A key and what the buffer held for it before a write (`None`: nothing buffered).
+type UndoEntry = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// A store kept in the task's sled tree under the key prefix `s<name>\0`.
 pub struct SledStore {
     name: Arc<str>,
@@ -41,7 +44,7 @@ pub struct SledStore {
     pub(crate) buffer: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) changelog: Vec<ChangelogRecord>,
     /// Previous buffer entries of the writes since the last savepoint, for rollback.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<UndoEntry>,
     changelog_at_savepoint: usize,
     logging: bool,
     source: SourceOffset,
