@@ -59,12 +59,13 @@ impl TaskState {
         }
         std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
         let (tree, needs_restore) = match open_current(dir) {
-            Ok(Some(tree)) => (tree, false),
-            Ok(None) => (create(dir)?, true),
+            Ok(opened) => opened,
             Err(reason) => {
                 tracing::warn!(dir = %dir.display(), %reason, "state directory unusable; wiping it and restoring from the changelog");
                 std::fs::remove_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
-                (create(dir)?, true)
+                let db = open_sled(dir)?;
+                db.insert(META_VERSION, FORMAT_VERSION)?;
+                (db, true)
             }
         };
         let checkpoint = read_checkpoint(&tree)?;
@@ -254,23 +255,33 @@ impl TaskState {
     }
 }
 
-fn open_current(dir: &Path) -> Result<Option<sled::Db>, String> {
-    let db = sled::Config::new().path(dir).open().map_err(|e| e.to_string())?;
+/// Opens the directory: `(db, true)` if it is new (empty), `(db, false)` if it holds state
+/// of the current format, an error if it cannot be used.
+fn open_current(dir: &Path) -> Result<(sled::Db, bool), String> {
+    let db = open_sled(dir).map_err(|e| e.to_string())?;
     match db.get(META_VERSION).map_err(|e| e.to_string())? {
-        Some(version) if version == FORMAT_VERSION => Ok(Some(db)),
+        Some(version) if version == FORMAT_VERSION => Ok((db, false)),
         Some(other) => Err(format!("format version {:?}, expected {:?}", String::from_utf8_lossy(&other), String::from_utf8_lossy(FORMAT_VERSION))),
         None if db.is_empty() => {
-            drop(db);
-            Ok(None)
+            db.insert(META_VERSION, FORMAT_VERSION).map_err(|e| e.to_string())?;
+            Ok((db, true))
         }
         None => Err("entries without a format version".to_string()),
     }
 }
 
-fn create(dir: &Path) -> Result<sled::Db, StateError> {
-    let db = sled::Config::new().path(dir).open()?;
-    db.insert(META_VERSION, FORMAT_VERSION)?;
-    Ok(db)
+/// Opens sled, waiting (up to 5 s) for the file lock a just-dropped handle of the same
+/// directory may still hold: sled releases it from a background thread.
+fn open_sled(dir: &Path) -> Result<sled::Db, StateError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other && std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn input_key(topic: &str, partition: i32) -> Vec<u8> {

@@ -95,9 +95,14 @@ fn every_write_yields_a_changelog_record_stamped_with_its_input() {
 /// Appends the drained records with per-store changelog offsets, as each store's changelog
 /// topic partition would number them.
 fn drain(state: &mut TaskState, changelog: &mut Vec<(i64, ChangelogRecord)>) {
+    let mut next: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, record) in changelog.iter() {
+        *next.entry(record.store.to_string()).or_default() += 1;
+    }
     for record in state.drain_changelog() {
-        let next = changelog.iter().filter(|(_, r)| r.store == record.store).count() as i64;
-        changelog.push((next, record));
+        let offset = next.entry(record.store.to_string()).or_default();
+        changelog.push((*offset, record));
+        *offset += 1;
     }
 }
 
