@@ -194,17 +194,29 @@ impl TaskState {
         Ok(())
     }
 
-    /// Rebuilds stores from changelog records `(changelog offset, record)` read in offset
-    /// order (DESIGN §5.4), in batches of [`RESTORE_BATCH_SIZE`]. A record stamped with an
-    /// input offset at or beyond the committed offset of its input partition (`committed`:
-    /// next offset to consume; an absent partition has nothing committed) is skipped: that
-    /// input will be processed again. Records of writes not caused by an input (stamped with
-    /// an empty topic) are always applied.
+    /// Brings the stores up to date from changelog records `(changelog offset, record)` read
+    /// in offset order from the checkpointed changelog offsets (everything after a wipe), in
+    /// batches of [`RESTORE_BATCH_SIZE`] (DESIGN §5.4).
+    ///
+    /// The state is made to reflect exactly the inputs before the *resume position* of each
+    /// input partition: the later of the local checkpoint and `committed` (the consumer
+    /// group's committed offsets; an absent partition has nothing committed). A record
+    /// stamped at or beyond it is skipped, since that input will be processed again; writes
+    /// not caused by an input (stamped with an empty topic) are always applied. The resume
+    /// positions become the checkpoint's input offsets: process from there. Call it on every
+    /// start, even with no records, so a local checkpoint that lost its last commits (sled
+    /// flushes in the background) resumes from the committed offsets.
     pub fn restore(
         &mut self,
         records: impl IntoIterator<Item = (i64, ChangelogRecord)>,
         committed: &BTreeMap<(String, i32), i64>,
     ) -> Result<RestoreStats, StateError> {
+        let mut resume = self.checkpoint.input_offsets.clone();
+        for (partition, offset) in committed {
+            let entry = resume.entry(partition.clone()).or_insert(*offset);
+            *entry = (*entry).max(*offset);
+        }
+        let committed = &resume;
         let mut stats = RestoreStats::default();
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
@@ -234,10 +246,12 @@ impl TaskState {
                 in_batch = 0;
             }
         }
-        if in_batch > 0 || !next_offsets.is_empty() {
-            self.apply_restore_batch(batch, &next_offsets)?;
-            stats.batches += u64::from(in_batch > 0);
+        for ((topic, partition), offset) in &resume {
+            batch.insert(input_key(topic, *partition), &offset.to_be_bytes());
         }
+        self.apply_restore_batch(batch, &next_offsets)?;
+        stats.batches += u64::from(in_batch > 0);
+        self.checkpoint.input_offsets = resume;
         for store in &mut self.stores {
             store.count.set(None);
         }

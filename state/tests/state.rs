@@ -210,3 +210,26 @@ fn rollback_undoes_the_writes_of_one_failed_record() {
     let changelog = state.drain_changelog();
     assert_eq!(changelog.len(), 1, "only the kept write is replicated");
 }
+
+#[test]
+fn restore_resumes_from_the_later_of_local_checkpoint_and_committed_offsets() {
+    let dir = TempDir::new("resume");
+    let mut state = TaskState::open(&dir.0, STORES).unwrap();
+    // Local state committed up to input offset 10 ...
+    state.set_source(&SourceOffset::new("in", 0, 9));
+    state.store_mut("balances").unwrap().put(b"k", b"9").unwrap();
+    let mut changelog: Vec<(i64, ChangelogRecord)> = state.drain_changelog().into_iter().map(|r| (0, r)).collect();
+    state.commit(&[("in", 0, 10)], &[("balances", 1)]).unwrap();
+    // ... while the changelog and the consumer group went on to offset 20 (the local sled
+    // batch for it was lost), and input 20 was delivered but not committed.
+    for (changelog_offset, input) in [(1, 15), (2, 20)] {
+        let record = ChangelogRecord { store: "balances".into(), key: b"k".to_vec(), value: Some(input.to_string().into_bytes()), source: SourceOffset::new("in", 0, input) };
+        changelog.push((changelog_offset, record));
+    }
+    let tail: Vec<_> = changelog.into_iter().filter(|(o, _)| *o >= 1).collect();
+    let stats = state.restore(tail, &BTreeMap::from([(("in".to_string(), 0), 20)])).unwrap();
+    assert_eq!((stats.applied, stats.skipped), (1, 1));
+    assert_eq!(state.store("balances").unwrap().get(b"k").unwrap().as_deref(), Some(&b"15"[..]));
+    assert_eq!(state.checkpoint().input_offsets[&("in".to_string(), 0)], 20, "resume at the committed offset");
+    assert_eq!(state.checkpoint().changelog_offsets["balances"], 3);
+}

@@ -1,0 +1,76 @@
+//! The processor registry: maps the `kind` named in topology.toml to a factory.
+
+use std::collections::BTreeMap;
+
+use crate::processor::Processor;
+use crate::topology::{NodeKind, Topology};
+
+/// What a factory gets to build one processor instance (one per task).
+pub struct ProcessorConfig<'a> {
+    /// Node name.
+    pub name: &'a str,
+    /// The kind.
+    pub kind: &'a str,
+    /// The node's `config` table from topology.toml.
+    pub config: &'a toml::Table,
+    /// Stores the node declared.
+    pub stores: &'a [String],
+}
+
+/// Builds a processor for a node, or says why the node's config is unusable.
+pub type ProcessorFactory = Box<dyn Fn(&ProcessorConfig<'_>) -> Result<Box<dyn Processor>, String> + Send + Sync>;
+
+/// Processor kinds by name.
+#[derive(Default)]
+pub struct ProcessorRegistry {
+    factories: BTreeMap<String, ProcessorFactory>,
+}
+
+impl ProcessorRegistry {
+    /// An empty registry.
+    pub fn new() -> ProcessorRegistry {
+        ProcessorRegistry::default()
+    }
+
+    /// Registers `kind`; a later registration of the same kind replaces it.
+    pub fn register(
+        &mut self,
+        kind: &str,
+        factory: impl Fn(&ProcessorConfig<'_>) -> Result<Box<dyn Processor>, String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.factories.insert(kind.to_string(), Box::new(factory));
+        self
+    }
+
+    /// Registered kinds, sorted.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+
+    /// Checks every processor node of `topology` has a registered kind; lists the ones that do not.
+    pub fn check(&self, topology: &Topology) -> Result<(), Vec<String>> {
+        let missing: Vec<String> = topology
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.kind {
+                NodeKind::Processor { kind, .. } if !self.factories.contains_key(kind) => Some(format!(
+                    "processor `{}` has unknown kind `{kind}` (known: {})",
+                    node.name,
+                    self.kinds().collect::<Vec<_>>().join(", ")
+                )),
+                _ => None,
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// Builds the processor for one node.
+    pub fn create(&self, config: &ProcessorConfig<'_>) -> Result<Box<dyn Processor>, String> {
+        let factory = self.factories.get(config.kind).ok_or_else(|| format!("processor `{}` has unknown kind `{}`", config.name, config.kind))?;
+        factory(config).map_err(|e| format!("processor `{}` ({}): {e}", config.name, config.kind))
+    }
+}

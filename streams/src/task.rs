@@ -1,0 +1,468 @@
+//! A [`Task`]: one partition of one sub-topology. It runs records through the processor graph
+//! depth-first (as Kafka Streams does), buffers sink outputs and store writes, fires
+//! punctuations, and commits its state with its input positions. It does no I/O: the runtime
+//! and the test driver feed it records and deliver what it produces.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use sluice_state::{ChangelogRecord, DedupeStore, KeyValueStore, SledStore, SourceOffset, StateError, TaskState};
+
+use crate::processor::{ProcessError, Processor, Punctuation, PunctuationType};
+use crate::record::{Headers, OutputRecord, Record, RecordMetadata};
+use crate::registry::{ProcessorConfig, ProcessorRegistry};
+use crate::topology::{NodeKind, StoreKind, Topology};
+
+/// Sub-topology and partition, written `0_3` as in Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    /// Sub-topology number.
+    pub subtopology: usize,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// Why a task could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A processor could not be created or initialised.
+    #[error("task {task}: {message}")]
+    Processor {
+        /// The task.
+        task: TaskId,
+        /// What went wrong.
+        message: String,
+    },
+    /// The sub-topology does not exist.
+    #[error("no sub-topology {0}")]
+    UnknownSubtopology(usize),
+    /// State failure.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+#[derive(Debug)]
+enum GraphKind {
+    Source,
+    Processor,
+    Sink { topic: String },
+}
+
+#[derive(Debug)]
+struct GraphNode {
+    name: String,
+    kind: GraphKind,
+    children: Vec<usize>,
+    stores: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    node: usize,
+    interval_ms: i64,
+    kind: PunctuationType,
+    /// Next due time; for stream time, unset until the first record.
+    next_due: Option<i64>,
+}
+
+/// The input being processed, as the context reports it.
+#[derive(Debug, Clone, Default)]
+struct RecordContext {
+    metadata: Option<RecordMetadata>,
+    timestamp: i64,
+    headers: Headers,
+}
+
+/// One partition of one sub-topology.
+pub struct Task {
+    id: TaskId,
+    application_id: String,
+    nodes: Vec<GraphNode>,
+    processors: Vec<Option<Box<dyn Processor>>>,
+    source_of_topic: HashMap<String, usize>,
+    dedupe_retention: HashMap<String, i64>,
+    state: TaskState,
+    outputs: Vec<OutputRecord>,
+    schedules: Vec<Schedule>,
+    stream_time: Option<i64>,
+    wall_clock: i64,
+    positions: BTreeMap<(String, i32), i64>,
+}
+
+impl Task {
+    /// Builds the task of sub-topology `id.subtopology` for partition `id.partition` over
+    /// `state`, creates its processors and calls their `init`.
+    pub fn new(
+        id: TaskId,
+        topology: &Topology,
+        registry: &ProcessorRegistry,
+        application_id: &str,
+        state: TaskState,
+        wall_clock: i64,
+    ) -> Result<Task, TaskError> {
+        let sub = topology.subtopologies.get(id.subtopology).ok_or(TaskError::UnknownSubtopology(id.subtopology))?;
+        let index: HashMap<&str, usize> = sub.nodes.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let mut nodes = Vec::new();
+        let mut processors = Vec::new();
+        let mut source_of_topic = HashMap::new();
+        for (i, name) in sub.nodes.iter().enumerate() {
+            let node = topology.node(name).expect("sub-topology nodes exist");
+            let children = node.children.iter().filter_map(|c| index.get(c.as_str()).copied()).collect();
+            let (kind, stores, processor) = match &node.kind {
+                NodeKind::Source { topics } => {
+                    for topic in topics {
+                        source_of_topic.insert(topic.topic_name(application_id), i);
+                    }
+                    (GraphKind::Source, Vec::new(), None)
+                }
+                NodeKind::Processor { kind, stores, config } => {
+                    let config = ProcessorConfig { name, kind, config, stores };
+                    let processor = registry.create(&config).map_err(|message| TaskError::Processor { task: id, message })?;
+                    (GraphKind::Processor, stores.clone(), Some(processor))
+                }
+                NodeKind::Sink { topic } => (GraphKind::Sink { topic: topic.topic_name(application_id) }, Vec::new(), None),
+            };
+            nodes.push(GraphNode { name: name.clone(), kind, children, stores });
+            processors.push(processor);
+        }
+        let dedupe_retention = topology
+            .stores
+            .iter()
+            .filter(|s| s.kind == StoreKind::Dedupe)
+            .map(|s| (s.name.clone(), i64::try_from(s.retention_ms.unwrap_or_default()).unwrap_or(i64::MAX)))
+            .collect();
+        let positions = state.checkpoint().input_offsets.clone();
+        let mut task = Task {
+            id,
+            application_id: application_id.to_string(),
+            nodes,
+            processors,
+            source_of_topic,
+            dedupe_retention,
+            state,
+            outputs: Vec::new(),
+            schedules: Vec::new(),
+            stream_time: None,
+            wall_clock,
+            positions,
+        };
+        for i in 0..task.nodes.len() {
+            if task.processors[i].is_some() {
+                let record = RecordContext { timestamp: wall_clock, ..RecordContext::default() };
+                task.with_processor(i, &record, |p, ctx| p.init(ctx)).map_err(|e| TaskError::Processor { task: id, message: format!("init of `{}`: {e}", task.nodes[i].name) })?;
+            }
+        }
+        Ok(task)
+    }
+
+    /// This task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Topics this task reads (broker names).
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.source_of_topic.keys().cloned().collect();
+        topics.sort();
+        topics
+    }
+
+    /// The task's state.
+    pub fn state(&self) -> &TaskState {
+        &self.state
+    }
+
+    /// Next offset to process per input topic-partition (processed, maybe not committed).
+    pub fn positions(&self) -> &BTreeMap<(String, i32), i64> {
+        &self.positions
+    }
+
+    /// The highest record timestamp seen.
+    pub fn stream_time(&self) -> Option<i64> {
+        self.stream_time
+    }
+
+    /// Processes one input record. On error, every effect of this record (store writes,
+    /// changelog records, outputs) is undone and its position is not advanced; the caller
+    /// decides (by [`ProcessError::action`]) whether to [`Task::skip`] it, retry, or stop.
+    pub fn process(&mut self, metadata: RecordMetadata, record: Record) -> Result<(), ProcessError> {
+        let source = *self.source_of_topic.get(&metadata.topic).ok_or_else(|| ProcessError::Fatal(format!("task {} does not read topic {}", self.id, metadata.topic)))?;
+        self.state.savepoint();
+        let outputs_before = self.outputs.len();
+        self.state.set_source(&SourceOffset::new(metadata.topic.as_str(), metadata.partition, metadata.offset));
+        let context = RecordContext { metadata: Some(metadata.clone()), timestamp: record.timestamp, headers: record.headers.clone() };
+        let children = self.nodes[source].children.clone();
+        let timestamp = record.timestamp;
+        let mut result = Ok(());
+        let mut record = Some(record);
+        for (n, child) in children.iter().enumerate() {
+            // The last child gets the record itself, the others a copy.
+            let forwarded = if n + 1 == children.len() { record.take() } else { record.clone() };
+            result = self.dispatch(*child, forwarded.expect("record present until the last child"), &context);
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = result {
+            self.state.rollback();
+            self.outputs.truncate(outputs_before);
+            return Err(error);
+        }
+        self.advance(&metadata);
+        self.stream_time = Some(self.stream_time.map_or(timestamp, |t| t.max(timestamp)));
+        self.punctuate(PunctuationType::StreamTime)
+    }
+
+    /// Marks a record as handled without effect (dead-lettered or skipped by the handler).
+    pub fn skip(&mut self, metadata: &RecordMetadata) {
+        self.advance(metadata);
+    }
+
+    fn advance(&mut self, metadata: &RecordMetadata) {
+        self.positions.insert((metadata.topic.clone(), metadata.partition), metadata.offset + 1);
+    }
+
+    /// Advances the wall clock and fires due wall-clock punctuations.
+    pub fn advance_wall_clock(&mut self, now: i64) -> Result<(), ProcessError> {
+        self.wall_clock = self.wall_clock.max(now);
+        self.punctuate(PunctuationType::WallClockTime)
+    }
+
+    fn punctuate(&mut self, kind: PunctuationType) -> Result<(), ProcessError> {
+        let now = match kind {
+            PunctuationType::StreamTime => match self.stream_time {
+                Some(t) => t,
+                None => return Ok(()),
+            },
+            PunctuationType::WallClockTime => self.wall_clock,
+        };
+        for s in 0..self.schedules.len() {
+            let schedule = &mut self.schedules[s];
+            if schedule.kind != kind {
+                continue;
+            }
+            let due = *schedule.next_due.get_or_insert(now + schedule.interval_ms);
+            if now < due {
+                continue;
+            }
+            // Fire once, then skip missed intervals.
+            schedule.next_due = Some(now - (now - due) % schedule.interval_ms + schedule.interval_ms);
+            let node = schedule.node;
+            // Punctuation writes are not caused by an input record: restores always apply them.
+            self.state.set_source(&SourceOffset::new("", -1, -1));
+            let context = RecordContext { metadata: None, timestamp: now, headers: Vec::new() };
+            let punctuation = Punctuation { schedule: s, kind, timestamp: now };
+            self.with_processor(node, &context, |p, ctx| p.punctuate(punctuation, ctx))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the records the sinks wrote since the last call.
+    pub fn take_outputs(&mut self) -> Vec<OutputRecord> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Takes the changelog records of the store writes since the last call.
+    pub fn drain_changelog(&mut self) -> Vec<ChangelogRecord> {
+        self.state.drain_changelog()
+    }
+
+    /// Commits state with the current positions and the given next changelog offsets
+    /// (DESIGN §5.3 step 2; outputs and changelog must have been delivered first).
+    pub fn commit(&mut self, changelog_offsets: &[(&str, i64)]) -> Result<(), StateError> {
+        let inputs: Vec<(&str, i32, i64)> = self.positions.iter().map(|((t, p), o)| (t.as_str(), *p, *o)).collect();
+        self.state.commit(&inputs, changelog_offsets)
+    }
+
+    /// Closes the processors and returns the state (for suspension or restore).
+    pub fn close(mut self) -> TaskState {
+        for processor in self.processors.iter_mut().flatten() {
+            processor.close();
+        }
+        self.state
+    }
+
+    fn with_processor(
+        &mut self,
+        node: usize,
+        record: &RecordContext,
+        f: impl FnOnce(&mut Box<dyn Processor>, &mut ProcessorContext<'_>) -> Result<(), ProcessError>,
+    ) -> Result<(), ProcessError> {
+        let mut processor = self.processors[node].take().expect("a processor is never re-entered (the graph is acyclic)");
+        let mut ctx = ProcessorContext {
+            node,
+            task: self.id,
+            application_id: &self.application_id,
+            nodes: &self.nodes,
+            processors: &mut self.processors,
+            state: &mut self.state,
+            outputs: &mut self.outputs,
+            schedules: &mut self.schedules,
+            dedupe_retention: &self.dedupe_retention,
+            record,
+            stream_time: self.stream_time,
+            wall_clock: self.wall_clock,
+        };
+        let result = f(&mut processor, &mut ctx);
+        self.processors[node] = Some(processor);
+        result
+    }
+
+    fn dispatch(&mut self, node: usize, record: Record, context: &RecordContext) -> Result<(), ProcessError> {
+        match &self.nodes[node].kind {
+            GraphKind::Sink { topic } => {
+                self.outputs.push(OutputRecord { topic: topic.clone(), sink: self.nodes[node].name.clone(), record });
+                Ok(())
+            }
+            GraphKind::Processor => self.with_processor(node, context, |p, ctx| p.process(record, ctx)),
+            GraphKind::Source => Err(ProcessError::Fatal(format!("source `{}` cannot be a child", self.nodes[node].name))),
+        }
+    }
+}
+
+/// What a processor can do while it runs (Kafka Streams' `ProcessorContext`).
+pub struct ProcessorContext<'a> {
+    node: usize,
+    task: TaskId,
+    application_id: &'a str,
+    nodes: &'a [GraphNode],
+    processors: &'a mut [Option<Box<dyn Processor>>],
+    state: &'a mut TaskState,
+    outputs: &'a mut Vec<OutputRecord>,
+    schedules: &'a mut Vec<Schedule>,
+    dedupe_retention: &'a HashMap<String, i64>,
+    record: &'a RecordContext,
+    stream_time: Option<i64>,
+    wall_clock: i64,
+}
+
+impl ProcessorContext<'_> {
+    /// Sends `record` to every child (processors run now, depth-first; sinks buffer it).
+    pub fn forward(&mut self, record: Record) -> Result<(), ProcessError> {
+        let children = self.nodes[self.node].children.clone();
+        for child in children {
+            self.dispatch(child, record.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Sends `record` to the child named `child` only.
+    pub fn forward_to(&mut self, child: &str, record: Record) -> Result<(), ProcessError> {
+        let target = self.nodes[self.node]
+            .children
+            .iter()
+            .copied()
+            .find(|&c| self.nodes[c].name == child)
+            .ok_or_else(|| ProcessError::Fatal(format!("`{}` has no child named `{child}`", self.nodes[self.node].name)))?;
+        self.dispatch(target, record)
+    }
+
+    /// Names of this processor's children, in topology order.
+    pub fn child_names(&self) -> Vec<&str> {
+        self.nodes[self.node].children.iter().map(|&c| self.nodes[c].name.as_str()).collect()
+    }
+
+    /// A store this processor declared in topology.toml.
+    pub fn store(&mut self, name: &str) -> Result<&mut dyn KeyValueStore, ProcessError> {
+        Ok(self.sled_store(name)?)
+    }
+
+    /// A dedupe store this processor declared, with the retention from topology.toml.
+    pub fn dedupe(&mut self, name: &str) -> Result<DedupeStore<'_, SledStore>, ProcessError> {
+        let retention = *self.dedupe_retention.get(name).ok_or_else(|| ProcessError::Fatal(format!("`{name}` is not a dedupe store")))?;
+        Ok(DedupeStore::new(self.sled_store(name)?, retention))
+    }
+
+    fn sled_store(&mut self, name: &str) -> Result<&mut SledStore, ProcessError> {
+        let node = &self.nodes[self.node];
+        if !node.stores.iter().any(|s| s == name) {
+            return Err(ProcessError::Fatal(format!("processor `{}` did not declare store `{name}` in topology.toml", node.name)));
+        }
+        Ok(self.state.store_mut(name)?)
+    }
+
+    /// Timestamp of the record being processed (or of the punctuation).
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    /// Headers of the record being processed.
+    pub fn headers(&self) -> &Headers {
+        &self.record.headers
+    }
+
+    /// Topic, partition and offset of the record being processed (`None` in punctuations).
+    pub fn record_metadata(&self) -> Option<&RecordMetadata> {
+        self.record.metadata.as_ref()
+    }
+
+    /// The task running this processor.
+    pub fn task_id(&self) -> TaskId {
+        self.task
+    }
+
+    /// Kafka Streams `application.id`.
+    pub fn application_id(&self) -> &str {
+        self.application_id
+    }
+
+    /// The highest record timestamp this task has seen.
+    pub fn stream_time(&self) -> Option<i64> {
+        self.stream_time
+    }
+
+    /// The wall clock as the runtime (or test driver) sets it.
+    pub fn wall_clock_time(&self) -> i64 {
+        self.wall_clock
+    }
+
+    /// Calls this processor's `punctuate` every `interval_ms` of `kind` time; returns the
+    /// schedule's id. The first call is one interval after the first time observed.
+    pub fn schedule(&mut self, interval_ms: i64, kind: PunctuationType) -> Result<usize, ProcessError> {
+        if interval_ms <= 0 {
+            return Err(ProcessError::Fatal(format!("punctuation interval must be positive, got {interval_ms} ms")));
+        }
+        let next_due = match kind {
+            PunctuationType::WallClockTime => Some(self.wall_clock + interval_ms),
+            PunctuationType::StreamTime => self.stream_time.map(|t| t + interval_ms),
+        };
+        self.schedules.push(Schedule { node: self.node, interval_ms, kind, next_due });
+        Ok(self.schedules.len() - 1)
+    }
+
+    fn dispatch(&mut self, node: usize, record: Record) -> Result<(), ProcessError> {
+        match &self.nodes[node].kind {
+            GraphKind::Sink { topic } => {
+                self.outputs.push(OutputRecord { topic: topic.clone(), sink: self.nodes[node].name.clone(), record });
+                Ok(())
+            }
+            GraphKind::Processor => {
+                let mut processor = self.processors[node].take().expect("a processor is never re-entered (the graph is acyclic)");
+                let mut ctx = ProcessorContext {
+                    node,
+                    task: self.task,
+                    application_id: self.application_id,
+                    nodes: self.nodes,
+                    processors: &mut *self.processors,
+                    state: &mut *self.state,
+                    outputs: &mut *self.outputs,
+                    schedules: &mut *self.schedules,
+                    dedupe_retention: self.dedupe_retention,
+                    record: self.record,
+                    stream_time: self.stream_time,
+                    wall_clock: self.wall_clock,
+                };
+                let result = processor.process(record, &mut ctx);
+                self.processors[node] = Some(processor);
+                result
+            }
+            GraphKind::Source => Err(ProcessError::Fatal(format!("source `{}` cannot be a child", self.nodes[node].name))),
+        }
+    }
+}

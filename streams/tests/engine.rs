@@ -1,0 +1,409 @@
+//! Engine features against a real broker (tansu, started per test binary).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use sluice_streams::admin::{create_topics, AdminError, TopicOutcome};
+use sluice_streams::Topology;
+
+fn pipeline() -> Topology {
+    Topology::from_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap()
+}
+
+#[tokio::test]
+async fn creates_every_topic_with_explicit_configs_idempotently() {
+    let broker = sluice_testkit::broker();
+    let specs = pipeline().topics_to_create("admin-test");
+    let first = create_topics(&broker.bootstrap_servers(), &specs).await.unwrap();
+    assert_eq!(first.len(), specs.len());
+    assert!(first.iter().all(|(_, outcome)| *outcome == TopicOutcome::Created), "{first:?}");
+    let second = create_topics(&broker.bootstrap_servers(), &specs).await.unwrap();
+    assert!(second.iter().all(|(_, outcome)| *outcome == TopicOutcome::AlreadyExists), "{second:?}");
+
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap_servers()).create().unwrap();
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    for spec in &specs {
+        let topic = metadata.topics().iter().find(|t| t.name() == spec.name).unwrap_or_else(|| panic!("{} missing", spec.name));
+        assert_eq!(topic.partitions().len() as i32, spec.partitions, "{}", spec.name);
+    }
+    // The broker reports back the configs we set explicitly.
+    let changelog = "admin-test-users-changelog";
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(changelog)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let policy = resource.get("cleanup.policy").and_then(|entry| entry.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"), "{changelog}: {:?}", resource.entries);
+}
+
+#[tokio::test]
+async fn an_existing_topic_with_other_partitions_is_refused() {
+    let broker = sluice_testkit::broker();
+    broker.create_topic("mismatch-test", 2);
+    let mut spec = pipeline().topics[0].clone();
+    spec.name = "mismatch-test".to_string();
+    spec.partitions = 4;
+    let error = create_topics(&broker.bootstrap_servers(), &[spec]).await.unwrap_err();
+    assert!(matches!(error, AdminError::PartitionMismatch { actual: 2, expected: 4, .. }), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_clear_error() {
+    let address = format!("127.0.0.1:{}", sluice_testkit::free_port());
+    let error = create_topics(&address, &pipeline().topics).await.unwrap_err();
+    assert!(matches!(error, AdminError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains(&address), "{error}");
+}
+
+// ---------------------------------------------------------------- the engine, with the test driver
+
+use sluice_streams::builtin::{register_builtins, EVENT_ID_HEADER};
+use sluice_streams::test_driver::{ProcessingErrorPolicy, RestartMode, DLQ_TOPIC};
+use sluice_streams::{
+    FnProcessor, ProcessError, Processor, ProcessorContext, ProcessorRegistry, Punctuation, PunctuationType, Record, TestDriverConfig,
+    TopologyTestDriver, Value,
+};
+
+const BANKS: &str = r#"
+[[topic]]
+name = "deposits"
+partitions = 2
+
+[[topic]]
+name = "totals"
+partitions = 2
+
+[[topic]]
+name = "bank.totals"
+partitions = 3
+
+[[topic]]
+name = "ticks"
+partitions = 1
+
+[[repartition]]
+name = "by-bank"
+partitions = 3
+
+[[store]]
+name = "counts"
+
+[[store]]
+name = "balances"
+
+[[store]]
+name = "seen"
+kind = "dedupe"
+retention_ms = 60000
+
+[[store]]
+name = "bank-totals"
+
+[[store]]
+name = "raw-balances"
+
+[[source]]
+name = "deposits-source"
+topics = ["deposits"]
+
+[[processor]]
+name = "count"
+kind = "count"
+parents = ["deposits-source"]
+stores = ["counts"]
+
+[[processor]]
+name = "sum"
+kind = "keyed-sum"
+parents = ["deposits-source"]
+stores = ["balances", "seen"]
+config = { dedupe = "seen" }
+
+[[processor]]
+name = "rekey"
+kind = "rekey"
+parents = ["deposits-source"]
+
+# The same sum without dedupe: only the restore's skip rule keeps it exact after a crash.
+[[processor]]
+name = "raw-sum"
+kind = "keyed-sum"
+parents = ["deposits-source"]
+stores = ["raw-balances"]
+
+[[sink]]
+name = "totals-sink"
+topic = "totals"
+parents = ["sum"]
+
+[[sink]]
+name = "by-bank-sink"
+repartition = "by-bank"
+parents = ["rekey"]
+
+[[source]]
+name = "by-bank-source"
+repartition = "by-bank"
+
+[[processor]]
+name = "bank-sum"
+kind = "keyed-sum"
+parents = ["by-bank-source"]
+stores = ["bank-totals"]
+
+[[sink]]
+name = "bank-totals-sink"
+topic = "bank.totals"
+parents = ["bank-sum"]
+"#;
+
+const TICKER: &str = r#"
+[[topic]]
+name = "events"
+partitions = 1
+
+[[topic]]
+name = "ticks"
+partitions = 1
+
+[[source]]
+name = "events-source"
+topics = ["events"]
+
+[[processor]]
+name = "ticker"
+kind = "ticker"
+parents = ["events-source"]
+
+[[sink]]
+name = "ticks-sink"
+topic = "ticks"
+parents = ["ticker"]
+"#;
+
+/// Emits one record per punctuation: `stream:<time>` every 10 ms of stream time and
+/// `wall:<time>` every second of wall-clock time.
+struct Ticker;
+
+impl Processor for Ticker {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        ctx.schedule(10, PunctuationType::StreamTime)?;
+        ctx.schedule(1000, PunctuationType::WallClockTime)?;
+        Ok(())
+    }
+
+    fn process(&mut self, _record: Record, _ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn punctuate(&mut self, punctuation: Punctuation, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let kind = match punctuation.kind {
+            PunctuationType::StreamTime => "stream",
+            PunctuationType::WallClockTime => "wall",
+        };
+        ctx.forward(Record::new("tick", format!("{kind}:{}", punctuation.timestamp).as_str(), punctuation.timestamp))
+    }
+}
+
+fn registry() -> ProcessorRegistry {
+    let mut registry = ProcessorRegistry::new();
+    register_builtins(&mut registry);
+    registry.register("count", |_| {
+        Ok(Box::new(FnProcessor(|record: Record, ctx: &mut ProcessorContext<'_>| {
+            let key = record.key.clone().unwrap_or_default();
+            let store = ctx.store("counts")?;
+            let count = store.get(key.as_bytes())?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap_or_default()));
+            store.put(key.as_bytes(), &(count + 1).to_be_bytes())?;
+            Ok(())
+        })))
+    });
+    registry.register("rekey", |_| {
+        Ok(Box::new(FnProcessor(|record: Record, ctx: &mut ProcessorContext<'_>| {
+            let bank = format!("bank-{}", record.key.as_deref().and_then(|k| k.chars().next()).unwrap_or('?'));
+            ctx.forward(Record { key: Some(bank), ..record })
+        })))
+    });
+    registry.register("ticker", |_| Ok(Box::new(Ticker)));
+    registry
+}
+
+fn driver(toml: &str, name: &str, configure: impl FnOnce(&mut TestDriverConfig)) -> TopologyTestDriver {
+    let topology = Topology::parse(toml, "test.toml").unwrap();
+    let mut config = TestDriverConfig::new(name);
+    configure(&mut config);
+    TopologyTestDriver::new(topology, registry(), config).unwrap()
+}
+
+fn deposit(key: &str, amount: i64, timestamp: i64) -> Record {
+    Record::new(key, amount.to_string().as_str(), timestamp)
+}
+
+fn text(record: &Record) -> (String, String) {
+    (record.key.clone().unwrap_or_default(), String::from_utf8_lossy(record.value.as_bytes().unwrap_or_default()).into_owned())
+}
+
+fn total(driver: &TopologyTestDriver, store: &str, key: &str) -> Option<i64> {
+    driver.store_get(store, key).unwrap().map(|v| i64::from_be_bytes(v.try_into().unwrap()))
+}
+
+#[test]
+fn records_are_forwarded_to_every_child_with_their_own_stores() {
+    let mut driver = driver(BANKS, "forward", |_| {});
+    for (key, amount) in [("alice", 5), ("alice", -2), ("bob", 7)] {
+        driver.pipe_input("deposits", deposit(key, amount, 1)).unwrap();
+    }
+    let totals: Vec<(String, String)> = driver.read_output("totals").iter().map(text).collect();
+    assert_eq!(totals.len(), 3);
+    assert!(totals.contains(&("alice".into(), "3".into())) && totals.contains(&("bob".into(), "7".into())), "{totals:?}");
+    assert_eq!(total(&driver, "balances", "alice"), Some(3));
+    assert_eq!(driver.store_get("counts", "alice").unwrap(), Some(2u64.to_be_bytes().to_vec()));
+    assert_eq!(driver.store_get("counts", "bob").unwrap(), Some(1u64.to_be_bytes().to_vec()));
+}
+
+#[test]
+fn repartition_topics_loop_back_into_the_topology() {
+    let mut driver = driver(BANKS, "repartition", |_| {});
+    for (key, amount) in [("alice", 5), ("amy", 10), ("bob", 7), ("adam", 1)] {
+        driver.pipe_input("deposits", deposit(key, amount, 1)).unwrap();
+    }
+    assert_eq!(driver.records("test-by-bank-repartition").len(), 4, "every record crossed the repartition topic");
+    assert_eq!(total(&driver, "bank-totals", "bank-a"), Some(16));
+    assert_eq!(total(&driver, "bank-totals", "bank-b"), Some(7));
+    let bank_totals: Vec<(String, String)> = driver.read_output("bank.totals").iter().map(text).collect();
+    assert!(bank_totals.contains(&("bank-a".into(), "16".into())), "{bank_totals:?}");
+}
+
+#[test]
+fn punctuations_fire_on_stream_time_and_wall_clock() {
+    let mut driver = driver(TICKER, "punctuate", |_| {});
+    for timestamp in [0, 5, 12, 35] {
+        driver.pipe_input("events", Record::new("e", "x", timestamp)).unwrap();
+    }
+    let ticks: Vec<String> = driver.read_output("ticks").iter().map(|r| text(r).1).collect();
+    // First due one interval after the first record (10); missed intervals are skipped.
+    assert_eq!(ticks, ["stream:12", "stream:35"]);
+    driver.advance_wall_clock(999).unwrap();
+    assert!(driver.read_output("ticks").is_empty());
+    driver.advance_wall_clock(1).unwrap();
+    let ticks: Vec<String> = driver.read_output("ticks").iter().map(|r| text(r).1).collect();
+    assert_eq!(ticks, ["wall:1000"]);
+}
+
+#[test]
+fn a_replayed_event_id_has_its_effect_once() {
+    let mut driver = driver(BANKS, "dedupe", |_| {});
+    let mut record = deposit("alice", 5, 100);
+    record.headers.push((EVENT_ID_HEADER.to_string(), b"payment-1".to_vec()));
+    driver.pipe_input("deposits", record.clone()).unwrap();
+    driver.pipe_input("deposits", record).unwrap();
+    assert_eq!(total(&driver, "balances", "alice"), Some(5));
+    assert_eq!(driver.read_output("totals").len(), 1, "the duplicate forwards nothing");
+}
+
+#[test]
+fn a_poison_pill_is_dead_lettered_and_leaves_no_partial_effect() {
+    let mut driver = driver(BANKS, "poison", |c| c.processing_error_policy = ProcessingErrorPolicy::Dlq);
+    driver.pipe_input("deposits", deposit("alice", 5, 1)).unwrap();
+    driver.pipe_input("deposits", Record::new("alice", "five", 2)).unwrap();
+    driver.pipe_input("deposits", deposit("alice", 1, 3)).unwrap();
+    let dead = driver.read_output(DLQ_TOPIC);
+    assert_eq!(dead.len(), 1);
+    let header = |name: &str| String::from_utf8_lossy(dead[0].header(name).unwrap()).into_owned();
+    assert_eq!(header("sluice.error.topic"), "deposits");
+    assert_eq!(header("sluice.error.class"), "invalid_record");
+    assert_eq!(header("sluice.error.offset"), "1");
+    assert!(matches!(&dead[0].value, Value::Record(_)), "the dead letter is an Avro DeadLetter");
+    assert_eq!(total(&driver, "balances", "alice"), Some(6), "processing continued");
+    // `count` ran before `sum` failed on the poison pill; its write was rolled back.
+    assert_eq!(driver.store_get("counts", "alice").unwrap(), Some(2u64.to_be_bytes().to_vec()));
+    assert!(driver.records("test-by-bank-repartition").len() == 2, "the poison pill's forward to rekey was undone");
+
+    let mut strict = self::driver(BANKS, "poison-fail", |_| {});
+    let error = strict.pipe_input("deposits", Record::new("bob", "NaN", 1)).unwrap_err();
+    assert!(error.to_string().contains("deposits-"), "{error}");
+}
+
+/// Deterministic pseudo-random deposits (64-bit LCG), so runs are reproducible.
+fn deposits(count: usize, seed: u64) -> Vec<Record> {
+    let mut state = seed;
+    (0..count)
+        .map(|i| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let key = format!("acct-{}", (state >> 33) % 17);
+            let amount = ((state >> 40) % 1000) as i64 - 300;
+            let mut record = deposit(&key, amount, i as i64);
+            record.headers.push((EVENT_ID_HEADER.to_string(), format!("ev-{i}").into_bytes()));
+            record
+        })
+        .collect()
+}
+
+fn reference_totals(records: &[Record]) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for record in records {
+        let (key, amount) = text(record);
+        *totals.entry(key).or_insert(0) += amount.parse::<i64>().unwrap();
+    }
+    totals
+}
+
+fn crash_case(mode: RestartMode, changelog_delivered: bool, name: &str) {
+    let inputs = deposits(600, 42);
+    let mut driver = driver(BANKS, name, |c| c.commit_every_records = 7);
+    for (i, record) in inputs.iter().enumerate() {
+        driver.pipe_input("deposits", record.clone()).unwrap();
+        if i == 250 || i == 431 {
+            let before: Vec<_> = driver.store_entries("balances").unwrap();
+            driver.crash(mode, changelog_delivered).unwrap();
+            // The restart re-processed the uncommitted inputs: the state is what it was.
+            assert!(driver.store_entries("balances").unwrap() == before, "{name}: state after restore equals state before the crash");
+        }
+    }
+    driver.commit().unwrap();
+    let expected = reference_totals(&inputs);
+    for (key, amount) in &expected {
+        assert_eq!(total(&driver, "balances", key), Some(*amount), "{name}: {key}");
+        assert_eq!(total(&driver, "raw-balances", key), Some(*amount), "{name}: {key} without dedupe");
+    }
+    // Outputs are at-least-once on the wire: the last total per key is exact.
+    let mut last = BTreeMap::new();
+    for record in driver.read_output("totals") {
+        let (key, value) = text(&record);
+        last.insert(key, value.parse::<i64>().unwrap());
+    }
+    assert_eq!(last, expected, "{name}: final outputs");
+}
+
+#[test]
+fn crash_and_restore_from_local_state() {
+    crash_case(RestartMode::KeepState, false, "crash-keep");
+    crash_case(RestartMode::KeepState, true, "crash-keep-flushed");
+}
+
+#[test]
+fn crash_and_restore_from_the_changelog_after_wiping_state() {
+    crash_case(RestartMode::WipeState, false, "crash-wipe");
+    crash_case(RestartMode::WipeState, true, "crash-wipe-flushed");
+}
+
+#[test]
+fn changelog_records_carry_their_input_position() {
+    let mut driver = driver(BANKS, "stamps", |_| {});
+    driver.pipe_input("deposits", deposit("alice", 5, 1)).unwrap();
+    let sources = driver.changelog_sources("balances");
+    assert_eq!(sources.len(), 1);
+    assert_eq!(&*sources[0].topic, "deposits");
+    assert_eq!(sources[0].offset, 0);
+}
+
+#[test]
+fn unknown_processor_kinds_are_refused() {
+    let topology = Topology::parse(&BANKS.replace("kind = \"rekey\"", "kind = \"rekey-v2\""), "t.toml").unwrap();
+    let error = TopologyTestDriver::new(topology, registry(), TestDriverConfig::new("unknown")).err().unwrap();
+    assert!(error.to_string().contains("processor `rekey` has unknown kind `rekey-v2`"), "{error}");
+}
