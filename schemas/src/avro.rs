@@ -44,6 +44,14 @@ pub trait AvroNamed {
     const AVRO_NAME: &'static str;
 }
 
+/// Conversion out of [`crate::types::AnyRecord`] for one top-level record type.
+pub trait FromAny: Sized {
+    /// The record, or the input back if it is of another type.
+    fn from_any(record: crate::types::AnyRecord) -> Result<Self, crate::types::AnyRecord>;
+    /// A reference to the record, if it is of this type.
+    fn ref_from_any(record: &crate::types::AnyRecord) -> Option<&Self>;
+}
+
 /// A named Avro record that is the top-level value of a topic.
 pub trait AvroRecord: AvroType {
     /// Full name, e.g. `io.sluice.auth.AuthCommand`.

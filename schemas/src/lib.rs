@@ -8,7 +8,8 @@ pub mod avro;
 pub mod codec;
 pub mod types;
 
-pub use avro::{AvroRecord, AvroType, Blob, Date, TimestampMillis};
+pub use avro::{AvroRecord, AvroType, Blob, Date, FromAny, TimestampMillis};
+pub use types::AnyRecord;
 pub use codec::{Codec, CodecError};
 
 /// Errors mapping between Rust values and Avro values.

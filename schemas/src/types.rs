@@ -696,6 +696,66 @@ macro_rules! top_level {
         pub fn derived_schemas() -> Vec<(&'static str, serde_json::Value)> {
             vec![$(($file, <$ty as crate::avro::AvroType>::schema_json(&mut Default::default())),)+]
         }
+
+        /// Any top-level record: what flows through a topology whose topics carry Avro.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AnyRecord {
+            $(
+                #[doc = concat!("A `", $full, "`.")]
+                $ty($ty),
+            )+
+        }
+
+        impl AnyRecord {
+            /// Stem of the schema file of this record's type.
+            pub fn schema_file(&self) -> &'static str {
+                match self { $(AnyRecord::$ty(_) => $file,)+ }
+            }
+
+            /// Full Avro name of this record's type.
+            pub fn full_name(&self) -> &'static str {
+                match self { $(AnyRecord::$ty(_) => $full,)+ }
+            }
+        }
+
+        $(
+            impl From<$ty> for AnyRecord {
+                fn from(record: $ty) -> AnyRecord {
+                    AnyRecord::$ty(record)
+                }
+            }
+
+            impl crate::avro::FromAny for $ty {
+                fn from_any(record: AnyRecord) -> Result<$ty, AnyRecord> {
+                    match record {
+                        AnyRecord::$ty(inner) => Ok(inner),
+                        other => Err(other),
+                    }
+                }
+
+                fn ref_from_any(record: &AnyRecord) -> Option<&$ty> {
+                    match record {
+                        AnyRecord::$ty(inner) => Some(inner),
+                        _ => None,
+                    }
+                }
+            }
+        )+
+
+        impl crate::codec::Codec {
+            /// Encodes any top-level record for `topic`.
+            pub async fn encode_any(&self, topic: &str, record: &AnyRecord) -> Result<Vec<u8>, crate::codec::CodecError> {
+                match record { $(AnyRecord::$ty(inner) => self.encode(topic, inner).await,)+ }
+            }
+
+            /// Decodes a payload as the record type of schema file `stem`.
+            pub async fn decode_any(&self, stem: &str, payload: &[u8]) -> Result<AnyRecord, crate::codec::CodecError> {
+                match stem {
+                    $($file => self.decode::<$ty>(payload).await.map(AnyRecord::$ty),)+
+                    other => Err(crate::codec::CodecError::Value(crate::SchemaError::UnknownSchemaFile(other.to_string()))),
+                }
+            }
+        }
     };
 }
 

@@ -155,7 +155,17 @@ impl KeyValueStore for SledStore {
         if let Some(buffered) = self.buffer.get(key) {
             return Ok(buffered.clone());
         }
-        Ok(self.tree.get(self.full_key(key))?.map(|v| v.to_vec()))
+        // Short keys are built on the stack: a get allocates only its result.
+        let len = self.prefix.len() + key.len();
+        let value = if len <= 128 {
+            let mut full = [0u8; 128];
+            full[..self.prefix.len()].copy_from_slice(&self.prefix);
+            full[self.prefix.len()..len].copy_from_slice(key);
+            self.tree.get(&full[..len])?
+        } else {
+            self.tree.get(self.full_key(key))?
+        };
+        Ok(value.map(|v| v.to_vec()))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {

@@ -44,18 +44,19 @@ impl KeyedSum {
 
 impl Processor for KeyedSum {
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        let key = record.key.clone().ok_or_else(|| ProcessError::poison("invalid_record", "keyed-sum needs a key"))?;
-        let amount = match &record.value {
+        let Record { key, value, timestamp, headers } = record;
+        let key = key.ok_or_else(|| ProcessError::poison("invalid_record", "keyed-sum needs a key"))?;
+        let amount = match &value {
             Value::Bytes(bytes) => std::str::from_utf8(bytes).ok().and_then(|t| t.trim().parse::<i64>().ok()),
             _ => None,
         }
         .ok_or_else(|| ProcessError::poison("invalid_record", format!("value of `{key}` is not an integer")))?;
         if let Some(dedupe) = &self.dedupe {
-            let event_id = match record.header(EVENT_ID_HEADER) {
-                Some(id) => String::from_utf8_lossy(id).into_owned(),
+            let event_id = match headers.iter().find(|(name, _)| name == EVENT_ID_HEADER) {
+                Some((_, id)) => String::from_utf8_lossy(id).into_owned(),
                 None => ctx.record_metadata().map(|m| format!("{}-{}-{}", m.topic, m.partition, m.offset)).unwrap_or_default(),
             };
-            if ctx.dedupe(dedupe)?.check_and_mark(&event_id, record.timestamp)? {
+            if ctx.dedupe(dedupe)?.check_and_mark(&event_id, timestamp)? {
                 return Ok(());
             }
         }
@@ -66,6 +67,6 @@ impl Processor for KeyedSum {
         };
         let total = total.checked_add(amount).ok_or_else(|| ProcessError::poison("invalid_record", format!("total of `{key}` would overflow")))?;
         store.put(key.as_bytes(), &total.to_be_bytes())?;
-        ctx.forward(Record { key: Some(key), value: Value::Bytes(total.to_string().into_bytes()), timestamp: record.timestamp, headers: record.headers })
+        ctx.forward(Record { key: Some(key), value: Value::Bytes(total.to_string().into_bytes()), timestamp, headers })
     }
 }

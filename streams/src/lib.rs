@@ -23,7 +23,7 @@ pub use topology::{Topology, TopologyError};
 /// The `sluice.error.*` headers of a dead letter (DESIGN §3).
 pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError) -> Vec<(String, String)> {
     vec![
-        ("sluice.error.topic".to_string(), metadata.topic.clone()),
+        ("sluice.error.topic".to_string(), metadata.topic.to_string()),
         ("sluice.error.partition".to_string(), metadata.partition.to_string()),
         ("sluice.error.offset".to_string(), metadata.offset.to_string()),
         ("sluice.error.class".to_string(), error.class().to_string()),

@@ -1,5 +1,7 @@
 //! Records as processors see them.
 
+use std::sync::Arc;
+
 use sluice_schemas::{AnyRecord, FromAny};
 
 /// The value of a record.
@@ -92,8 +94,8 @@ impl From<Vec<u8>> for Value {
 /// Where a record was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared: no allocation per record).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -104,9 +106,9 @@ pub struct RecordMetadata {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputRecord {
     /// Topic on the broker (repartition topics with their full names).
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The sink node that wrote it.
-    pub sink: String,
+    pub sink: Arc<str>,
     /// The record.
     pub record: Record,
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use sluice_state::{ChangelogRecord, DedupeStore, KeyValueStore, SledStore, SourceOffset, StateError, TaskState};
 
@@ -51,12 +52,12 @@ pub enum TaskError {
 enum GraphKind {
     Source,
     Processor,
-    Sink { topic: String },
+    Sink { topic: Arc<str> },
 }
 
 #[derive(Debug)]
 struct GraphNode {
-    name: String,
+    name: Arc<str>,
     kind: GraphKind,
     children: Vec<usize>,
     stores: Vec<String>,
@@ -85,14 +86,23 @@ pub struct Task {
     application_id: String,
     nodes: Vec<GraphNode>,
     processors: Vec<Option<Box<dyn Processor>>>,
-    source_of_topic: HashMap<String, usize>,
+    inputs: Vec<TaskInput>,
     dedupe_retention: HashMap<String, i64>,
     state: TaskState,
     outputs: Vec<OutputRecord>,
     schedules: Vec<Schedule>,
     stream_time: Option<i64>,
     wall_clock: i64,
-    positions: BTreeMap<(String, i32), i64>,
+}
+
+/// One input topic-partition of a task.
+struct TaskInput {
+    topic: String,
+    /// The topic name shared by every changelog stamp (no allocation per record).
+    shared_topic: Arc<str>,
+    source: usize,
+    /// Next offset to process.
+    position: i64,
 }
 
 impl Task {
@@ -110,14 +120,16 @@ impl Task {
         let index: HashMap<&str, usize> = sub.nodes.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         let mut nodes = Vec::new();
         let mut processors = Vec::new();
-        let mut source_of_topic = HashMap::new();
+        let mut inputs = Vec::new();
         for (i, name) in sub.nodes.iter().enumerate() {
             let node = topology.node(name).expect("sub-topology nodes exist");
             let children = node.children.iter().filter_map(|c| index.get(c.as_str()).copied()).collect();
             let (kind, stores, processor) = match &node.kind {
                 NodeKind::Source { topics } => {
                     for topic in topics {
-                        source_of_topic.insert(topic.topic_name(application_id), i);
+                        let name = topic.topic_name(application_id);
+                        let position = state.checkpoint().input_offsets.get(&(name.clone(), id.partition)).copied().unwrap_or(0);
+                        inputs.push(TaskInput { shared_topic: Arc::from(name.as_str()), topic: name, source: i, position });
                     }
                     (GraphKind::Source, Vec::new(), None)
                 }
@@ -126,9 +138,9 @@ impl Task {
                     let processor = registry.create(&config).map_err(|message| TaskError::Processor { task: id, message })?;
                     (GraphKind::Processor, stores.clone(), Some(processor))
                 }
-                NodeKind::Sink { topic } => (GraphKind::Sink { topic: topic.topic_name(application_id) }, Vec::new(), None),
+                NodeKind::Sink { topic } => (GraphKind::Sink { topic: Arc::from(topic.topic_name(application_id)) }, Vec::new(), None),
             };
-            nodes.push(GraphNode { name: name.clone(), kind, children, stores });
+            nodes.push(GraphNode { name: Arc::from(name.as_str()), kind, children, stores });
             processors.push(processor);
         }
         let dedupe_retention = topology
@@ -137,20 +149,18 @@ impl Task {
             .filter(|s| s.kind == StoreKind::Dedupe)
             .map(|s| (s.name.clone(), i64::try_from(s.retention_ms.unwrap_or_default()).unwrap_or(i64::MAX)))
             .collect();
-        let positions = state.checkpoint().input_offsets.clone();
         let mut task = Task {
             id,
             application_id: application_id.to_string(),
             nodes,
             processors,
-            source_of_topic,
+            inputs,
             dedupe_retention,
             state,
             outputs: Vec::new(),
             schedules: Vec::new(),
             stream_time: None,
             wall_clock,
-            positions,
         };
         for i in 0..task.nodes.len() {
             if task.processors[i].is_some() {
@@ -166,11 +176,19 @@ impl Task {
         self.id
     }
 
-    /// Topics this task reads (broker names).
-    pub fn input_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.source_of_topic.keys().cloned().collect();
-        topics.sort();
-        topics
+    /// Topics this task reads (broker names), in topology order.
+    pub fn input_topics(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|input| input.topic.as_str())
+    }
+
+    /// Input topics (shared names) with the next offset to process.
+    pub fn inputs(&self) -> impl Iterator<Item = (&Arc<str>, i64)> {
+        self.inputs.iter().map(|input| (&input.shared_topic, input.position))
+    }
+
+    /// Next offset to process of an input topic (on this task's partition).
+    pub fn position(&self, topic: &str) -> Option<i64> {
+        self.inputs.iter().find(|input| input.topic == topic).map(|input| input.position)
     }
 
     /// The task's state.
@@ -179,8 +197,8 @@ impl Task {
     }
 
     /// Next offset to process per input topic-partition (processed, maybe not committed).
-    pub fn positions(&self) -> &BTreeMap<(String, i32), i64> {
-        &self.positions
+    pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        self.inputs.iter().map(|input| ((input.topic.clone(), self.id.partition), input.position)).collect()
     }
 
     /// The highest record timestamp seen.
@@ -192,19 +210,26 @@ impl Task {
     /// changelog records, outputs) is undone and its position is not advanced; the caller
     /// decides (by [`ProcessError::action`]) whether to [`Task::skip`] it, retry, or stop.
     pub fn process(&mut self, metadata: RecordMetadata, record: Record) -> Result<(), ProcessError> {
-        let source = *self.source_of_topic.get(&metadata.topic).ok_or_else(|| ProcessError::Fatal(format!("task {} does not read topic {}", self.id, metadata.topic)))?;
+        let input = self
+            .inputs
+            .iter()
+            .position(|input| *input.topic == *metadata.topic)
+            .ok_or_else(|| ProcessError::Fatal(format!("task {} does not read topic {}", self.id, metadata.topic)))?;
+        let source = self.inputs[input].source;
         self.state.savepoint();
         let outputs_before = self.outputs.len();
-        self.state.set_source(&SourceOffset::new(metadata.topic.as_str(), metadata.partition, metadata.offset));
-        let context = RecordContext { metadata: Some(metadata.clone()), timestamp: record.timestamp, headers: record.headers.clone() };
-        let children = self.nodes[source].children.clone();
+        self.state.set_source(&SourceOffset { topic: Arc::clone(&metadata.topic), partition: metadata.partition, offset: metadata.offset });
+        let offset = metadata.offset;
         let timestamp = record.timestamp;
+        let context = RecordContext { metadata: Some(metadata), timestamp, headers: record.headers.clone() };
+        let child_count = self.nodes[source].children.len();
         let mut result = Ok(());
         let mut record = Some(record);
-        for (n, child) in children.iter().enumerate() {
+        for n in 0..child_count {
+            let child = self.nodes[source].children[n];
             // The last child gets the record itself, the others a copy.
-            let forwarded = if n + 1 == children.len() { record.take() } else { record.clone() };
-            result = self.dispatch(*child, forwarded.expect("record present until the last child"), &context);
+            let forwarded = if n + 1 == child_count { record.take() } else { record.clone() };
+            result = self.dispatch(child, forwarded.expect("record present until the last child"), &context);
             if result.is_err() {
                 break;
             }
@@ -214,18 +239,16 @@ impl Task {
             self.outputs.truncate(outputs_before);
             return Err(error);
         }
-        self.advance(&metadata);
+        self.inputs[input].position = offset + 1;
         self.stream_time = Some(self.stream_time.map_or(timestamp, |t| t.max(timestamp)));
         self.punctuate(PunctuationType::StreamTime)
     }
 
     /// Marks a record as handled without effect (dead-lettered or skipped by the handler).
     pub fn skip(&mut self, metadata: &RecordMetadata) {
-        self.advance(metadata);
-    }
-
-    fn advance(&mut self, metadata: &RecordMetadata) {
-        self.positions.insert((metadata.topic.clone(), metadata.partition), metadata.offset + 1);
+        if let Some(input) = self.inputs.iter_mut().find(|input| *input.topic == *metadata.topic) {
+            input.position = metadata.offset + 1;
+        }
     }
 
     /// Advances the wall clock and fires due wall-clock punctuations.
@@ -276,7 +299,7 @@ impl Task {
     /// Commits state with the current positions and the given next changelog offsets
     /// (DESIGN §5.3 step 2; outputs and changelog must have been delivered first).
     pub fn commit(&mut self, changelog_offsets: &[(&str, i64)]) -> Result<(), StateError> {
-        let inputs: Vec<(&str, i32, i64)> = self.positions.iter().map(|((t, p), o)| (t.as_str(), *p, *o)).collect();
+        let inputs: Vec<(&str, i32, i64)> = self.inputs.iter().map(|input| (input.topic.as_str(), self.id.partition, input.position)).collect();
         self.state.commit(&inputs, changelog_offsets)
     }
 
@@ -317,7 +340,7 @@ impl Task {
     fn dispatch(&mut self, node: usize, record: Record, context: &RecordContext) -> Result<(), ProcessError> {
         match &self.nodes[node].kind {
             GraphKind::Sink { topic } => {
-                self.outputs.push(OutputRecord { topic: topic.clone(), sink: self.nodes[node].name.clone(), record });
+                self.outputs.push(OutputRecord { topic: Arc::clone(topic), sink: Arc::clone(&self.nodes[node].name), record });
                 Ok(())
             }
             GraphKind::Processor => self.with_processor(node, context, |p, ctx| p.process(record, ctx)),
@@ -345,11 +368,13 @@ pub struct ProcessorContext<'a> {
 impl ProcessorContext<'_> {
     /// Sends `record` to every child (processors run now, depth-first; sinks buffer it).
     pub fn forward(&mut self, record: Record) -> Result<(), ProcessError> {
-        let children = self.nodes[self.node].children.clone();
-        for child in children {
+        let nodes = self.nodes;
+        let children = &nodes[self.node].children;
+        let Some((&last, others)) = children.split_last() else { return Ok(()) };
+        for &child in others {
             self.dispatch(child, record.clone())?;
         }
-        Ok(())
+        self.dispatch(last, record)
     }
 
     /// Sends `record` to the child named `child` only.
@@ -358,14 +383,14 @@ impl ProcessorContext<'_> {
             .children
             .iter()
             .copied()
-            .find(|&c| self.nodes[c].name == child)
+            .find(|&c| &*self.nodes[c].name == child)
             .ok_or_else(|| ProcessError::Fatal(format!("`{}` has no child named `{child}`", self.nodes[self.node].name)))?;
         self.dispatch(target, record)
     }
 
     /// Names of this processor's children, in topology order.
     pub fn child_names(&self) -> Vec<&str> {
-        self.nodes[self.node].children.iter().map(|&c| self.nodes[c].name.as_str()).collect()
+        self.nodes[self.node].children.iter().map(|&c| &*self.nodes[c].name).collect()
     }
 
     /// A store this processor declared in topology.toml.
@@ -439,7 +464,7 @@ impl ProcessorContext<'_> {
     fn dispatch(&mut self, node: usize, record: Record) -> Result<(), ProcessError> {
         match &self.nodes[node].kind {
             GraphKind::Sink { topic } => {
-                self.outputs.push(OutputRecord { topic: topic.clone(), sink: self.nodes[node].name.clone(), record });
+                self.outputs.push(OutputRecord { topic: Arc::clone(topic), sink: Arc::clone(&self.nodes[node].name), record });
                 Ok(())
             }
             GraphKind::Processor => {

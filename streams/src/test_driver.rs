@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sluice_schemas::types::DeadLetter;
 use sluice_schemas::{Blob, TimestampMillis};
@@ -72,6 +73,22 @@ pub struct LogRecord {
     pub changelog: Option<ChangelogRecord>,
 }
 
+impl LogRecord {
+    /// The record as a consumer would see it (changelog records with their key, value or
+    /// tombstone, and `sluice.source.*` headers).
+    pub fn to_record(&self) -> Record {
+        match &self.changelog {
+            None => self.record.clone(),
+            Some(change) => Record {
+                key: Some(String::from_utf8_lossy(&change.key).into_owned()),
+                value: change.value.clone().map_or(Value::Null, Value::Bytes),
+                timestamp: self.record.timestamp,
+                headers: change.source.headers().into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())).collect(),
+            },
+        }
+    }
+}
+
 /// How [`TopologyTestDriver::crash`] restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartMode {
@@ -95,6 +112,8 @@ pub struct TopologyTestDriver {
     cursors: BTreeMap<(String, i32), usize>,
     wall_clock: i64,
     uncommitted_records: usize,
+    /// Task ids, in order (the keys of `tasks`).
+    task_ids: Vec<TaskId>,
 }
 
 /// Errors of the driver.
@@ -146,6 +165,7 @@ impl TopologyTestDriver {
             cursors: BTreeMap::new(),
             wall_clock,
             uncommitted_records: 0,
+            task_ids: Vec::new(),
         };
         driver.start_tasks()?;
         Ok(driver)
@@ -199,6 +219,7 @@ impl TopologyTestDriver {
             let task = Task::new(id, &self.topology, &self.registry, &self.config.application_id, state, self.wall_clock)?;
             self.tasks.insert(id, task);
         }
+        self.task_ids = self.tasks.keys().copied().collect();
         Ok(())
     }
 
@@ -230,14 +251,15 @@ impl TopologyTestDriver {
     pub fn run(&mut self) -> Result<(), DriverError> {
         loop {
             let mut progressed = false;
-            let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-            for id in ids {
+            for t in 0..self.task_ids.len() {
+                let id = self.task_ids[t];
                 while let Some((topic, offset)) = self.next_input(id) {
                     progressed = true;
-                    let record = self.logs[&topic][id.partition as usize][offset as usize].record.clone();
-                    let metadata = RecordMetadata { topic: topic.clone(), partition: id.partition, offset };
+                    let record = self.logs[&*topic][id.partition as usize][offset as usize].record.clone();
+                    let metadata = RecordMetadata { topic, partition: id.partition, offset };
                     let task = self.tasks.get_mut(&id).expect("task exists");
-                    if let Err(error) = task.process(metadata.clone(), record.clone()) {
+                    if let Err(error) = task.process(metadata.clone(), record) {
+                        let record = self.logs[&*metadata.topic][id.partition as usize][offset as usize].record.clone();
                         self.handle_error(id, &metadata, &record, error)?;
                     }
                     self.deliver_outputs(id);
@@ -250,24 +272,23 @@ impl TopologyTestDriver {
     }
 
     /// The input with the smallest timestamp among a task's partitions with pending records.
-    fn next_input(&self, id: TaskId) -> Option<(String, i64)> {
+    fn next_input(&self, id: TaskId) -> Option<(Arc<str>, i64)> {
         let task = &self.tasks[&id];
-        let mut best: Option<(i64, String, i64)> = None;
-        for topic in task.input_topics() {
-            let position = task.positions().get(&(topic.clone(), id.partition)).copied().unwrap_or(0);
-            let Some(log) = self.logs.get(&topic).and_then(|l| l.get(id.partition as usize)) else { continue };
+        let mut best: Option<(i64, &Arc<str>, i64)> = None;
+        for (topic, position) in task.inputs() {
+            let Some(log) = self.logs.get(&**topic).and_then(|l| l.get(id.partition as usize)) else { continue };
             if let Some(entry) = log.get(position as usize) {
                 let candidate = (entry.record.timestamp, topic, position);
-                if best.as_ref().is_none_or(|b| (candidate.0, &candidate.1) < (b.0, &b.1)) {
+                if best.is_none_or(|b| (candidate.0, &**candidate.1) < (b.0, &**b.1)) {
                     best = Some(candidate);
                 }
             }
         }
-        best.map(|(_, topic, offset)| (topic, offset))
+        best.map(|(_, topic, offset)| (Arc::clone(topic), offset))
     }
 
     fn handle_error(&mut self, id: TaskId, metadata: &RecordMetadata, record: &Record, error: ProcessError) -> Result<(), DriverError> {
-        let fail = |error| DriverError::Process { topic: metadata.topic.clone(), partition: metadata.partition, offset: metadata.offset, error };
+        let fail = |error| DriverError::Process { topic: metadata.topic.to_string(), partition: metadata.partition, offset: metadata.offset, error };
         if error.action() != ErrorAction::DeadLetter {
             return Err(fail(error));
         }
@@ -282,7 +303,7 @@ impl TopologyTestDriver {
                 let letter = DeadLetter {
                     event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
                     occurred_at: TimestampMillis(record.timestamp),
-                    source_topic: metadata.topic.clone(),
+                    source_topic: metadata.topic.to_string(),
                     source_partition: metadata.partition,
                     source_offset: metadata.offset,
                     error_class: error.class().to_string(),
@@ -318,7 +339,7 @@ impl TopologyTestDriver {
             let offsets: Vec<(&str, i64)> = offsets.iter().map(|(s, o)| (s.as_str(), *o)).collect();
             let task = self.tasks.get_mut(&id).expect("task exists");
             task.commit(&offsets)?;
-            let positions = task.positions().clone();
+            let positions = task.positions();
             self.committed.extend(positions);
         }
         self.uncommitted_records = 0;
@@ -330,18 +351,20 @@ impl TopologyTestDriver {
     fn deliver_changelog(&mut self, id: TaskId) -> Vec<(String, i64)> {
         let records = self.tasks.get_mut(&id).expect("task exists").drain_changelog();
         let mut next: BTreeMap<String, i64> = BTreeMap::new();
+        let mut current: Option<(std::sync::Arc<str>, String)> = None;
         for change in records {
-            let topic = changelog_topic(&self.config.application_id, &change.store);
-            let log = &mut self.logs.get_mut(&topic).expect("changelog topic exists")[id.partition as usize];
-            let headers = change.source.headers().into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())).collect();
-            let record = Record {
-                key: Some(String::from_utf8_lossy(&change.key).into_owned()),
-                value: change.value.clone().map_or(Value::Null, Value::Bytes),
-                timestamp: self.wall_clock,
-                headers,
-            };
-            log.push(LogRecord { record, changelog: Some(change.clone()) });
-            next.insert(change.store.to_string(), log.len() as i64);
+            if current.as_ref().is_none_or(|(store, _)| *store != change.store) {
+                current = Some((change.store.clone(), changelog_topic(&self.config.application_id, &change.store)));
+            }
+            let topic = &current.as_ref().expect("set above").1;
+            let log = &mut self.logs.get_mut(topic).expect("changelog topic exists")[id.partition as usize];
+            // The Record form is built when read (see `changelog_record`).
+            let record = Record { key: None, value: Value::Null, timestamp: self.wall_clock, headers: Vec::new() };
+            let store = change.store.to_string();
+            log.push(LogRecord { record, changelog: Some(change) });
+            if next.get(&store).is_none_or(|n| *n < log.len() as i64) {
+                next.insert(store, log.len() as i64);
+            }
         }
         next.into_iter().collect()
     }
@@ -393,7 +416,7 @@ impl TopologyTestDriver {
 
     /// Every record on `topic` (all partitions, in partition then offset order).
     pub fn records(&self, topic: &str) -> Vec<Record> {
-        self.logs.get(topic).map(|parts| parts.iter().flatten().map(|e| e.record.clone()).collect()).unwrap_or_default()
+        self.logs.get(topic).map(|parts| parts.iter().flatten().map(LogRecord::to_record).collect()).unwrap_or_default()
     }
 
     /// Records on `topic` not read by a previous call (like a consumer reading outputs).
@@ -402,7 +425,7 @@ impl TopologyTestDriver {
         let mut out = Vec::new();
         for (p, log) in parts.iter().enumerate() {
             let cursor = self.cursors.entry((topic.to_string(), p as i32)).or_insert(0);
-            out.extend(log[*cursor..].iter().map(|e| e.record.clone()));
+            out.extend(log[*cursor..].iter().map(LogRecord::to_record));
             *cursor = log.len();
         }
         out.sort_by_key(|r| r.timestamp);
