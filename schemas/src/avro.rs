@@ -47,7 +47,7 @@ pub trait AvroNamed {
 /// Conversion out of [`crate::types::AnyRecord`] for one top-level record type.
 pub trait FromAny: Sized {
     /// The record, or the input back if it is of another type.
-    fn from_any(record: crate::types::AnyRecord) -> Result<Self, crate::types::AnyRecord>;
+    fn from_any(record: crate::types::AnyRecord) -> Result<Self, Box<crate::types::AnyRecord>>;
     /// A reference to the record, if it is of this type.
     fn ref_from_any(record: &crate::types::AnyRecord) -> Option<&Self>;
 }

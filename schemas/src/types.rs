@@ -726,10 +726,10 @@ macro_rules! top_level {
             }
 
             impl crate::avro::FromAny for $ty {
-                fn from_any(record: AnyRecord) -> Result<$ty, AnyRecord> {
+                fn from_any(record: AnyRecord) -> Result<$ty, Box<AnyRecord>> {
                     match record {
                         AnyRecord::$ty(inner) => Ok(inner),
-                        other => Err(other),
+                        other => Err(Box::new(other)),
                     }
                 }
 

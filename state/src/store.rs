@@ -1,6 +1,6 @@
 //! The [`KeyValueStore`] trait and its sled implementation, with per-commit write buffering.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
@@ -32,8 +32,16 @@ pub trait KeyValueStore {
     fn approximate_num_entries(&self) -> u64;
 }
 
+/// A buffered write: the new value (`None`: delete) and, when known, whether the key existed
+/// in the committed state (so commits keep the entry count without reading sled again).
+#[derive(Debug, Clone)]
+pub(crate) struct Buffered {
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) existed: Option<bool>,
+}
+
 /// A key and what the buffer held for it before a write (`None`: nothing buffered).
-type UndoEntry = (Vec<u8>, Option<Option<Vec<u8>>>);
+type UndoEntry = (Vec<u8>, Option<Buffered>);
 
 /// A store kept in the task's sled tree under the key prefix `s<name>\0`.
 pub struct SledStore {
@@ -41,7 +49,12 @@ pub struct SledStore {
     prefix: Vec<u8>,
     tree: sled::Tree,
     /// Writes since the last commit: `None` is a delete.
-    pub(crate) buffer: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) buffer: BTreeMap<Vec<u8>, Buffered>,
+    /// The last key read from sled and whether it was there (a get before a put is the
+    /// common case; this saves the commit a read).
+    last_read: RefCell<(Vec<u8>, bool)>,
+    /// Whether `last_read` still describes the committed state (reset by every commit).
+    last_read_valid: Cell<bool>,
     pub(crate) changelog: Vec<ChangelogRecord>,
     /// Previous buffer entries of the writes since the last savepoint, for rollback.
     undo: Vec<UndoEntry>,
@@ -59,6 +72,8 @@ impl SledStore {
             prefix: store_prefix(name),
             tree,
             buffer: BTreeMap::new(),
+            last_read: RefCell::new((Vec::new(), false)),
+            last_read_valid: Cell::new(false),
             changelog: Vec::new(),
             undo: Vec::new(),
             changelog_at_savepoint: 0,
@@ -94,8 +109,20 @@ impl SledStore {
                 source: self.source.clone(),
             });
         }
-        let previous = self.buffer.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        let existed = match self.buffer.get(key) {
+            Some(buffered) => buffered.existed,
+            None => {
+                let last = self.last_read.borrow();
+                (self.last_read_valid.get() && last.0 == key).then_some(last.1)
+            }
+        };
+        let previous = self.buffer.insert(key.to_vec(), Buffered { value: value.map(<[u8]>::to_vec), existed });
         self.undo.push((key.to_vec(), previous));
+    }
+
+    /// Forgets what the last read saw: the committed state is about to change.
+    pub(crate) fn forget_last_read(&self) {
+        self.last_read_valid.set(false);
     }
 
     /// Marks the current buffer as the point [`SledStore::rollback`] returns to.
@@ -141,7 +168,7 @@ impl SledStore {
             .tree
             .range::<Vec<u8>, _>((sled_from, sled_to))
             .map(move |entry| entry.map(|(k, v)| (k[strip..].to_vec(), v.to_vec())).map_err(StateError::from));
-        let buffered = self.buffer.range((from, to)).map(|(k, v)| (k.clone(), v.clone()));
+        let buffered = self.buffer.range((from, to)).map(|(k, v)| (k.clone(), v.value.clone()));
         Box::new(Merge { committed: committed.peekable(), buffered: buffered.peekable() })
     }
 }
@@ -153,7 +180,7 @@ impl KeyValueStore for SledStore {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(buffered) = self.buffer.get(key) {
-            return Ok(buffered.clone());
+            return Ok(buffered.value.clone());
         }
         // Short keys are built on the stack: a get allocates only its result.
         let len = self.prefix.len() + key.len();
@@ -165,6 +192,11 @@ impl KeyValueStore for SledStore {
         } else {
             self.tree.get(self.full_key(key))?
         };
+        let mut last = self.last_read.borrow_mut();
+        last.0.clear();
+        last.0.extend_from_slice(key);
+        last.1 = value.is_some();
+        self.last_read_valid.set(true);
         Ok(value.map(|v| v.to_vec()))
     }
 

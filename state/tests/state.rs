@@ -233,3 +233,28 @@ fn restore_resumes_from_the_later_of_local_checkpoint_and_committed_offsets() {
     assert_eq!(state.checkpoint().input_offsets[&("in".to_string(), 0)], 20, "resume at the committed offset");
     assert_eq!(state.checkpoint().changelog_offsets["balances"], 3);
 }
+
+#[test]
+fn entry_counts_follow_puts_and_deletes_across_commits() {
+    let dir = TempDir::new("counts");
+    let mut state = TaskState::open(&dir.0, STORES).unwrap();
+    assert_eq!(state.store("balances").unwrap().approximate_num_entries(), 0);
+    let commit = |state: &mut TaskState| {
+        state.drain_changelog();
+        state.commit(&[], &[]).unwrap();
+    };
+    let store = state.store_mut("balances").unwrap();
+    assert_eq!(store.get(b"a").unwrap(), None);
+    store.put(b"a", b"1").unwrap();
+    store.put(b"b", b"1").unwrap();
+    commit(&mut state);
+    assert_eq!(state.store("balances").unwrap().approximate_num_entries(), 2);
+    // A blind write to an existing key after a read of it before the commit.
+    let store = state.store_mut("balances").unwrap();
+    store.put(b"a", b"2").unwrap();
+    store.delete(b"b").unwrap();
+    store.delete(b"missing").unwrap();
+    store.put(b"c", b"1").unwrap();
+    commit(&mut state);
+    assert_eq!(state.store("balances").unwrap().approximate_num_entries(), 2);
+}

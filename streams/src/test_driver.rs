@@ -19,6 +19,9 @@ use crate::registry::ProcessorRegistry;
 use crate::task::{Task, TaskError, TaskId};
 use crate::topology::{changelog_topic, StoreKind, Topology};
 
+/// A store entry: key and value bytes.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Topic dead letters go to.
 pub const DLQ_TOPIC: &str = "sluice.dlq";
 
@@ -441,7 +444,7 @@ impl TopologyTestDriver {
     }
 
     /// Every entry of `store` across all tasks, sorted by key.
-    pub fn store_entries(&self, store: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, DriverError> {
+    pub fn store_entries(&self, store: &str) -> Result<Vec<Entry>, DriverError> {
         let mut entries = Vec::new();
         for task in self.tasks.values() {
             if let Ok(s) = task.state().store(store) {

@@ -407,3 +407,78 @@ fn unknown_processor_kinds_are_refused() {
     let error = TopologyTestDriver::new(topology, registry(), TestDriverConfig::new("unknown")).err().unwrap();
     assert!(error.to_string().contains("processor `rekey` has unknown kind `rekey-v2`"), "{error}");
 }
+
+const TYPED: &str = r#"
+[[topic]]
+name = "payments.commands"
+partitions = 2
+schema = "payment_command"
+
+[[topic]]
+name = "payments.settled"
+partitions = 2
+schema = "payment_settled"
+
+[[store]]
+name = "balances"
+
+[[source]]
+name = "commands"
+topics = ["payments.commands"]
+
+[[processor]]
+name = "settle-deposits"
+kind = "settle-deposits"
+parents = ["commands"]
+stores = ["balances"]
+
+[[sink]]
+name = "settled"
+topic = "payments.settled"
+parents = ["settle-deposits"]
+"#;
+
+#[test]
+fn typed_avro_records_flow_through_processors() {
+    use rust_decimal::Decimal;
+    use sluice_schemas::types::{Deposit, PaymentCommand, PaymentKind, PaymentPayload, PaymentSettled, Principal};
+    use sluice_schemas::TimestampMillis;
+
+    let mut registry = registry();
+    registry.register("settle-deposits", |_| {
+        Ok(Box::new(FnProcessor(|record: Record, ctx: &mut ProcessorContext<'_>| {
+            let command = record.value.as_record::<PaymentCommand>().ok_or_else(|| ProcessError::poison("invalid_record", "not a PaymentCommand"))?;
+            let PaymentPayload::Deposit(deposit) = &command.payload else { return Ok(()) };
+            let user = record.key.clone().unwrap_or_default();
+            let store = ctx.store("balances")?;
+            let balance: Decimal = store.get(user.as_bytes())?.map_or(Ok(Decimal::ZERO), |b| String::from_utf8_lossy(&b).parse()).map_err(|e| ProcessError::Fatal(format!("{e}")))?;
+            store.put(user.as_bytes(), (balance + deposit.amount).to_string().as_bytes())?;
+            let settled = PaymentSettled {
+                event_id: format!("{}:settled", command.event_id),
+                occurred_at: command.occurred_at,
+                command_id: command.event_id.clone(),
+                kind: PaymentKind::Deposit,
+                payer_user_id: user.clone(),
+                payee_user_id: None,
+                amount: deposit.amount,
+                currency: deposit.currency.clone(),
+                reference: deposit.reference.clone(),
+            };
+            ctx.forward(Record::new(user, Value::record(settled), record.timestamp))
+        })))
+    });
+    let mut driver = TopologyTestDriver::new(Topology::parse(TYPED, "typed.toml").unwrap(), registry, TestDriverConfig::new("typed")).unwrap();
+    let command = PaymentCommand {
+        event_id: "cmd-1".into(),
+        occurred_at: TimestampMillis(5),
+        principal: Principal { subject: "ops".into(), roles: vec!["operator".into()], token_issued_at: TimestampMillis(1) },
+        idempotency_key: None,
+        payload: PaymentPayload::Deposit(Deposit { amount: Decimal::new(12_550, 2), currency: "GBP".into(), reference: None }),
+    };
+    driver.pipe_input("payments.commands", Record::new("user-1", Value::record(command), 5)).unwrap();
+    let settled = driver.read_output("payments.settled");
+    assert_eq!(settled.len(), 1);
+    let event = settled[0].value.as_record::<PaymentSettled>().expect("a typed PaymentSettled");
+    assert_eq!((event.command_id.as_str(), event.amount), ("cmd-1", Decimal::new(12_550, 2)));
+    assert_eq!(driver.store_get("balances", "user-1").unwrap().as_deref(), Some(&b"125.50"[..]));
+}
