@@ -8,13 +8,11 @@ use crate::store::{KeyValueStore, SledStore};
 use crate::StateError;
 
 /// Changelog records per restore batch. Writes to the same key within a batch are coalesced
-/// (last write wins), then written to sled in key order, in chunks of
-/// [`SLED_BATCH_MAX_WRITES`], with the changelog offsets in the last chunk: a restore cut
-/// short resumes from the previous offsets and re-applies, which is idempotent.
+/// (last write wins) and written to sled in key order, one insert each (several times faster
+/// than a sled batch of the same size, measured), then flushed; only then are the batch's
+/// changelog offsets written. A restore cut short resumes from the previous offsets and
+/// re-applies the same records, which is idempotent.
 pub const RESTORE_BATCH_SIZE: usize = 50_000;
-
-/// Largest sled batch a restore writes (sled's batch cost grows faster than its size).
-const SLED_BATCH_MAX_WRITES: usize = 2_000;
 
 /// The on-disk layout version; a directory with another version is wiped and restored.
 const FORMAT_VERSION: &[u8] = b"sluice-state-v1";
@@ -280,23 +278,17 @@ impl TaskState {
         Ok(stats)
     }
 
-    /// Writes coalesced writes in key order, in chunks; returns the last chunk unapplied (the
-    /// caller adds the offsets to it).
+    /// Writes coalesced writes in key order and flushes them; returns an empty batch for the
+    /// caller's offsets.
     fn apply_chunks(&mut self, pending: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<sled::Batch, StateError> {
-        let mut batch = sled::Batch::default();
-        let mut in_chunk = 0;
         for (key, value) in std::mem::take(pending) {
-            if in_chunk == SLED_BATCH_MAX_WRITES {
-                self.tree.apply_batch(std::mem::take(&mut batch))?;
-                in_chunk = 0;
-            }
             match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-            in_chunk += 1;
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
         }
-        Ok(batch)
+        self.tree.flush()?;
+        Ok(sled::Batch::default())
     }
 
     fn apply_restore_batch(&mut self, mut batch: sled::Batch, stores: &[(String, Vec<u8>)], next_offsets: &[Option<i64>]) -> Result<(), StateError> {
