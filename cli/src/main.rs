@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_streams::config::SluiceConfig;
 
 mod dev;
+mod run;
 mod topics;
 
 /// Sluice: a Kafka Streams-style stream processor and a fintech command pipeline.
@@ -26,6 +27,9 @@ enum Command {
     /// Run the whole stack locally: a tansu broker (unless --bootstrap-servers is given),
     /// every topic, and the Schema Registry with every schema registered.
     Dev(dev::DevArgs),
+    /// Run the stream processors of the topology against a broker (one stream thread; run
+    /// several instances with the same application_id to scale out).
+    Run(run::RunArgs),
     /// Run the embedded Confluent-compatible Schema Registry.
     Registry {
         /// Kafka bootstrap servers (host:port).
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let explicit_config = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
 async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, String> {
     match command {
         Command::Dev(args) => dev::run(args, config).await.map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args, config).await.map(|()| ExitCode::SUCCESS),
         Command::Registry { bootstrap_servers, listen } => {
             if let Some(servers) = bootstrap_servers {
                 config.bootstrap_servers = servers;

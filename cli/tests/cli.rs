@@ -150,3 +150,241 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     assert!(TcpStream::connect(&servers).is_err(), "broker port closed after shutdown");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ---------------------------------------------------------------- sluice run on a real broker
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const CRASH_TOPOLOGY: &str = r#"
+[[topic]]
+name = "increments"
+partitions = 4
+
+[[topic]]
+name = "totals"
+partitions = 4
+
+[[store]]
+name = "balances"
+
+[[store]]
+name = "seen"
+kind = "dedupe"
+retention_ms = 86400000
+
+[[source]]
+name = "increments-source"
+topics = ["increments"]
+
+[[processor]]
+name = "sum"
+kind = "keyed-sum"
+parents = ["increments-source"]
+stores = ["balances", "seen"]
+config = { dedupe = "seen" }
+
+[[sink]]
+name = "totals-sink"
+topic = "totals"
+parents = ["sum"]
+"#;
+
+/// Keyed increments with event ids, from a seeded generator.
+fn increments(from: usize, count: usize) -> Vec<(String, i64, String)> {
+    (from..from + count)
+        .map(|i| {
+            let mixed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+            (format!("acct-{}", mixed % 23), (mixed % 997) as i64 - 400, format!("ev-{i}"))
+        })
+        .collect()
+}
+
+fn produce(servers: &str, topic: &str, records: &[(String, i64, String)]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", servers).set("partitioner", "murmur2_random").create().unwrap();
+    for (key, amount, event_id) in records {
+        let value = amount.to_string();
+        let headers = OwnedHeaders::new().insert(Header { key: "event_id", value: Some(event_id.as_bytes()) });
+        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(value.as_str()).headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = returned;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A consumed record: key, value and headers, as text.
+type Consumed = (String, String, Vec<(String, String)>);
+
+/// Every record of `topic` (per partition in offset order).
+fn consume_all(servers: &str, topic: &str) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let mut at_end = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while at_end.len() < partitions {
+        assert!(Instant::now() < deadline, "reading {topic} did not reach the end of every partition");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .unwrap_or_default();
+                out.push((
+                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+                    headers,
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn committed_total(servers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).set("group.id", group).create().unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    committed.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum()
+}
+
+fn wait_until(what: &str, deadline_secs: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(deadline_secs);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn last_totals(servers: &str) -> BTreeMap<String, i64> {
+    consume_all(servers, "totals").into_iter().map(|(k, v, _)| (k, v.parse().unwrap())).collect()
+}
+
+fn reference(records: &[(String, i64, String)]) -> BTreeMap<String, i64> {
+    let mut totals = BTreeMap::new();
+    for (key, amount, _) in records {
+        *totals.entry(key.clone()).or_insert(0) += amount;
+    }
+    totals
+}
+
+fn crash_scenario(name: &str, wipe_state: bool) {
+    let broker = sluice_testkit::Broker::start();
+    let servers = broker.bootstrap_servers();
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\n",
+            dir.join("state").display(),
+            dir.join("topology.toml").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let created = run(&["topics", "create", "--config", cfg]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let first = increments(0, 1_500);
+    let second = increments(1_500, 30_000);
+    produce(&servers, "increments", &first);
+    let spawn = |log: &str| {
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        sluice().args(["run", "--config", cfg]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    };
+    let mut child = spawn("run1.log");
+    wait_until("the first batch is processed and committed", 90, || committed_total(&servers, "crash", "increments", 4) >= 1_500);
+    produce(&servers, "increments", &second);
+    wait_until("part of the second batch is processed", 90, || committed_total(&servers, "crash", "increments", 4) >= 3_000);
+    child.kill().unwrap(); // SIGKILL mid-stream: no commit, no flush
+    child.wait().unwrap();
+    let at_kill = committed_total(&servers, "crash", "increments", 4);
+    assert!(at_kill < 31_500, "killed mid-stream (committed {at_kill})");
+    if wipe_state {
+        std::fs::remove_dir_all(dir.join("state")).unwrap();
+    }
+
+    let mut child = spawn("run2.log");
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    let expected = reference(&all);
+    wait_until("every input is committed", 180, || committed_total(&servers, "crash", "increments", 4) == 31_500);
+    let mut last = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        last = last_totals(&servers);
+        if last == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let diff: Vec<_> = expected.iter().filter(|(k, v)| last.get(*k) != Some(v)).map(|(k, v)| (k, v, last.get(k), v - last.get(k).copied().unwrap_or(0))).collect();
+    assert!(diff.is_empty(), "{name}: last totals differ from the reference (key, expected, last, expected - last): {diff:?}");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success(), "sluice run stops cleanly on SIGTERM");
+    let log = std::fs::read_to_string(dir.join("run2.log")).unwrap();
+    let restored: Vec<&str> = log.lines().filter(|l| l.contains("task restored")).collect();
+    assert_eq!(restored.len(), 4, "{log}");
+    if wipe_state {
+        assert!(restored.iter().all(|l| !l.contains(" applied=0 ")), "every task restored from the changelog: {restored:?}");
+    }
+
+    // Every input had its effect exactly once on the stores.
+    let mut balances = BTreeMap::new();
+    for partition in 0..4 {
+        let task_dir = dir.join("state").join("crash").join(format!("0_{partition}"));
+        let state = sluice_state::TaskState::open(&task_dir, &[("balances", true), ("seen", true)]).unwrap();
+        use sluice_state::KeyValueStore;
+        for entry in state.store("balances").unwrap().prefix_scan(b"") {
+            let (key, value) = entry.unwrap();
+            balances.insert(String::from_utf8(key).unwrap(), i64::from_be_bytes(value.try_into().unwrap()));
+        }
+    }
+    assert_eq!(balances, expected, "{name}: store values after the crash equal the reference");
+    // Changelog records carry the input position that caused them.
+    let changelog = consume_all(&servers, "crash-balances-changelog");
+    assert!(!changelog.is_empty());
+    assert!(changelog.iter().all(|(_, _, headers)| headers.iter().any(|(k, _)| k == "sluice.source.offset")));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn run_survives_kill_9_with_exactly_once_effects() {
+    crash_scenario("crash-keep", false);
+}
+
+#[test]
+fn run_restores_from_the_changelog_after_kill_9_and_a_deleted_state_dir() {
+    crash_scenario("crash-wipe", true);
+}

@@ -37,6 +37,9 @@ pub enum StateError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process has the state directory open.
+    #[error("state directory {0} is in use by another process (two instances sharing a state_dir?)")]
+    Locked(std::path::PathBuf),
     /// A store name the task does not have.
     #[error("no store named `{0}` in this task")]
     UnknownStore(String),

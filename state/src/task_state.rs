@@ -63,7 +63,8 @@ impl TaskState {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
         let (tree, needs_restore) = match open_current(dir) {
             Ok(opened) => opened,
-            Err(reason) => {
+            Err(OpenError::Locked) => return Err(StateError::Locked(dir.to_path_buf())),
+            Err(OpenError::Unusable(reason)) => {
                 tracing::warn!(dir = %dir.display(), %reason, "state directory unusable; wiping it and restoring from the changelog");
                 std::fs::remove_dir_all(dir).map_err(|source| StateError::Dir { path: dir.to_path_buf(), source })?;
                 let db = open_sled(dir)?;
@@ -304,28 +305,49 @@ impl TaskState {
 }
 
 
+enum OpenError {
+    /// Another process holds the directory: never wipe it.
+    Locked,
+    /// Corrupt or of another format: wipe and restore.
+    Unusable(String),
+}
+
 /// Opens the directory: `(db, true)` if it is new (empty), `(db, false)` if it holds state
 /// of the current format, an error if it cannot be used.
-fn open_current(dir: &Path) -> Result<(sled::Db, bool), String> {
-    let db = open_sled(dir).map_err(|e| e.to_string())?;
-    match db.get(META_VERSION).map_err(|e| e.to_string())? {
+fn open_current(dir: &Path) -> Result<(sled::Db, bool), OpenError> {
+    let unusable = |e: &dyn std::fmt::Display| OpenError::Unusable(e.to_string());
+    let db = match open_sled(dir) {
+        Ok(db) => db,
+        Err(StateError::Locked(_)) => return Err(OpenError::Locked),
+        Err(e) => return Err(unusable(&e)),
+    };
+    match db.get(META_VERSION).map_err(|e| unusable(&e))? {
         Some(version) if version == FORMAT_VERSION => Ok((db, false)),
-        Some(other) => Err(format!("format version {:?}, expected {:?}", String::from_utf8_lossy(&other), String::from_utf8_lossy(FORMAT_VERSION))),
+        Some(other) => Err(OpenError::Unusable(format!(
+            "format version {:?}, expected {:?}",
+            String::from_utf8_lossy(&other),
+            String::from_utf8_lossy(FORMAT_VERSION)
+        ))),
         None if db.is_empty() => {
-            db.insert(META_VERSION, FORMAT_VERSION).map_err(|e| e.to_string())?;
+            db.insert(META_VERSION, FORMAT_VERSION).map_err(|e| unusable(&e))?;
             Ok((db, true))
         }
-        None => Err("entries without a format version".to_string()),
+        None => Err(OpenError::Unusable("entries without a format version".to_string())),
     }
 }
 
 /// Opens sled, waiting (up to 5 s) for the file lock a just-dropped handle of the same
-/// directory may still hold: sled releases it from a background thread.
+/// directory may still hold: sled releases it from a background thread. A lock held longer
+/// belongs to another process: [`StateError::Locked`].
 fn open_sled(dir: &Path) -> Result<sled::Db, StateError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled_config(dir).open() {
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other && std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+            // sled reports a held lock only as an I/O error whose text says so.
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other && e.to_string().contains("lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StateError::Locked(dir.to_path_buf()));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return Ok(other?),

@@ -103,6 +103,12 @@ pub async fn create_topics(bootstrap_servers: &str, specs: &[TopicSpec]) -> Resu
     Ok(outcomes)
 }
 
+/// Partition count of every topic on the broker.
+pub fn partition_counts_of(bootstrap_servers: &str) -> Result<Vec<(String, i32)>, AdminError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create()?;
+    partition_counts(&admin, bootstrap_servers)
+}
+
 /// Checks a broker answers a metadata request within [`BROKER_TIMEOUT`].
 pub fn ping(bootstrap_servers: &str) -> Result<(), AdminError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create()?;

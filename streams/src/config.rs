@@ -29,6 +29,17 @@ pub struct SluiceConfig {
     /// Address of the embedded Schema Registry (`sluice registry`, `sluice dev`). Default
     /// `127.0.0.1:8081`.
     pub registry_listen: String,
+    /// Kafka `group.instance.id` (static membership): stable across restarts of one instance,
+    /// unique per instance. Default `<application_id>-<hash of the state_dir path>`.
+    pub group_instance_id: Option<String>,
+    /// Kafka Streams `commit.interval.ms`: how often tasks commit. Default 100.
+    pub commit_interval_ms: u64,
+    /// Kafka Streams `deserialization.exception.handler`: `dlq`, `log_and_continue` or `fail`.
+    /// Default `dlq`.
+    pub deserialization_exception_handler: crate::runtime::ErrorPolicy,
+    /// Kafka Streams `processing.exception.handler` for poison pills: `dlq`,
+    /// `log_and_continue` or `fail`. Default `dlq`.
+    pub processing_exception_handler: crate::runtime::ErrorPolicy,
 }
 
 impl Default for SluiceConfig {
@@ -40,6 +51,10 @@ impl Default for SluiceConfig {
             state_dir: PathBuf::from(".sluice/state"),
             topology: PathBuf::from("topology.toml"),
             registry_listen: "127.0.0.1:8081".to_string(),
+            group_instance_id: None,
+            commit_interval_ms: 100,
+            deserialization_exception_handler: crate::runtime::ErrorPolicy::Dlq,
+            processing_exception_handler: crate::runtime::ErrorPolicy::Dlq,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod partitioner;
 pub mod processor;
 pub mod record;
+pub mod runtime;
 pub mod registry;
 pub mod task;
 pub mod test_driver;

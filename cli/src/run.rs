@@ -1,0 +1,117 @@
+//! `sluice run`: the stream processors, on a broker that already has the topology's topics.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use sluice_streams::builtin::register_builtins;
+use sluice_streams::config::SluiceConfig;
+use sluice_streams::runtime::{KafkaStreams, StreamsConfig};
+use sluice_streams::{ProcessorRegistry, Topology};
+
+/// Flags of `sluice run`.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// Kafka bootstrap servers (host:port).
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Schema Registry URL (needed when the topology has Avro topics).
+    #[arg(long)]
+    schema_registry_url: Option<String>,
+    /// Where task state lives.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Topology file.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+}
+
+/// The processor kinds `sluice run` knows.
+pub(crate) fn processor_registry() -> ProcessorRegistry {
+    let mut registry = ProcessorRegistry::new();
+    register_builtins(&mut registry);
+    registry
+}
+
+/// Creates the internal topics, then runs the stream thread until SIGTERM or Ctrl-C.
+pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), String> {
+    if let Some(servers) = args.bootstrap_servers {
+        config.bootstrap_servers = servers;
+    }
+    if let Some(url) = args.schema_registry_url {
+        config.schema_registry_url = url;
+    }
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    if let Some(topology) = args.topology {
+        config.topology = topology;
+    }
+    let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
+    ensure_topics(&topology, &config).await?;
+    let needs_registry = topology.topics.iter().any(|t| t.schema.is_some());
+    let streams_config = StreamsConfig {
+        application_id: config.application_id.clone(),
+        bootstrap_servers: config.bootstrap_servers.clone(),
+        schema_registry_url: needs_registry.then(|| config.schema_registry_url.clone()),
+        state_dir: config.state_dir.clone(),
+        group_instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(&config)),
+        commit_interval_ms: config.commit_interval_ms,
+        deserialization_error_policy: config.deserialization_exception_handler,
+        processing_error_policy: config.processing_exception_handler,
+    };
+    let streams = KafkaStreams::new(topology, processor_registry(), streams_config).map_err(|e| e.to_string())?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&shutdown);
+    let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
+    println!("sluice run: application {} on {} (state in {})", config.application_id, config.bootstrap_servers, config.state_dir.display());
+    let mut worker = worker;
+    tokio::select! {
+        () = crate::dev::wait_for_shutdown() => {}
+        finished = &mut worker => {
+            return match finished {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("stream thread panicked: {e}")),
+            };
+        }
+    }
+    println!("shutting down: committing and closing tasks");
+    shutdown.store(true, Ordering::SeqCst);
+    match worker.await {
+        Ok(Ok(())) => {
+            println!("stopped cleanly");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("stream thread panicked: {e}")),
+    }
+}
+
+/// `<application_id>-<hash of the absolute state dir>`: the same for every restart of an
+/// instance, different for instances with their own state directories.
+fn default_instance_id(config: &SluiceConfig) -> String {
+    let dir = std::fs::canonicalize(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+    let hash = sluice_streams::partitioner::murmur2(dir.to_string_lossy().as_bytes());
+    format!("{}-{hash:08x}", config.application_id)
+}
+
+/// Creates the internal (repartition and changelog) topics and checks the external ones
+/// exist with the partition counts the topology needs.
+async fn ensure_topics(topology: &Topology, config: &SluiceConfig) -> Result<(), String> {
+    let external: Vec<String> = topology.topics.iter().map(|t| t.name.clone()).collect();
+    let internal: Vec<_> = topology.topics_to_create(&config.application_id).into_iter().filter(|t| !external.contains(&t.name)).collect();
+    sluice_streams::admin::create_topics(&config.bootstrap_servers, &internal).await.map_err(|e| e.to_string())?;
+    let existing = sluice_streams::admin::partition_counts_of(&config.bootstrap_servers).map_err(|e| e.to_string())?;
+    for topic in &topology.topics {
+        match existing.iter().find(|(name, _)| name == &topic.name) {
+            None => return Err(format!("topic `{}` does not exist on {}; create the topology's topics with `sluice topics create`", topic.name, config.bootstrap_servers)),
+            Some((_, count)) if *count != topic.partitions => {
+                return Err(format!("topic `{}` has {count} partitions but the topology needs {}", topic.name, topic.partitions))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,649 @@
+//! [`KafkaStreams`]: runs a topology against a Kafka broker with the guarantee of DESIGN §5
+//! (exactly-once effects without broker transactions).
+//!
+//! One stream thread: a consumer in the group `application.id` (range assignor, so
+//! co-partitioned partitions land together), tasks created on assignment and dropped on
+//! revocation (their state stays on disk for a fast resume), and the commit protocol every
+//! `commit.interval.ms`: deliver outputs and changelog records and await every delivery; write
+//! the sled batch (state + input positions + changelog offsets); commit the consumer offsets.
+//! A failed delivery discards the batch, and the tasks are rebuilt from their last commit.
+//!
+//! Before a task processes, it restores: the changelog is replayed from the local checkpoint
+//! (from the start after a wipe), skipping records stamped at or past the resume position, the
+//! later of the local checkpoint and the group's committed offset. Records below a task's
+//! position are skipped, so the consumer may start at the committed offset safely.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_schemas::types::DeadLetter;
+use sluice_schemas::{Blob, Codec, TimestampMillis};
+use sluice_state::{ChangelogRecord, SourceOffset, TaskState};
+
+use crate::processor::{ErrorAction, ProcessError};
+use crate::record::{Record, RecordMetadata, Value};
+use crate::registry::ProcessorRegistry;
+use crate::task::{Task, TaskId};
+use crate::topology::{changelog_topic, Topology};
+
+/// Topic dead letters go to.
+pub const DLQ_TOPIC: &str = "sluice.dlq";
+
+/// What to do with a record that cannot be deserialized or processed (Kafka Streams'
+/// `deserialization.exception.handler` / `processing.exception.handler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorPolicy {
+    /// Send it to `sluice.dlq` with `sluice.error.*` headers and continue.
+    Dlq,
+    /// Log it and continue.
+    LogAndContinue,
+    /// Stop the application.
+    Fail,
+}
+
+/// Runtime settings (Kafka Streams names, snake_case).
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// `application.id`: consumer group and internal topic prefix.
+    pub application_id: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Schema Registry URL; needed when a topic of the topology has a schema.
+    pub schema_registry_url: Option<String>,
+    /// `state.dir`.
+    pub state_dir: PathBuf,
+    /// `group.instance.id`: stable per instance (restarts keep it), unique across instances.
+    pub group_instance_id: String,
+    /// `commit.interval.ms`.
+    pub commit_interval_ms: u64,
+    /// `deserialization.exception.handler`.
+    pub deserialization_error_policy: ErrorPolicy,
+    /// `processing.exception.handler`.
+    pub processing_error_policy: ErrorPolicy,
+}
+
+/// Why the runtime stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Kafka client failure.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A task could not be built or restored.
+    #[error(transparent)]
+    Task(#[from] crate::task::TaskError),
+    /// State failure.
+    #[error(transparent)]
+    State(#[from] sluice_state::StateError),
+    /// Processing failed under the `fail` policy, or with a fatal error.
+    #[error("processing {topic}-{partition}@{offset}: {error}")]
+    Process {
+        /// Input topic.
+        topic: String,
+        /// Input partition.
+        partition: i32,
+        /// Input offset.
+        offset: i64,
+        /// The error.
+        error: ProcessError,
+    },
+    /// Configuration problem.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Rebalance events, recorded by the consumer context and handled by the stream thread.
+#[derive(Default)]
+struct StreamContext {
+    assignment_changed: AtomicBool,
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for StreamContext {}
+
+impl ConsumerContext for StreamContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().expect("revoked lock");
+            revoked.extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+            tracing::info!(partitions = list.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions assigned");
+        }
+        self.assignment_changed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A running Sluice application (Kafka Streams' `KafkaStreams`).
+pub struct KafkaStreams {
+    topology: Arc<Topology>,
+    registry: Arc<ProcessorRegistry>,
+    config: StreamsConfig,
+}
+
+/// A pending delivery: outputs are only awaited at commit.
+struct Pending {
+    future: rdkafka::producer::DeliveryFuture,
+    /// For changelog records: (task, store).
+    changelog: Option<(TaskId, String)>,
+}
+
+impl KafkaStreams {
+    /// A runtime for `topology` whose processor kinds are in `registry`.
+    pub fn new(topology: Topology, registry: ProcessorRegistry, config: StreamsConfig) -> Result<KafkaStreams, RuntimeError> {
+        registry.check(&topology).map_err(|missing| RuntimeError::Config(missing.join("\n")))?;
+        if topology.topics.iter().any(|t| t.schema.is_some()) && config.schema_registry_url.is_none() {
+            return Err(RuntimeError::Config("the topology has Avro topics: set schema_registry_url".to_string()));
+        }
+        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config })
+    }
+
+    /// Runs until `shutdown` becomes true, then commits and closes cleanly.
+    pub fn run(&self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
+        let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let codec = match &self.config.schema_registry_url {
+            Some(url) => Some(Codec::new(url).map_err(|e| RuntimeError::Config(e.to_string()))?),
+            None => None,
+        };
+        let consumer: BaseConsumer<StreamContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", &self.config.application_id)
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "15000")
+            // Static membership (KIP-345): a restarted instance takes its partitions back at once
+            // (tansu does not evict a dead member when its session times out).
+            .set("group.instance.id", &self.config.group_instance_id)
+            .create_with_context(StreamContext::default())?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let sources: Vec<String> = self
+            .topology
+            .subtopologies
+            .iter()
+            .flat_map(|s| s.source_topics.iter().map(|t| t.topic_name(&self.config.application_id)))
+            .collect();
+        let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+        consumer.subscribe(&source_refs)?;
+        tracing::info!(application_id = %self.config.application_id, topics = sources.len(), "stream thread started");
+
+        let mut thread = StreamThread {
+            streams: self,
+            consumer,
+            producer,
+            codec,
+            io,
+            tasks: BTreeMap::new(),
+            pending: Vec::new(),
+            schemas: self.topology.topics.iter().map(|t| (t.name.clone(), t.schema.clone())).collect(),
+            last_commit: Instant::now(),
+            seek_back: HashMap::new(),
+        };
+        let result = thread.run_loop(shutdown);
+        let closed = thread.close();
+        result.and(closed)
+    }
+}
+
+struct StreamThread<'a> {
+    streams: &'a KafkaStreams,
+    consumer: BaseConsumer<StreamContext>,
+    producer: FutureProducer,
+    codec: Option<Codec>,
+    io: tokio::runtime::Runtime,
+    tasks: BTreeMap<TaskId, Task>,
+    pending: Vec<Pending>,
+    /// Schema file per external topic (None: raw bytes).
+    schemas: HashMap<String, Option<String>>,
+    last_commit: Instant,
+    /// How far back the next seek goes, per partition fetched past its task's position.
+    seek_back: HashMap<(String, i32), i64>,
+}
+
+/// First step of the seek-back search (doubled on every miss).
+const SEEK_BACK_START: i64 = 256;
+
+impl StreamThread<'_> {
+    fn config(&self) -> &StreamsConfig {
+        &self.streams.config
+    }
+
+    fn run_loop(&mut self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
+        let commit_interval = Duration::from_millis(self.config().commit_interval_ms);
+        while !shutdown.load(Ordering::SeqCst) {
+            // Detached: the message must outlive the consumer borrow while tasks change.
+            let message = self.consumer.poll(Duration::from_millis(50)).map(|m| m.map(|m| m.detach()));
+            self.handle_rebalance()?;
+            match message {
+                Some(Ok(message)) => self.process_message(&message)?,
+                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                None => {}
+            }
+            if self.last_commit.elapsed() >= commit_interval {
+                self.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops revoked tasks (uncommitted work is redone by the next owner) and creates tasks
+    /// for newly assigned partitions.
+    fn handle_rebalance(&mut self) -> Result<(), RuntimeError> {
+        let revoked: Vec<(String, i32)> = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("revoked lock"));
+        if !revoked.is_empty() {
+            let ids: Vec<TaskId> = self.tasks.keys().copied().filter(|id| revoked.iter().any(|(_, p)| *p == id.partition)).collect();
+            for id in ids {
+                if let Some(task) = self.tasks.remove(&id) {
+                    let mut state = task.close();
+                    state.abort();
+                    tracing::info!(task = %id, "task suspended (state kept on disk)");
+                }
+            }
+        }
+        if !self.consumer.context().assignment_changed.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let assignment = self.consumer.assignment()?;
+        let assigned: Vec<(String, i32)> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let app = self.config().application_id.clone();
+        for sub in &self.streams.topology.subtopologies {
+            let inputs: Vec<String> = sub.source_topics.iter().map(|t| t.topic_name(&app)).collect();
+            for partition in 0..sub.partitions {
+                let id = TaskId { subtopology: sub.id, partition };
+                let complete = inputs.iter().all(|t| assigned.contains(&(t.clone(), partition)));
+                if complete && !self.tasks.contains_key(&id) {
+                    let task = self.create_task(id, &inputs)?;
+                    self.tasks.insert(id, task);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a task's state, restores it from its changelogs and builds it.
+    fn create_task(&self, id: TaskId, inputs: &[String]) -> Result<Task, RuntimeError> {
+        let topology = &self.streams.topology;
+        let app = &self.config().application_id;
+        let sub = &topology.subtopologies[id.subtopology];
+        let stores: Vec<(String, bool)> = topology.stores.iter().filter(|s| sub.stores.contains(&s.name)).map(|s| (s.name.clone(), s.changelog)).collect();
+        let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        let dir = self.config().state_dir.join(app).join(id.to_string());
+        let mut state = TaskState::open(&dir, &store_refs)?;
+        // The group's committed offsets for this task's inputs.
+        let mut list = TopicPartitionList::new();
+        for topic in inputs {
+            list.add_partition(topic, id.partition);
+        }
+        let committed_list = self.consumer.committed_offsets(list, Duration::from_secs(10))?;
+        let committed: BTreeMap<(String, i32), i64> = committed_list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        tracing::debug!(task = %id, local = ?state.checkpoint(), ?committed, "restoring");
+        let started = Instant::now();
+        let mut records = Vec::new();
+        for (store, logged) in &stores {
+            if *logged {
+                let from = state.checkpoint().changelog_offsets.get(store).copied().unwrap_or(0);
+                records.extend(read_changelog(&self.config().bootstrap_servers, app, &changelog_topic(app, store), store, id.partition, from)?);
+            }
+        }
+        let total = records.len();
+        let stats = state.restore(records, &committed)?;
+        tracing::info!(task = %id, records = total, applied = stats.applied, skipped = stats.skipped, elapsed_ms = started.elapsed().as_millis() as u64, "task restored");
+        tracing::debug!(task = %id, resume = ?state.checkpoint().input_offsets, "resuming");
+        Ok(Task::new(id, topology, &self.streams.registry, app, state, now_ms())?)
+    }
+
+    fn process_message(&mut self, message: &OwnedMessage) -> Result<(), RuntimeError> {
+        let topic = message.topic().to_string();
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some(id) = self.tasks.iter().find(|(id, task)| id.partition == partition && task.position(&topic).is_some()).map(|(id, _)| *id) else {
+            tracing::warn!(%topic, partition, offset, "record for a partition without a task; skipped (it will be redelivered to its owner)");
+            return Ok(());
+        };
+        let position = self.tasks[&id].position(&topic).unwrap_or(0);
+        if offset < position {
+            // Processed before the last crash and already in local state (see module docs).
+            return Ok(());
+        }
+        if offset > position {
+            // Never skip input. tansu 0.6 answers a fetch at an offset inside a record batch
+            // with the *next* batch, so seeking to the position itself can land past it again:
+            // seek further back each time (records below the position are skipped above).
+            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(SEEK_BACK_START);
+            *step = step.saturating_mul(2);
+            let target = position.saturating_sub(*step).max(0);
+            tracing::debug!(%topic, partition, offset, position, target, "fetched past the task position; seeking back");
+            self.consumer.seek(&topic, partition, Offset::Offset(target), Duration::from_secs(10))?;
+            return Ok(());
+        }
+        self.seek_back.remove(&(topic.clone(), partition));
+        let metadata = RecordMetadata { topic: Arc::from(topic.as_str()), partition, offset };
+        let record = match self.decode(message) {
+            Ok(record) => record,
+            Err(error) => {
+                let policy = self.config().deserialization_error_policy;
+                return self.handle_error(id, &metadata, message, error, policy);
+            }
+        };
+        let result = self.tasks.get_mut(&id).expect("task exists").process(metadata.clone(), record);
+        if let Err(error) = result {
+            let policy = match error.action() {
+                ErrorAction::DeadLetter => self.config().processing_error_policy,
+                ErrorAction::Retry | ErrorAction::Fail => ErrorPolicy::Fail,
+            };
+            self.handle_error(id, &metadata, message, error, policy)?;
+        }
+        self.send_outputs(id)
+    }
+
+    fn decode(&self, message: &OwnedMessage) -> Result<Record, ProcessError> {
+        let key = match message.key() {
+            Some(bytes) => Some(String::from_utf8(bytes.to_vec()).map_err(|_| ProcessError::poison("deserialization", "key is not UTF-8"))?),
+            None => None,
+        };
+        let mut headers = Vec::new();
+        if let Some(list) = message.headers() {
+            for header in list.iter() {
+                headers.push((header.key.to_string(), header.value.unwrap_or_default().to_vec()));
+            }
+        }
+        let schema = self.schemas.get(message.topic()).cloned().flatten();
+        let value = match (message.payload(), schema, &self.codec) {
+            (None, _, _) => Value::Null,
+            (Some(bytes), None, _) => Value::Bytes(bytes.to_vec()),
+            (Some(bytes), Some(stem), Some(codec)) => {
+                let decoded = self.io.block_on(codec.decode_any(&stem, bytes));
+                match decoded {
+                    Ok(record) => Value::Record(record),
+                    Err(error) if error.is_poison() => return Err(ProcessError::poison("deserialization", error)),
+                    Err(error) => return Err(ProcessError::Retriable(error.to_string())),
+                }
+            }
+            (Some(_), Some(_), None) => return Err(ProcessError::Fatal("no schema registry configured".to_string())),
+        };
+        let timestamp = message.timestamp().to_millis().unwrap_or(0);
+        Ok(Record { key, value, timestamp, headers })
+    }
+
+    fn handle_error(&mut self, id: TaskId, metadata: &RecordMetadata, message: &OwnedMessage, error: ProcessError, policy: ErrorPolicy) -> Result<(), RuntimeError> {
+        let fail = |error| RuntimeError::Process { topic: metadata.topic.to_string(), partition: metadata.partition, offset: metadata.offset, error };
+        match policy {
+            ErrorPolicy::Fail => return Err(fail(error)),
+            ErrorPolicy::LogAndContinue => {
+                tracing::warn!(topic = %metadata.topic, partition = metadata.partition, offset = metadata.offset, %error, "record skipped");
+            }
+            ErrorPolicy::Dlq => {
+                tracing::warn!(topic = %metadata.topic, partition = metadata.partition, offset = metadata.offset, %error, "record dead-lettered");
+                let letter = DeadLetter {
+                    event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
+                    occurred_at: TimestampMillis(message.timestamp().to_millis().unwrap_or(0)),
+                    source_topic: metadata.topic.to_string(),
+                    source_partition: metadata.partition,
+                    source_offset: metadata.offset,
+                    error_class: error.class().to_string(),
+                    error_message: error.to_string(),
+                    key: message.key().map(|k| Blob(k.to_vec())),
+                    value: message.payload().map(|v| Blob(v.to_vec())),
+                };
+                let payload = match &self.codec {
+                    Some(codec) => self.io.block_on(codec.encode(DLQ_TOPIC, &letter)).map_err(|e| RuntimeError::Config(format!("encoding a dead letter: {e}")))?,
+                    // Without a registry the DLQ keeps the original bytes; the headers say why.
+                    None => message.payload().unwrap_or_default().to_vec(),
+                };
+                let mut headers = OwnedHeaders::new();
+                for (name, value) in crate::dlq_headers(metadata, &error) {
+                    headers = headers.insert(Header { key: &name, value: Some(value.as_bytes()) });
+                }
+                let mut record = FutureRecord::to(DLQ_TOPIC).payload(&payload).headers(headers);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                self.send(record, None)?;
+            }
+        }
+        self.tasks.get_mut(&id).expect("task exists").skip(metadata);
+        Ok(())
+    }
+
+    fn send(&mut self, record: FutureRecord<'_, [u8], Vec<u8>>, changelog: Option<(TaskId, String)>) -> Result<(), RuntimeError> {
+        match self.producer.send_result(record) {
+            Ok(future) => {
+                self.pending.push(Pending { future, changelog });
+                Ok(())
+            }
+            Err((error, _)) => Err(RuntimeError::Kafka(error)),
+        }
+    }
+
+    /// Produces what a task's sinks wrote.
+    fn send_outputs(&mut self, id: TaskId) -> Result<(), RuntimeError> {
+        let outputs = self.tasks.get_mut(&id).expect("task exists").take_outputs();
+        for output in outputs {
+            let payload: Option<Vec<u8>> = match &output.record.value {
+                Value::Null => None,
+                Value::Bytes(bytes) => Some(bytes.clone()),
+                Value::Record(any) => {
+                    let codec = self.codec.as_ref().ok_or_else(|| RuntimeError::Config("no schema registry configured".to_string()))?;
+                    Some(self.io.block_on(codec.encode_any(&output.topic, any)).map_err(|e| RuntimeError::Config(format!("encoding for {}: {e}", output.topic)))?)
+                }
+            };
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in &output.record.headers {
+                headers = headers.insert(Header { key: name, value: Some(value) });
+            }
+            let key = output.record.key.as_deref().map(str::as_bytes);
+            let mut record: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(&output.topic).headers(headers).timestamp(output.record.timestamp);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(payload) = &payload {
+                record = record.payload(payload);
+            }
+            self.send(record, None)?;
+        }
+        Ok(())
+    }
+
+    /// The commit protocol (DESIGN §5.3).
+    fn commit(&mut self) -> Result<(), RuntimeError> {
+        self.last_commit = Instant::now();
+        let app = self.config().application_id.clone();
+        // 1. Deliver changelog records (stamped with their inputs) and await every delivery.
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in &ids {
+            let changes = self.tasks.get_mut(id).expect("task exists").drain_changelog();
+            for change in changes {
+                let topic = changelog_topic(&app, &change.store);
+                let mut headers = OwnedHeaders::new();
+                for (name, value) in change.source.headers() {
+                    headers = headers.insert(Header { key: name, value: Some(value.as_bytes()) });
+                }
+                let mut record: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(&topic).partition(id.partition).key(change.key.as_slice()).headers(headers);
+                if let Some(value) = &change.value {
+                    record = record.payload(value);
+                }
+                self.send(record, Some((*id, change.store.to_string())))?;
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut changelog_offsets: BTreeMap<TaskId, BTreeMap<String, i64>> = BTreeMap::new();
+        let mut failure = None;
+        for Pending { future, changelog } in pending {
+            let delivered: Result<OwnedDeliveryResult, _> = self.io.block_on(future);
+            match delivered {
+                Ok(Ok(delivery)) => {
+                    if let Some((id, store)) = changelog {
+                        let next = changelog_offsets.entry(id).or_default().entry(store).or_insert(0);
+                        *next = (*next).max(delivery.offset + 1);
+                    }
+                }
+                Ok(Err((error, _))) => failure = Some(error.to_string()),
+                Err(_) => failure = Some("delivery cancelled".to_string()),
+            }
+        }
+        if let Some(reason) = failure {
+            tracing::error!(%reason, "a delivery failed; discarding the batch and resuming from the last commit");
+            return self.rewind();
+        }
+        // 2. Write each task's sled batch: state, input positions, changelog offsets.
+        let mut offsets = TopicPartitionList::new();
+        for (id, task) in self.tasks.iter_mut() {
+            let stores = changelog_offsets.remove(id).unwrap_or_default();
+            let stores: Vec<(&str, i64)> = stores.iter().map(|(s, o)| (s.as_str(), *o)).collect();
+            task.commit(&stores)?;
+            tracing::debug!(task = %id, positions = ?task.positions(), changelog = ?stores, "task committed");
+            for ((topic, partition), position) in task.positions() {
+                offsets.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+            }
+        }
+        // 3. Commit the consumer offsets.
+        if offsets.count() > 0 {
+            if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+                // State is durable; the next commit (or a restore) catches the offsets up.
+                tracing::warn!(%error, "consumer offset commit failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards uncommitted work: rebuilds every task from its last commit and seeks the
+    /// consumer back to the task positions.
+    fn rewind(&mut self) -> Result<(), RuntimeError> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        let app = self.config().application_id.clone();
+        for id in ids {
+            let task = self.tasks.remove(&id).expect("task exists");
+            let mut state = task.close();
+            state.abort();
+            drop(state);
+            let inputs: Vec<String> = self.streams.topology.subtopologies[id.subtopology].source_topics.iter().map(|t| t.topic_name(&app)).collect();
+            let task = self.create_task(id, &inputs)?;
+            for (topic, position) in task.inputs() {
+                self.consumer.seek(topic, id.partition, Offset::Offset(position), Duration::from_secs(10))?;
+            }
+            self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    /// Commits and closes every task, then leaves the group.
+    fn close(&mut self) -> Result<(), RuntimeError> {
+        let result = self.commit();
+        for (id, task) in std::mem::take(&mut self.tasks) {
+            let state = task.close();
+            state.flush()?;
+            tracing::info!(task = %id, "task closed");
+        }
+        self.producer.flush(Duration::from_secs(10))?;
+        self.consumer.unsubscribe();
+        result
+    }
+}
+
+/// Reads a changelog partition from `from` to its end (no consumer group commits).
+///
+/// The end is the high watermark of the fetch responses (partition EOF): tansu 0.6's
+/// ListOffsets can report a stale end (measured: 6,166 for a partition holding 6,847). tansu also answers a fetch at an offset inside a record
+/// batch with the next batch, so whenever a record comes past the next expected offset (or
+/// fetches come back empty short of the end) the reader assigns earlier and earlier until the
+/// expected record arrives; records before it are skipped.
+fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partition: i32, from: i64) -> Result<Vec<(i64, ChangelogRecord)>, RuntimeError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{app}-restore"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let start = from.max(low);
+    let store: Arc<str> = Arc::from(store);
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut step = 0i64;
+    let mut next = start;
+    let mut idle_polls = 0;
+    let assign = |offset: i64| -> Result<(), RuntimeError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        consumer.assign(&list)?;
+        Ok(())
+    };
+    let seek_back = |next: i64, step: &mut i64| -> Result<(), RuntimeError> {
+        *step = if *step == 0 { SEEK_BACK_START } else { step.saturating_mul(2) };
+        assign(next.saturating_sub(*step).max(low))
+    };
+    assign(start)?;
+    loop {
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Config(format!("restoring {topic}-{partition}: stuck at offset {next}")));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            // librdkafka reports EOF once its fetch position reaches the fetch high watermark;
+            // records reached it contiguously (gaps seek back first), so this is the end.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(message)) => {
+                idle_polls = 0;
+                if message.offset() > next {
+                    seek_back(next, &mut step)?;
+                    continue;
+                }
+                if message.offset() < next {
+                    continue;
+                }
+                step = 0;
+                next = message.offset() + 1;
+                let headers = message.headers().map(|list| list.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect::<Vec<_>>()).unwrap_or_default();
+                let source = SourceOffset::from_headers(headers).unwrap_or_else(|| SourceOffset::new("", -1, -1));
+                records.push((
+                    message.offset(),
+                    ChangelogRecord { store: Arc::clone(&store), key: message.key().unwrap_or_default().to_vec(), value: message.payload().map(<[u8]>::to_vec), source },
+                ));
+            }
+            None => {
+                // Empty fetches short of the end: the position is inside a batch.
+                idle_polls += 1;
+                if idle_polls >= 5 {
+                    idle_polls = 0;
+                    seek_back(next, &mut step)?;
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
