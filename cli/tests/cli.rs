@@ -388,3 +388,92 @@ fn run_survives_kill_9_with_exactly_once_effects() {
 fn run_restores_from_the_changelog_after_kill_9_and_a_deleted_state_dir() {
     crash_scenario("crash-wipe", true);
 }
+
+const DLQ_TOPOLOGY: &str = r#"
+[defaults]
+partitions = 2
+
+[[topic]]
+name = "amounts"
+
+[[topic]]
+name = "payments.commands"
+schema = "payment_command"
+
+[[topic]]
+name = "totals"
+
+[[topic]]
+name = "sluice.dlq"
+schema = "dead_letter"
+
+[[store]]
+name = "balances"
+
+[[source]]
+name = "amounts-source"
+topics = ["amounts", "payments.commands"]
+
+[[processor]]
+name = "sum"
+kind = "keyed-sum"
+parents = ["amounts-source"]
+stores = ["balances"]
+
+[[sink]]
+name = "totals-sink"
+topic = "totals"
+parents = ["sum"]
+"#;
+
+#[test]
+fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
+    let broker = sluice_testkit::Broker::start();
+    let servers = broker.bootstrap_servers();
+    let dir = temp_dir("dlq");
+    let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
+    std::fs::write(dir.join("topology.toml"), DLQ_TOPOLOGY).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "application_id = \"dlq\"\nbootstrap_servers = \"{servers}\"\nschema_registry_url = \"http://{registry}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("topology.toml").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    assert!(run(&["topics", "create", "--config", cfg]).status.success());
+    let mut registry_process = sluice().args(["registry", "--config", cfg, "--listen", &registry]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the registry answers", 60, || TcpStream::connect(&registry).is_ok());
+    let mut processor = sluice().args(["run", "--config", cfg]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+
+    produce(&servers, "amounts", &[("alice".into(), 5, "e1".into())]);
+    // A poison pill: not an integer (the record itself is fine).
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
+    producer.send(BaseRecord::to("amounts").key("alice").payload("five")).unwrap();
+    // Garbage on an Avro topic: not Confluent-framed Avro.
+    producer.send(BaseRecord::to("payments.commands").key("alice").payload("{\"not\": \"avro\"}")).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    produce(&servers, "amounts", &[("alice".into(), 2, "e2".into())]);
+
+    wait_until("processing continued past both bad records", 90, || last_totals(&servers).get("alice") == Some(&7));
+    wait_until("both bad records are dead-lettered", 60, || consume_all(&servers, "sluice.dlq").len() == 2);
+    let dead = consume_all(&servers, "sluice.dlq");
+    let header = |record: &Consumed, name: &str| record.2.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let mut classes: Vec<(String, String)> = dead.iter().map(|r| (header(r, "sluice.error.topic"), header(r, "sluice.error.class"))).collect();
+    classes.sort();
+    assert_eq!(classes, [("amounts".to_string(), "invalid_record".to_string()), ("payments.commands".to_string(), "deserialization".to_string())]);
+    for record in &dead {
+        assert_eq!(record.0, "alice", "dead letters keep the original key");
+        assert!(!header(record, "sluice.error.partition").is_empty() && !header(record, "sluice.error.offset").is_empty());
+        assert!(!header(record, "sluice.error.message").is_empty());
+        assert!(record.1.as_bytes().first() == Some(&0), "the DeadLetter value is Confluent-framed Avro");
+    }
+    for child in [&mut processor, &mut registry_process] {
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        child.wait().unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
