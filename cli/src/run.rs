@@ -62,10 +62,16 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
         processing_error_policy: config.processing_exception_handler,
     };
     let streams = KafkaStreams::new(topology, processor_registry(), streams_config).map_err(|e| e.to_string())?;
+    let metrics_url = serve_metrics(&config.metrics_listen).await?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);
     let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
-    println!("sluice run: application {} on {} (state in {})", config.application_id, config.bootstrap_servers, config.state_dir.display());
+    println!(
+        "sluice run: application {} on {} (state in {}, metrics at {metrics_url})",
+        config.application_id,
+        config.bootstrap_servers,
+        config.state_dir.display()
+    );
     let mut worker = worker;
     tokio::select! {
         () = crate::dev::wait_for_shutdown() => {}
@@ -87,6 +93,40 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("stream thread panicked: {e}")),
     }
+}
+
+/// Installs the Prometheus recorder and serves `GET /metrics` on `listen`; returns the URL.
+async fn serve_metrics(listen: &str) -> Result<String, String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), sluice_streams::metrics::LATENCY_BUCKETS_SECONDS)
+        .map_err(|e| format!("metrics buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    sluice_streams::metrics::describe();
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
+    let url = format!("http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
+    let render = handle.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = render.render();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    // Histograms and summaries are drained by upkeep.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(url)
 }
 
 /// `<application_id>-<hash of the absolute state dir>`: the same for every restart of an

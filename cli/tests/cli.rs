@@ -432,12 +432,13 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     let servers = broker.bootstrap_servers();
     let dir = temp_dir("dlq");
     let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
+    let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
     std::fs::write(dir.join("topology.toml"), DLQ_TOPOLOGY).unwrap();
     let config = dir.join("sluice.toml");
     std::fs::write(
         &config,
         format!(
-            "application_id = \"dlq\"\nbootstrap_servers = \"{servers}\"\nschema_registry_url = \"http://{registry}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
+            "application_id = \"dlq\"\nbootstrap_servers = \"{servers}\"\nschema_registry_url = \"http://{registry}\"\nmetrics_listen = \"{metrics}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
             dir.join("state").display(),
             dir.join("topology.toml").display()
         ),
@@ -470,6 +471,21 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
         assert!(!header(record, "sluice.error.partition").is_empty() && !header(record, "sluice.error.offset").is_empty());
         assert!(!header(record, "sluice.error.message").is_empty());
         assert!(record.1.as_bytes().first() == Some(&0), "the DeadLetter value is Confluent-framed Avro");
+    }
+    // Prometheus metrics of the run.
+    let scrape = http_get(&metrics, "/metrics");
+    for expected in [
+        "sluice_process_records_total{processor=\"sum\"} 3",
+        "sluice_dlq_records_total{reason=\"invalid_record\"} 1",
+        "sluice_dlq_records_total{reason=\"deserialization\"} 1",
+        "sluice_active_tasks 2",
+        "sluice_rebalances_total 1",
+        "# TYPE sluice_commit_latency_seconds histogram",
+        "sluice_process_latency_seconds_bucket{processor=\"sum\",le=\"0.001\"}",
+        "sluice_store_keys{store=\"balances\",task=\"0_",
+        "sluice_records_lag{topic=\"amounts\",partition=\"",
+    ] {
+        assert!(scrape.contains(expected), "{expected} missing from /metrics:\n{scrape}");
     }
     for child in [&mut processor, &mut registry_process] {
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();

@@ -56,7 +56,7 @@ impl Processor for KeyedSum {
                 Some((_, id)) => String::from_utf8_lossy(id).into_owned(),
                 None => ctx.record_metadata().map(|m| format!("{}-{}-{}", m.topic, m.partition, m.offset)).unwrap_or_default(),
             };
-            if ctx.dedupe(dedupe)?.check_and_mark(&event_id, timestamp)? {
+            if ctx.is_duplicate(dedupe, &event_id)? {
                 return Ok(());
             }
         }

@@ -29,6 +29,9 @@ pub struct SluiceConfig {
     /// Address of the embedded Schema Registry (`sluice registry`, `sluice dev`). Default
     /// `127.0.0.1:8081`.
     pub registry_listen: String,
+    /// Address `sluice run` serves Prometheus metrics on (`GET /metrics`). Default
+    /// `127.0.0.1:9464`.
+    pub metrics_listen: String,
     /// Kafka `group.instance.id` (static membership): stable across restarts of one instance,
     /// unique per instance. Default `<application_id>-<hash of the state_dir path>`.
     pub group_instance_id: Option<String>,
@@ -51,6 +54,7 @@ impl Default for SluiceConfig {
             state_dir: PathBuf::from(".sluice/state"),
             topology: PathBuf::from("topology.toml"),
             registry_listen: "127.0.0.1:8081".to_string(),
+            metrics_listen: "127.0.0.1:9464".to_string(),
             group_instance_id: None,
             commit_interval_ms: 100,
             deserialization_exception_handler: crate::runtime::ErrorPolicy::Dlq,

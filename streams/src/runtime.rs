@@ -108,7 +108,11 @@ struct StreamContext {
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
-impl ClientContext for StreamContext {}
+impl ClientContext for StreamContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        StreamContext::record_lag(&statistics);
+    }
+}
 
 impl ConsumerContext for StreamContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -122,8 +126,22 @@ impl ConsumerContext for StreamContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             tracing::info!(partitions = list.count(), "partitions assigned");
+            metrics::counter!(crate::metrics::REBALANCES_TOTAL).increment(1);
         }
         self.assignment_changed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl StreamContext {
+    /// Publishes the consumer lag of every assigned partition from librdkafka's statistics.
+    fn record_lag(statistics: &rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+                }
+            }
+        }
     }
 }
 
@@ -166,6 +184,7 @@ impl KafkaStreams {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", "1000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
             // Static membership (KIP-345): a restarted instance takes its partitions back at once
@@ -235,7 +254,9 @@ impl StreamThread<'_> {
         let commit_interval = Duration::from_millis(self.config().commit_interval_ms);
         while !shutdown.load(Ordering::SeqCst) {
             // Detached: the message must outlive the consumer borrow while tasks change.
+            let polled = Instant::now();
             let message = self.consumer.poll(Duration::from_millis(50)).map(|m| m.map(|m| m.detach()));
+            metrics::histogram!(crate::metrics::POLL_LATENCY_SECONDS).record(polled.elapsed().as_secs_f64());
             self.handle_rebalance()?;
             match message {
                 Some(Ok(message)) => self.process_message(&message)?,
@@ -243,7 +264,9 @@ impl StreamThread<'_> {
                 None => {}
             }
             if self.last_commit.elapsed() >= commit_interval {
+                let started = Instant::now();
                 self.commit()?;
+                metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
             }
         }
         Ok(())
@@ -262,6 +285,7 @@ impl StreamThread<'_> {
                     tracing::info!(task = %id, "task suspended (state kept on disk)");
                 }
             }
+            metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.tasks.len() as f64);
         }
         if !self.consumer.context().assignment_changed.swap(false, Ordering::SeqCst) {
             return Ok(());
@@ -280,6 +304,7 @@ impl StreamThread<'_> {
                 }
             }
         }
+        metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.tasks.len() as f64);
         Ok(())
     }
 
@@ -312,11 +337,13 @@ impl StreamThread<'_> {
         for (store, logged) in &stores {
             if *logged {
                 let from = state.checkpoint().changelog_offsets.get(store).copied().unwrap_or(0);
-                records.extend(read_changelog(&self.config().bootstrap_servers, app, &changelog_topic(app, store), store, id.partition, from)?);
+                records.extend(read_changelog(&self.config().bootstrap_servers, app, &changelog_topic(app, store), store, id.partition, from, &id.to_string())?);
             }
         }
         let total = records.len();
         let stats = state.restore(records, &committed)?;
+        metrics::gauge!(crate::metrics::RESTORE_RECORDS_REMAINING, "task" => id.to_string()).set(0.0);
+        metrics::counter!(crate::metrics::RESTORE_RECORDS_TOTAL, "task" => id.to_string()).increment(stats.applied);
         tracing::info!(task = %id, records = total, applied = stats.applied, skipped = stats.skipped, elapsed_ms = started.elapsed().as_millis() as u64, "task restored");
         tracing::debug!(task = %id, resume = ?state.checkpoint().input_offsets, "resuming");
         Ok(Task::new(id, topology, &self.streams.registry, app, state, now_ms())?)
@@ -404,6 +431,7 @@ impl StreamThread<'_> {
             }
             ErrorPolicy::Dlq => {
                 tracing::warn!(topic = %metadata.topic, partition = metadata.partition, offset = metadata.offset, %error, "record dead-lettered");
+                metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "reason" => error.class().to_string()).increment(1);
                 let letter = DeadLetter {
                     event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
                     occurred_at: TimestampMillis(message.timestamp().to_millis().unwrap_or(0)),
@@ -521,6 +549,12 @@ impl StreamThread<'_> {
             let stores = changelog_offsets.remove(id).unwrap_or_default();
             let stores: Vec<(&str, i64)> = stores.iter().map(|(s, o)| (s.as_str(), *o)).collect();
             task.commit(&stores)?;
+            for store in task.state().store_names() {
+                if let Ok(handle) = task.state().store(store) {
+                    use sluice_state::KeyValueStore;
+                    metrics::gauge!(crate::metrics::STORE_KEYS, "store" => store.to_string(), "task" => id.to_string()).set(handle.approximate_num_entries() as f64);
+                }
+            }
             tracing::debug!(task = %id, positions = ?task.positions(), changelog = ?stores, "task committed");
             for ((topic, partition), position) in task.positions() {
                 offsets.add_partition_offset(&topic, partition, Offset::Offset(position))?;
@@ -577,7 +611,7 @@ impl StreamThread<'_> {
 /// batch with the next batch, so whenever a record comes past the next expected offset (or
 /// fetches come back empty short of the end) the reader assigns earlier and earlier until the
 /// expected record arrives; records before it are skipped.
-fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partition: i32, from: i64) -> Result<Vec<(i64, ChangelogRecord)>, RuntimeError> {
+fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partition: i32, from: i64, task: &str) -> Result<Vec<(i64, ChangelogRecord)>, RuntimeError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{app}-restore"))
@@ -585,8 +619,11 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .create()?;
-    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    // The end offset is only an estimate on tansu (see above): good enough for progress.
+    let (low, estimated_end) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let start = from.max(low);
+    let remaining = metrics::gauge!(crate::metrics::RESTORE_RECORDS_REMAINING, "task" => task.to_string());
+    remaining.set((estimated_end - start).max(0) as f64);
     let store: Arc<str> = Arc::from(store);
     let mut records = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -624,6 +661,9 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
                 }
                 step = 0;
                 next = message.offset() + 1;
+                if next % 1000 == 0 {
+                    remaining.set((estimated_end - next).max(0) as f64);
+                }
                 let headers = message.headers().map(|list| list.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect::<Vec<_>>()).unwrap_or_default();
                 let source = SourceOffset::from_headers(headers).unwrap_or_else(|| SourceOffset::new("", -1, -1));
                 records.push((

@@ -55,12 +55,26 @@ enum GraphKind {
     Sink { topic: Arc<str> },
 }
 
-#[derive(Debug)]
 struct GraphNode {
     name: Arc<str>,
     kind: GraphKind,
     children: Vec<usize>,
     stores: Vec<String>,
+    /// Records processed here (a no-op handle when no metrics recorder is installed).
+    records: metrics::Counter,
+    /// Time to process one record here.
+    latency: metrics::Histogram,
+}
+
+impl GraphNode {
+    /// Runs one `process` call of this node's processor, measuring it.
+    fn measure<T>(&self, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let result = f();
+        self.latency.record(started.elapsed().as_secs_f64());
+        self.records.increment(1);
+        result
+    }
 }
 
 #[derive(Debug)]
@@ -140,7 +154,9 @@ impl Task {
                 }
                 NodeKind::Sink { topic } => (GraphKind::Sink { topic: Arc::from(topic.topic_name(application_id)) }, Vec::new(), None),
             };
-            nodes.push(GraphNode { name: Arc::from(name.as_str()), kind, children, stores });
+            let records = metrics::counter!(crate::metrics::PROCESS_RECORDS_TOTAL, "processor" => name.clone());
+            let latency = metrics::histogram!(crate::metrics::PROCESS_LATENCY_SECONDS, "processor" => name.clone());
+            nodes.push(GraphNode { name: Arc::from(name.as_str()), kind, children, stores, records, latency });
             processors.push(processor);
         }
         let dedupe_retention = topology
@@ -343,7 +359,13 @@ impl Task {
                 self.outputs.push(OutputRecord { topic: Arc::clone(topic), sink: Arc::clone(&self.nodes[node].name), record });
                 Ok(())
             }
-            GraphKind::Processor => self.with_processor(node, context, |p, ctx| p.process(record, ctx)),
+            GraphKind::Processor => {
+                let started = std::time::Instant::now();
+                let result = self.with_processor(node, context, |p, ctx| p.process(record, ctx));
+                self.nodes[node].latency.record(started.elapsed().as_secs_f64());
+                self.nodes[node].records.increment(1);
+                result
+            }
             GraphKind::Source => Err(ProcessError::Fatal(format!("source `{}` cannot be a child", self.nodes[node].name))),
         }
     }
@@ -396,6 +418,17 @@ impl ProcessorContext<'_> {
     /// A store this processor declared in topology.toml.
     pub fn store(&mut self, name: &str) -> Result<&mut dyn KeyValueStore, ProcessError> {
         Ok(self.sled_store(name)?)
+    }
+
+    /// Records `event_id` in the dedupe store `store` at the record's time; true if it was seen
+    /// before (skip the record). Counts hits in `sluice_dedupe_hits_total`.
+    pub fn is_duplicate(&mut self, store: &str, event_id: &str) -> Result<bool, ProcessError> {
+        let timestamp = self.record.timestamp;
+        let duplicate = self.dedupe(store)?.check_and_mark(event_id, timestamp)?;
+        if duplicate {
+            metrics::counter!(crate::metrics::DEDUPE_HITS_TOTAL, "store" => store.to_string()).increment(1);
+        }
+        Ok(duplicate)
     }
 
     /// A dedupe store this processor declared, with the retention from topology.toml.
@@ -483,7 +516,7 @@ impl ProcessorContext<'_> {
                     stream_time: self.stream_time,
                     wall_clock: self.wall_clock,
                 };
-                let result = processor.process(record, &mut ctx);
+                let result = self.nodes[node].measure(|| processor.process(record, &mut ctx));
                 self.processors[node] = Some(processor);
                 result
             }

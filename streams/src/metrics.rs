@@ -1,0 +1,48 @@
+//! Every metric Sluice records, named once here (Prometheus conventions: base units,
+//! `_total` and `_seconds` suffixes, low-cardinality labels) and described by [`describe`].
+
+/// Records processed, by processor node (`processor`).
+pub const PROCESS_RECORDS_TOTAL: &str = "sluice_process_records_total";
+/// Time to process one record in a processor node, children included (`processor`).
+pub const PROCESS_LATENCY_SECONDS: &str = "sluice_process_latency_seconds";
+/// Time of one commit (deliveries awaited, state written, offsets committed).
+pub const COMMIT_LATENCY_SECONDS: &str = "sluice_commit_latency_seconds";
+/// Time the stream thread waits in one consumer poll.
+pub const POLL_LATENCY_SECONDS: &str = "sluice_poll_latency_seconds";
+/// Records between the consumer position and the end of a partition (`topic`, `partition`).
+pub const RECORDS_LAG: &str = "sluice_records_lag";
+/// Changelog records still to read by restoring tasks (`task`).
+pub const RESTORE_RECORDS_REMAINING: &str = "sluice_restore_records_remaining";
+/// Changelog records restored (`task`).
+pub const RESTORE_RECORDS_TOTAL: &str = "sluice_restore_records_total";
+/// Records sent to the dead-letter queue (`reason`: the error class).
+pub const DLQ_RECORDS_TOTAL: &str = "sluice_dlq_records_total";
+/// Records skipped because their event id was seen before (`store`).
+pub const DEDUPE_HITS_TOTAL: &str = "sluice_dedupe_hits_total";
+/// Entries in a store as of the last commit (`store`, `task`).
+pub const STORE_KEYS: &str = "sluice_store_keys";
+/// Consumer group rebalances this instance took part in.
+pub const REBALANCES_TOTAL: &str = "sluice_rebalances_total";
+/// Tasks this instance runs.
+pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
+
+/// Histogram buckets, in seconds, for every latency histogram.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(PROCESS_RECORDS_TOTAL, "Records processed, by processor node.");
+    describe_histogram!(PROCESS_LATENCY_SECONDS, Unit::Seconds, "Time to process one record in a processor node, children included.");
+    describe_histogram!(COMMIT_LATENCY_SECONDS, Unit::Seconds, "Time of one commit: deliveries awaited, state written, offsets committed.");
+    describe_histogram!(POLL_LATENCY_SECONDS, Unit::Seconds, "Time the stream thread waits in one consumer poll.");
+    describe_gauge!(RECORDS_LAG, "Records between the consumer position and the end of the partition.");
+    describe_gauge!(RESTORE_RECORDS_REMAINING, "Changelog records still to read by restoring tasks.");
+    describe_counter!(RESTORE_RECORDS_TOTAL, "Changelog records restored.");
+    describe_counter!(DLQ_RECORDS_TOTAL, "Records sent to the dead-letter queue, by error class.");
+    describe_counter!(DEDUPE_HITS_TOTAL, "Records skipped because their event id was seen before.");
+    describe_gauge!(STORE_KEYS, "Entries in a store as of the last commit.");
+    describe_counter!(REBALANCES_TOTAL, "Consumer group rebalances this instance took part in.");
+    describe_gauge!(ACTIVE_TASKS, "Tasks this instance runs.");
+}
