@@ -154,8 +154,15 @@ impl Task {
                 }
                 NodeKind::Sink { topic } => (GraphKind::Sink { topic: Arc::from(topic.topic_name(application_id)) }, Vec::new(), None),
             };
-            let records = metrics::counter!(crate::metrics::PROCESS_RECORDS_TOTAL, "processor" => name.clone());
-            let latency = metrics::histogram!(crate::metrics::PROCESS_LATENCY_SECONDS, "processor" => name.clone());
+            // Only processor nodes process records: sources and sinks get no series.
+            let (records, latency) = if matches!(kind, GraphKind::Processor) {
+                (
+                    metrics::counter!(crate::metrics::PROCESS_RECORDS_TOTAL, "processor" => name.clone()),
+                    metrics::histogram!(crate::metrics::PROCESS_LATENCY_SECONDS, "processor" => name.clone()),
+                )
+            } else {
+                (metrics::Counter::noop(), metrics::Histogram::noop())
+            };
             nodes.push(GraphNode { name: Arc::from(name.as_str()), kind, children, stores, records, latency });
             processors.push(processor);
         }
