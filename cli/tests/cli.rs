@@ -307,7 +307,7 @@ fn crash_scenario(name: &str, wipe_state: bool) {
     std::fs::write(
         &config,
         format!(
-            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\n",
+            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\n",
             dir.join("state").display(),
             dir.join("topology.toml").display()
         ),
