@@ -472,7 +472,8 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
         assert!(!header(record, "sluice.error.message").is_empty());
         assert!(record.1.as_bytes().first() == Some(&0), "the DeadLetter value is Confluent-framed Avro");
     }
-    // Prometheus metrics of the run.
+    // Prometheus metrics of the run (the lag gauges are refreshed every few seconds).
+    wait_until("the lag gauges are published", 30, || http_get(&metrics, "/metrics").contains("sluice_records_lag{"));
     let scrape = http_get(&metrics, "/metrics");
     for expected in [
         "sluice_process_records_total{processor=\"sum\"} 3",

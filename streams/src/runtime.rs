@@ -108,11 +108,7 @@ struct StreamContext {
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
-impl ClientContext for StreamContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        StreamContext::record_lag(&statistics);
-    }
-}
+impl ClientContext for StreamContext {}
 
 impl ConsumerContext for StreamContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -129,19 +125,6 @@ impl ConsumerContext for StreamContext {
             metrics::counter!(crate::metrics::REBALANCES_TOTAL).increment(1);
         }
         self.assignment_changed.store(true, Ordering::SeqCst);
-    }
-}
-
-impl StreamContext {
-    /// Publishes the consumer lag of every assigned partition from librdkafka's statistics.
-    fn record_lag(statistics: &rdkafka::Statistics) {
-        for (topic, stats) in &statistics.topics {
-            for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
-                }
-            }
-        }
     }
 }
 
@@ -184,7 +167,6 @@ impl KafkaStreams {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("statistics.interval.ms", "1000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
             // Static membership (KIP-345): a restarted instance takes its partitions back at once
@@ -220,6 +202,8 @@ impl KafkaStreams {
             schemas: self.topology.topics.iter().map(|t| (t.name.clone(), t.schema.clone())).collect(),
             last_commit: Instant::now(),
             seek_back: HashMap::new(),
+            last_lag: Instant::now(),
+            pending_seeks: Vec::new(),
         };
         let result = thread.run_loop(shutdown);
         let closed = thread.close();
@@ -240,7 +224,14 @@ struct StreamThread<'a> {
     last_commit: Instant,
     /// How far back the next seek goes, per partition fetched past its task's position.
     seek_back: HashMap<(String, i32), i64>,
+    last_lag: Instant,
+    /// Seeks to task positions not yet accepted by the consumer (retried every loop).
+    pending_seeks: Vec<(String, i32, i64)>,
 }
+
+/// How often the records-lag gauges are refreshed (end offset minus task position, one
+/// watermark request per input partition).
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// First step of the seek-back search (doubled on every miss).
 const SEEK_BACK_START: i64 = 256;
@@ -253,6 +244,7 @@ impl StreamThread<'_> {
     fn run_loop(&mut self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
         let commit_interval = Duration::from_millis(self.config().commit_interval_ms);
         while !shutdown.load(Ordering::SeqCst) {
+            self.apply_pending_seeks();
             // Detached: the message must outlive the consumer borrow while tasks change.
             let polled = Instant::now();
             let message = self.consumer.poll(Duration::from_millis(50)).map(|m| m.map(|m| m.detach()));
@@ -263,6 +255,9 @@ impl StreamThread<'_> {
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => {}
             }
+            if self.last_lag.elapsed() >= LAG_INTERVAL {
+                self.record_lag();
+            }
             if self.last_commit.elapsed() >= commit_interval {
                 let started = Instant::now();
                 self.commit()?;
@@ -270,6 +265,32 @@ impl StreamThread<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Seeks assigned partitions to their tasks' positions; keeps the ones the consumer cannot
+    /// seek yet (a partition starts accepting seeks once its fetcher is set up).
+    fn apply_pending_seeks(&mut self) {
+        let pending = std::mem::take(&mut self.pending_seeks);
+        for (topic, partition, position) in pending {
+            if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(position), Duration::from_millis(100)) {
+                tracing::debug!(%topic, partition, position, %error, "seek not accepted yet; retrying");
+                self.pending_seeks.push((topic, partition, position));
+            }
+        }
+    }
+
+    /// Publishes end offset minus task position for every input partition (an estimate on
+    /// tansu, whose end offsets can lag).
+    fn record_lag(&mut self) {
+        self.last_lag = Instant::now();
+        for (id, task) in &self.tasks {
+            for (topic, position) in task.inputs() {
+                if let Ok((_, high)) = self.consumer.fetch_watermarks(topic, id.partition, Duration::from_secs(1)) {
+                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.to_string(), "partition" => id.partition.to_string())
+                        .set((high - position).max(0) as f64);
+                }
+            }
+        }
     }
 
     /// Drops revoked tasks (uncommitted work is redone by the next owner) and creates tasks
@@ -300,6 +321,11 @@ impl StreamThread<'_> {
                 let complete = inputs.iter().all(|t| assigned.contains(&(t.clone(), partition)));
                 if complete && !self.tasks.contains_key(&id) {
                     let task = self.create_task(id, &inputs)?;
+                    // Start fetching at the task's resume position, not wherever the group's
+                    // offsets say (after a restart tansu may not serve them promptly).
+                    for (topic, position) in task.inputs() {
+                        self.pending_seeks.push((topic.to_string(), partition, position));
+                    }
                     self.tasks.insert(id, task);
                 }
             }
