@@ -174,7 +174,7 @@ impl DevBroker {
         }
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tansu = tansu_binary();
+        let tansu = sluice_testkit::tansu_binary();
         let log = dir.join("tansu.log");
         let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let listener = format!("tcp://127.0.0.1:{port}");
@@ -230,21 +230,4 @@ impl DevBroker {
         let _ = self.child.kill().await;
         println!("broker killed");
     }
-}
-
-/// Where the tansu binary is: `$TANSU`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
-fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("tansu")).find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        let cargo_home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-            .unwrap_or_default();
-        cargo_home.join("bin").join("tansu")
-    })
 }

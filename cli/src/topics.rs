@@ -1,7 +1,5 @@
 //! `sluice topics create`: every topic of the topology plus the ones Sluice itself needs.
 
-use std::collections::BTreeMap;
-
 use sluice_streams::admin::{self, TopicOutcome};
 use sluice_streams::config::SluiceConfig;
 use sluice_streams::topology::TopicSpec;
@@ -13,16 +11,8 @@ pub(crate) const SCHEMAS_TOPIC: &str = "_schemas";
 /// Every topic Sluice needs: the topology's (external, repartition, changelog) and `_schemas`.
 pub(crate) fn all_topics(topology: &Topology, application_id: &str) -> Vec<TopicSpec> {
     let mut topics = topology.topics_to_create(application_id);
-    let mut config = BTreeMap::new();
-    config.insert("cleanup.policy".to_string(), "compact".to_string());
-    config.insert("retention.ms".to_string(), "-1".to_string());
-    topics.push(TopicSpec {
-        name: SCHEMAS_TOPIC.to_string(),
-        partitions: 1,
-        replication_factor: topics.first().map_or(1, |t| t.replication_factor),
-        schema: None,
-        config,
-    });
+    let replication_factor = topics.first().map_or(1, |t| t.replication_factor);
+    topics.push(TopicSpec::compacted(SCHEMAS_TOPIC.to_string(), 1, replication_factor));
     topics
 }
 

@@ -26,6 +26,11 @@ impl SourceOffset {
         SourceOffset { topic: topic.into(), partition, offset }
     }
 
+    /// The stamp of a write no input record caused (a punctuation): restores always apply it.
+    pub fn none() -> SourceOffset {
+        SourceOffset::new("", -1, -1)
+    }
+
     /// The three `sluice.source.*` headers of this position.
     pub fn headers(&self) -> [(&'static str, String); 3] {
         [

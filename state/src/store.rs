@@ -78,7 +78,7 @@ impl SledStore {
             undo: Vec::new(),
             changelog_at_savepoint: 0,
             logging,
-            source: SourceOffset::new("", -1, -1),
+            source: SourceOffset::none(),
             count: Cell::new(count),
         }
     }

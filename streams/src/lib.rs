@@ -22,6 +22,32 @@ pub use task::{ProcessorContext, Task, TaskError, TaskId};
 pub use test_driver::{TestDriverConfig, TopologyTestDriver};
 pub use topology::{Topology, TopologyError};
 
+/// Topic dead letters go to.
+pub const DLQ_TOPIC: &str = "sluice.dlq";
+
+/// The `DeadLetter` record for a record that failed with `error`; its event id is the
+/// source position, so a re-dead-lettered record keeps its id.
+pub fn dead_letter(
+    metadata: &RecordMetadata,
+    timestamp: i64,
+    error: &ProcessError,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> sluice_schemas::types::DeadLetter {
+    use sluice_schemas::{Blob, TimestampMillis};
+    sluice_schemas::types::DeadLetter {
+        event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
+        occurred_at: TimestampMillis(timestamp),
+        source_topic: metadata.topic.to_string(),
+        source_partition: metadata.partition,
+        source_offset: metadata.offset,
+        error_class: error.class().to_string(),
+        error_message: error.to_string(),
+        key: key.map(|k| Blob(k.to_vec())),
+        value: value.map(|v| Blob(v.to_vec())),
+    }
+}
+
 /// The `sluice.error.*` headers of a dead letter (DESIGN §3).
 pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError) -> Vec<(String, String)> {
     vec![

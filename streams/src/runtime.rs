@@ -25,8 +25,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_schemas::types::DeadLetter;
-use sluice_schemas::{Blob, Codec, TimestampMillis};
+use sluice_schemas::Codec;
 use sluice_state::{ChangelogRecord, SourceOffset, TaskState};
 
 use crate::processor::{ErrorAction, ProcessError};
@@ -35,8 +34,7 @@ use crate::registry::ProcessorRegistry;
 use crate::task::{Task, TaskId};
 use crate::topology::{changelog_topic, Topology};
 
-/// Topic dead letters go to.
-pub const DLQ_TOPIC: &str = "sluice.dlq";
+pub use crate::DLQ_TOPIC;
 
 /// What to do with a record that cannot be deserialized or processed (Kafka Streams'
 /// `deserialization.exception.handler` / `processing.exception.handler`).
@@ -185,7 +183,7 @@ impl KafkaStreams {
             .topology
             .subtopologies
             .iter()
-            .flat_map(|s| s.source_topics.iter().map(|t| t.topic_name(&self.config.application_id)))
+            .flat_map(|s| self.topology.input_topics(s.id, &self.config.application_id))
             .collect();
         let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
         consumer.subscribe(&source_refs)?;
@@ -235,6 +233,15 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// First step of the seek-back search (doubled on every miss).
 const SEEK_BACK_START: i64 = 256;
+
+/// The next, doubled, seek-back distance after `step` (0: none yet).
+fn next_seek_back(step: i64) -> i64 {
+    if step == 0 {
+        SEEK_BACK_START
+    } else {
+        step.saturating_mul(2)
+    }
+}
 
 impl StreamThread<'_> {
     fn config(&self) -> &StreamsConfig {
@@ -315,7 +322,7 @@ impl StreamThread<'_> {
         let assigned: Vec<(String, i32)> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         let app = self.config().application_id.clone();
         for sub in &self.streams.topology.subtopologies {
-            let inputs: Vec<String> = sub.source_topics.iter().map(|t| t.topic_name(&app)).collect();
+            let inputs = self.streams.topology.input_topics(sub.id, &app);
             for partition in 0..sub.partitions {
                 let id = TaskId { subtopology: sub.id, partition };
                 let complete = inputs.iter().all(|t| assigned.contains(&(t.clone(), partition)));
@@ -338,10 +345,9 @@ impl StreamThread<'_> {
     fn create_task(&self, id: TaskId, inputs: &[String]) -> Result<Task, RuntimeError> {
         let topology = &self.streams.topology;
         let app = &self.config().application_id;
-        let sub = &topology.subtopologies[id.subtopology];
-        let stores: Vec<(String, bool)> = topology.stores.iter().filter(|s| sub.stores.contains(&s.name)).map(|s| (s.name.clone(), s.changelog)).collect();
+        let stores = topology.task_stores(id.subtopology);
         let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-        let dir = self.config().state_dir.join(app).join(id.to_string());
+        let dir = id.state_dir(&self.config().state_dir, app);
         let mut state = TaskState::open(&dir, &store_refs)?;
         // The group's committed offsets for this task's inputs.
         let mut list = TopicPartitionList::new();
@@ -392,8 +398,8 @@ impl StreamThread<'_> {
             // Never skip input. tansu 0.6 answers a fetch at an offset inside a record batch
             // with the *next* batch, so seeking to the position itself can land past it again:
             // seek further back each time (records below the position are skipped above).
-            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(SEEK_BACK_START);
-            *step = step.saturating_mul(2);
+            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(0);
+            *step = next_seek_back(*step);
             let target = position.saturating_sub(*step).max(0);
             tracing::debug!(%topic, partition, offset, position, target, "fetched past the task position; seeking back");
             self.consumer.seek(&topic, partition, Offset::Offset(target), Duration::from_secs(10))?;
@@ -430,12 +436,12 @@ impl StreamThread<'_> {
                 headers.push((header.key.to_string(), header.value.unwrap_or_default().to_vec()));
             }
         }
-        let schema = self.schemas.get(message.topic()).cloned().flatten();
+        let schema = self.schemas.get(message.topic()).and_then(|s| s.as_deref());
         let value = match (message.payload(), schema, &self.codec) {
             (None, _, _) => Value::Null,
             (Some(bytes), None, _) => Value::Bytes(bytes.to_vec()),
             (Some(bytes), Some(stem), Some(codec)) => {
-                let decoded = self.io.block_on(codec.decode_any(&stem, bytes));
+                let decoded = self.io.block_on(codec.decode_any(stem, bytes));
                 match decoded {
                     Ok(record) => Value::Record(record),
                     Err(error) if error.is_poison() => return Err(ProcessError::poison("deserialization", error)),
@@ -458,17 +464,7 @@ impl StreamThread<'_> {
             ErrorPolicy::Dlq => {
                 tracing::warn!(topic = %metadata.topic, partition = metadata.partition, offset = metadata.offset, %error, "record dead-lettered");
                 metrics::counter!(crate::metrics::DLQ_RECORDS_TOTAL, "reason" => error.class().to_string()).increment(1);
-                let letter = DeadLetter {
-                    event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
-                    occurred_at: TimestampMillis(message.timestamp().to_millis().unwrap_or(0)),
-                    source_topic: metadata.topic.to_string(),
-                    source_partition: metadata.partition,
-                    source_offset: metadata.offset,
-                    error_class: error.class().to_string(),
-                    error_message: error.to_string(),
-                    key: message.key().map(|k| Blob(k.to_vec())),
-                    value: message.payload().map(|v| Blob(v.to_vec())),
-                };
+                let letter = crate::dead_letter(metadata, message.timestamp().to_millis().unwrap_or(0), &error, message.key(), message.payload());
                 let payload = match &self.codec {
                     Some(codec) => self.io.block_on(codec.encode(DLQ_TOPIC, &letter)).map_err(|e| RuntimeError::Config(format!("encoding a dead letter: {e}")))?,
                     // Without a registry the DLQ keeps the original bytes; the headers say why.
@@ -606,7 +602,7 @@ impl StreamThread<'_> {
             let mut state = task.close();
             state.abort();
             drop(state);
-            let inputs: Vec<String> = self.streams.topology.subtopologies[id.subtopology].source_topics.iter().map(|t| t.topic_name(&app)).collect();
+            let inputs = self.streams.topology.input_topics(id.subtopology, &app);
             let task = self.create_task(id, &inputs)?;
             for (topic, position) in task.inputs() {
                 self.consumer.seek(topic, id.partition, Offset::Offset(position), Duration::from_secs(10))?;
@@ -663,7 +659,7 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
         Ok(())
     };
     let seek_back = |next: i64, step: &mut i64| -> Result<(), RuntimeError> {
-        *step = if *step == 0 { SEEK_BACK_START } else { step.saturating_mul(2) };
+        *step = next_seek_back(*step);
         assign(next.saturating_sub(*step).max(low))
     };
     assign(start)?;
@@ -691,7 +687,7 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
                     remaining.set((estimated_end - next).max(0) as f64);
                 }
                 let headers = message.headers().map(|list| list.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect::<Vec<_>>()).unwrap_or_default();
-                let source = SourceOffset::from_headers(headers).unwrap_or_else(|| SourceOffset::new("", -1, -1));
+                let source = SourceOffset::from_headers(headers).unwrap_or_else(SourceOffset::none);
                 records.push((
                     message.offset(),
                     ChangelogRecord { store: Arc::clone(&store), key: message.key().unwrap_or_default().to_vec(), value: message.payload().map(<[u8]>::to_vec), source },

@@ -23,6 +23,13 @@ pub struct TaskId {
     pub partition: i32,
 }
 
+impl TaskId {
+    /// Where this task keeps its state: `<state_dir>/<application.id>/<task id>`.
+    pub fn state_dir(self, state_dir: &std::path::Path, application_id: &str) -> std::path::PathBuf {
+        state_dir.join(application_id).join(self.to_string())
+    }
+}
+
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}_{}", self.subtopology, self.partition)
@@ -245,18 +252,8 @@ impl Task {
         let offset = metadata.offset;
         let timestamp = record.timestamp;
         let context = RecordContext { metadata: Some(metadata), timestamp, headers: record.headers.clone() };
-        let child_count = self.nodes[source].children.len();
-        let mut result = Ok(());
-        let mut record = Some(record);
-        for n in 0..child_count {
-            let child = self.nodes[source].children[n];
-            // The last child gets the record itself, the others a copy.
-            let forwarded = if n + 1 == child_count { record.take() } else { record.clone() };
-            result = self.dispatch(child, forwarded.expect("record present until the last child"), &context);
-            if result.is_err() {
-                break;
-            }
-        }
+        // The source forwards to its children as a processor would.
+        let result = self.with_context(source, &context, |ctx| ctx.forward(record));
         if let Err(error) = result {
             self.state.rollback();
             self.outputs.truncate(outputs_before);
@@ -301,7 +298,7 @@ impl Task {
             schedule.next_due = Some(now - (now - due) % schedule.interval_ms + schedule.interval_ms);
             let node = schedule.node;
             // Punctuation writes are not caused by an input record: restores always apply them.
-            self.state.set_source(&SourceOffset::new("", -1, -1));
+            self.state.set_source(&SourceOffset::none());
             let context = RecordContext { metadata: None, timestamp: now, headers: Vec::new() };
             let punctuation = Punctuation { schedule: s, kind, timestamp: now };
             self.with_processor(node, &context, |p, ctx| p.punctuate(punctuation, ctx))?;
@@ -341,6 +338,13 @@ impl Task {
         f: impl FnOnce(&mut Box<dyn Processor>, &mut ProcessorContext<'_>) -> Result<(), ProcessError>,
     ) -> Result<(), ProcessError> {
         let mut processor = self.processors[node].take().expect("a processor is never re-entered (the graph is acyclic)");
+        let result = self.with_context(node, record, |ctx| f(&mut processor, ctx));
+        self.processors[node] = Some(processor);
+        result
+    }
+
+    /// Runs `f` with the context of `node` (a processor, or a source forwarding its input).
+    fn with_context<R>(&mut self, node: usize, record: &RecordContext, f: impl FnOnce(&mut ProcessorContext<'_>) -> R) -> R {
         let mut ctx = ProcessorContext {
             node,
             task: self.id,
@@ -355,26 +359,7 @@ impl Task {
             stream_time: self.stream_time,
             wall_clock: self.wall_clock,
         };
-        let result = f(&mut processor, &mut ctx);
-        self.processors[node] = Some(processor);
-        result
-    }
-
-    fn dispatch(&mut self, node: usize, record: Record, context: &RecordContext) -> Result<(), ProcessError> {
-        match &self.nodes[node].kind {
-            GraphKind::Sink { topic } => {
-                self.outputs.push(OutputRecord { topic: Arc::clone(topic), sink: Arc::clone(&self.nodes[node].name), record });
-                Ok(())
-            }
-            GraphKind::Processor => {
-                let started = std::time::Instant::now();
-                let result = self.with_processor(node, context, |p, ctx| p.process(record, ctx));
-                self.nodes[node].latency.record(started.elapsed().as_secs_f64());
-                self.nodes[node].records.increment(1);
-                result
-            }
-            GraphKind::Source => Err(ProcessError::Fatal(format!("source `{}` cannot be a child", self.nodes[node].name))),
-        }
+        f(&mut ctx)
     }
 }
 

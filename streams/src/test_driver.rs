@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_schemas::types::DeadLetter;
-use sluice_schemas::{Blob, TimestampMillis};
 use sluice_state::{ChangelogRecord, KeyValueStore, SourceOffset, TaskState};
 
 use crate::partitioner::partition_for_key;
@@ -22,8 +20,7 @@ use crate::topology::{changelog_topic, StoreKind, Topology};
 /// A store entry: key and value bytes.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-/// Topic dead letters go to.
-pub const DLQ_TOPIC: &str = "sluice.dlq";
+pub use crate::DLQ_TOPIC;
 
 /// What the driver does with a record whose processing fails with a poison pill (Kafka
 /// Streams' `processing.exception.handler`).
@@ -175,12 +172,7 @@ impl TopologyTestDriver {
     }
 
     fn task_dir(&self, id: TaskId) -> PathBuf {
-        self.config.state_dir.join(&self.config.application_id).join(id.to_string())
-    }
-
-    fn task_stores(&self, id: TaskId) -> Vec<(String, bool)> {
-        let sub = &self.topology.subtopologies[id.subtopology];
-        self.topology.stores.iter().filter(|s| sub.stores.contains(&s.name)).map(|s| (s.name.clone(), s.changelog)).collect()
+        id.state_dir(&self.config.state_dir, &self.config.application_id)
     }
 
     /// Opens every task's state, restores what needs restoring, and builds the tasks.
@@ -192,7 +184,7 @@ impl TopologyTestDriver {
             .flat_map(|sub| (0..sub.partitions).map(move |partition| TaskId { subtopology: sub.id, partition }))
             .collect();
         for id in ids {
-            let stores = self.task_stores(id);
+            let stores = self.topology.task_stores(id.subtopology);
             let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
             let mut state = TaskState::open(&self.task_dir(id), &store_refs)?;
             // Replay each changelog from the local checkpoint (all of it after a wipe).
@@ -210,8 +202,7 @@ impl TopologyTestDriver {
                 }
             }
             // Always: the resume positions come out of it (see TaskState::restore).
-            let inputs: Vec<String> =
-                self.topology.subtopologies[id.subtopology].source_topics.iter().map(|t| t.topic_name(&self.config.application_id)).collect();
+            let inputs = self.topology.input_topics(id.subtopology, &self.config.application_id);
             let committed: BTreeMap<(String, i32), i64> = self
                 .committed
                 .iter()
@@ -299,21 +290,7 @@ impl TopologyTestDriver {
             ProcessingErrorPolicy::Fail => return Err(fail(error)),
             ProcessingErrorPolicy::LogAndContinue => {}
             ProcessingErrorPolicy::Dlq => {
-                let value = match &record.value {
-                    Value::Bytes(bytes) => Some(Blob(bytes.clone())),
-                    _ => None,
-                };
-                let letter = DeadLetter {
-                    event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
-                    occurred_at: TimestampMillis(record.timestamp),
-                    source_topic: metadata.topic.to_string(),
-                    source_partition: metadata.partition,
-                    source_offset: metadata.offset,
-                    error_class: error.class().to_string(),
-                    error_message: error.to_string(),
-                    key: record.key.as_ref().map(|k| Blob(k.clone().into_bytes())),
-                    value,
-                };
+                let letter = crate::dead_letter(metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
                 let mut dead = Record { key: record.key.clone(), value: Value::record(letter), timestamp: record.timestamp, headers: Vec::new() };
                 for (name, value) in crate::dlq_headers(metadata, &error) {
                     dead.headers.push((name, value.into_bytes()));

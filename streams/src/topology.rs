@@ -78,6 +78,18 @@ pub struct TopicSpec {
     pub config: BTreeMap<String, String>,
 }
 
+impl TopicSpec {
+    /// A compacted topic kept forever (`cleanup.policy=compact`, `retention.ms=-1`): store
+    /// changelogs and the Schema Registry's `_schemas`.
+    pub fn compacted(name: String, partitions: i32, replication_factor: i16) -> TopicSpec {
+        let config = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("retention.ms".to_string(), "-1".to_string()),
+        ]);
+        TopicSpec { name, partitions, replication_factor, schema: None, config }
+    }
+}
+
 /// What a store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -220,6 +232,17 @@ impl Topology {
         self.nodes.iter().find(|node| node.name == name)
     }
 
+    /// Broker names of the topics sub-topology `sub` reads.
+    pub fn input_topics(&self, sub: usize, application_id: &str) -> Vec<String> {
+        self.subtopologies[sub].source_topics.iter().map(|t| t.topic_name(application_id)).collect()
+    }
+
+    /// The stores of sub-topology `sub`, as `(name, changelog enabled)`.
+    pub fn task_stores(&self, sub: usize) -> Vec<(String, bool)> {
+        let used = &self.subtopologies[sub].stores;
+        self.stores.iter().filter(|s| used.contains(&s.name)).map(|s| (s.name.clone(), s.changelog)).collect()
+    }
+
     /// The partition count of a topic reference.
     pub fn partitions_of(&self, topic: &TopicRef) -> Option<i32> {
         let (list, name) = match topic {
@@ -239,16 +262,8 @@ impl Topology {
         }
         for sub in &self.subtopologies {
             for store in self.stores.iter().filter(|s| s.changelog && sub.stores.contains(&s.name)) {
-                let mut config = BTreeMap::new();
-                config.insert("cleanup.policy".to_string(), "compact".to_string());
-                config.insert("retention.ms".to_string(), "-1".to_string());
-                topics.push(TopicSpec {
-                    name: changelog_topic(application_id, &store.name),
-                    partitions: sub.partitions,
-                    replication_factor: self.topics.first().map_or(1, |t| t.replication_factor),
-                    schema: None,
-                    config,
-                });
+                let replication_factor = self.topics.first().map_or(1, |t| t.replication_factor);
+                topics.push(TopicSpec::compacted(changelog_topic(application_id, &store.name), sub.partitions, replication_factor));
             }
         }
         topics

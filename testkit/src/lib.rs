@@ -1,4 +1,4 @@
-//! `sluice-testkit`: test support. [`broker()`] starts one private tansu broker per test
+//! `sluice-testkit`: broker support for tests (and [`tansu_binary`] for `sluice dev`). [`broker()`] starts one private tansu broker per test
 //! binary on a free loopback port (in-memory storage) and stops it when the binary exits;
 //! [`Broker::start`] gives a test its own broker that stops on drop.
 //!
