@@ -1,0 +1,91 @@
+//! Accounts and their ledger, shared by balance-check (payer side) and settlement (payee side),
+//! which run in the same task and so see the same `accounts` and `ledger` stores.
+
+use rust_decimal::Decimal;
+use sluice_schemas::types::{AccountEvent, AccountEventPayload, AccountOpened, PaymentKind};
+use sluice_streams::{ProcessError, ProcessorContext};
+
+use crate::emit::{self, sinks};
+use crate::model::{self, stores, Account, AccountStatus, Direction, LedgerEntry};
+use crate::settings::PipelineSettings;
+
+/// The account of `user_id`, opened now (with `accounts.events` AccountOpened) if it is new.
+pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id: &str, causation_id: &str) -> Result<Account, ProcessError> {
+    if let Some(account) = model::load::<Account>(ctx.store(stores::ACCOUNTS)?, user_id)? {
+        return Ok(account);
+    }
+    let account = Account {
+        user_id: user_id.to_string(),
+        currency: settings.currency.clone(),
+        balance: settings.opening_balance,
+        status: AccountStatus::Open,
+        frozen_reason: None,
+        opened_at_ms: ctx.timestamp(),
+        ledger_entries: 0,
+    };
+    model::save(ctx.store(stores::ACCOUNTS)?, user_id, &account)?;
+    let opened = AccountEvent {
+        event_id: format!("account-opened:{user_id}"),
+        occurred_at: emit::now(ctx),
+        user_id: user_id.to_string(),
+        causation_id: causation_id.to_string(),
+        payload: AccountEventPayload::AccountOpened(AccountOpened { currency: settings.currency.clone(), opening_balance: settings.opening_balance }),
+    };
+    emit::send(ctx, sinks::ACCOUNT_EVENTS, user_id, opened)?;
+    Ok(account)
+}
+
+/// One movement on an account.
+#[derive(Debug, Clone)]
+pub struct Posting<'a> {
+    /// The payment command.
+    pub command_id: &'a str,
+    /// Transfer, deposit, withdrawal or refund.
+    pub kind: PaymentKind,
+    /// Debit or credit.
+    pub direction: Direction,
+    /// Positive amount.
+    pub amount: Decimal,
+    /// The other party.
+    pub counterparty: Option<&'a str>,
+    /// Free text.
+    pub reference: Option<&'a str>,
+    /// Set on the credit that gives a reversed payment back.
+    pub reversal_reason: Option<&'a str>,
+}
+
+/// Applies `posting` to `account` and writes the account and a ledger entry. A debit beyond
+/// the balance is a bug (callers check funds first): the task fails rather than go negative.
+pub fn post(ctx: &mut ProcessorContext<'_>, account: &mut Account, posting: Posting<'_>) -> Result<(), ProcessError> {
+    if posting.amount <= Decimal::ZERO {
+        return Err(ProcessError::Fatal(format!("posting of {} on `{}` is not positive", posting.amount, account.user_id)));
+    }
+    account.balance = match posting.direction {
+        Direction::Credit => account.balance + posting.amount,
+        Direction::Debit => account.balance - posting.amount,
+    };
+    if account.balance.is_sign_negative() {
+        return Err(ProcessError::Fatal(format!("ledger invariant broken: `{}` would go negative", account.user_id)));
+    }
+    let entry = LedgerEntry {
+        sequence: account.ledger_entries,
+        command_id: posting.command_id.to_string(),
+        kind: posting.kind,
+        direction: posting.direction,
+        amount: posting.amount,
+        balance_after: account.balance,
+        counterparty: posting.counterparty.map(str::to_string),
+        reference: posting.reference.map(str::to_string),
+        reversal_reason: posting.reversal_reason.map(str::to_string),
+        timestamp_ms: ctx.timestamp(),
+    };
+    let key = model::ledger_key(&account.user_id, entry.sequence);
+    account.ledger_entries += 1;
+    model::save(ctx.store(stores::LEDGER)?, &key, &entry)?;
+    model::save(ctx.store(stores::ACCOUNTS)?, &account.user_id.clone(), account)
+}
+
+/// Saves `account` (after a status change).
+pub fn save(ctx: &mut ProcessorContext<'_>, account: &Account) -> Result<(), ProcessError> {
+    model::save(ctx.store(stores::ACCOUNTS)?, &account.user_id, account)
+}

@@ -1,0 +1,495 @@
+//! `auth-validation` (DESIGN §4): owns the `users` store. Registers users, changes passwords,
+//! revokes sessions and updates profiles; gates every payment and identity command (principal
+//! owns the account or holds a service role, user active, token not revoked, KYC level allows
+//! it) before passing it on; applies identity results (KYC `full`) and deceased notices.
+
+use rust_decimal::Decimal;
+use sluice_schemas::types::{
+    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityPayload, IdentityVerificationResult,
+    KycLevel, KycLevelChanged, PasswordChanged, PaymentCommand, PaymentPayload, Principal, ProfileUpdated, SessionsRevoked, UpdateProfile,
+    UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome,
+};
+use sluice_schemas::{AnyRecord, Date};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+
+use crate::emit::{self, sinks, Activity, Payment};
+use crate::model::{self, reasons, roles, stores, CommandState, User};
+use crate::settings::PipelineSettings;
+
+/// Processor kind name.
+pub const KIND: &str = "auth-validation";
+
+/// Config keys of the node.
+pub const CONFIG_KEYS: &[&str] = &["currency", "basic_transfer_limit"];
+
+/// A refusal: machine-readable reason and human-readable detail.
+type Refusal = (&'static str, String);
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct AuthValidation {
+    settings: PipelineSettings,
+}
+
+impl AuthValidation {
+    /// With the given settings.
+    pub fn new(settings: PipelineSettings) -> AuthValidation {
+        AuthValidation { settings }
+    }
+}
+
+/// What a gated command wants to do.
+#[derive(Debug, Clone, Copy)]
+enum Operation<'a> {
+    /// Change password or profile.
+    Account,
+    /// Logout: allowed whatever the user's status.
+    Logout,
+    /// Claim an identifier.
+    Identity,
+    /// Move money.
+    Payment(&'a PaymentPayload),
+}
+
+impl Processor for AuthValidation {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        emit::require_children(
+            ctx,
+            KIND,
+            &[
+                sinks::BALANCE_CHECK,
+                sinks::IDENTITY_REQUEST,
+                sinks::AUTH_EVENTS,
+                sinks::REJECTED,
+                sinks::IDENTITY_REJECTED,
+                sinks::NOTIFICATIONS,
+                sinks::ACTIVITY,
+            ],
+        )
+    }
+
+    fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let key = emit::key_of(KIND, &record)?.to_string();
+        let event_id = emit::event_id_of(&record.value).ok_or_else(|| emit::unexpected(KIND, &record))?;
+        if ctx.is_duplicate(stores::USER_DEDUPE, &format!("event:{event_id}"))? {
+            return Ok(());
+        }
+        match &record.value {
+            Value::Record(AnyRecord::AuthCommand(command)) => self.auth_command(&key, command, ctx),
+            Value::Record(AnyRecord::PaymentCommand(command)) => {
+                if self.payment_command(&key, command, ctx)? {
+                    ctx.forward_to(sinks::BALANCE_CHECK, record)?;
+                }
+                Ok(())
+            }
+            Value::Record(AnyRecord::IdentityCommand(command)) => {
+                if self.identity_command(&key, command, ctx)? {
+                    ctx.forward_to(sinks::IDENTITY_REQUEST, record)?;
+                }
+                Ok(())
+            }
+            Value::Record(AnyRecord::IdentityVerificationResult(result)) => self.identity_result(&key, result, ctx),
+            Value::Record(AnyRecord::DeceasedNotice(notice)) => {
+                if self.deceased(&key, notice, ctx)? {
+                    ctx.forward_to(sinks::BALANCE_CHECK, record)?;
+                }
+                Ok(())
+            }
+            _ => Err(emit::unexpected(KIND, &record)),
+        }
+    }
+}
+
+impl AuthValidation {
+    fn auth_command(&self, key: &str, command: &AuthCommand, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let command_type = match &command.payload {
+            AuthPayload::RegisterUser(_) => "RegisterUser",
+            AuthPayload::ChangePassword(_) => "ChangePassword",
+            AuthPayload::RevokeSessions(_) => "RevokeSessions",
+            AuthPayload::UpdateProfile(_) => "UpdateProfile",
+        };
+        let outcome = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+            Err(refusal) => Err(refusal),
+            Ok(()) => self.apply_auth(key, command, ctx)?,
+        };
+        finish_auth(ctx, key, command, command_type, outcome)
+    }
+
+    /// Applies an auth command; `Ok(Err(..))` is a refusal.
+    fn apply_auth(&self, key: &str, command: &AuthCommand, ctx: &mut ProcessorContext<'_>) -> Result<Result<(), Refusal>, ProcessError> {
+        let now_ms = ctx.timestamp();
+        let existing: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
+        if let AuthPayload::RegisterUser(register) = &command.payload {
+            let email = model::normalise_email(&register.email);
+            if !model::is_plausible_email(&email) {
+                return Ok(Err((reasons::INVALID_EMAIL, format!("`{}` is not an email address", register.email))));
+            }
+            if model::user_id_for_email(&email) != key {
+                return Ok(Err((reasons::INVALID_USER_ID, "the record key must be the user id derived from the email".to_string())));
+            }
+            if !is_argon2id_phc(&register.password_hash) {
+                return Ok(Err((reasons::INVALID_PASSWORD_HASH, "password_hash must be an argon2id PHC string".to_string())));
+            }
+            if existing.is_some() {
+                return Ok(Err((reasons::EMAIL_TAKEN, "a user with this email already exists".to_string())));
+            }
+            let full_name = register.full_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            let user = User {
+                user_id: key.to_string(),
+                email: email.clone(),
+                password_hash: register.password_hash.clone(),
+                full_name: full_name.clone(),
+                date_of_birth: None,
+                status: UserStatus::Active,
+                kyc_level: KycLevel::Browsing,
+                tokens_valid_after_ms: 0,
+                identifiers: Vec::new(),
+                registered_at_ms: now_ms,
+            };
+            model::save(ctx.store(stores::USERS)?, key, &user)?;
+            let registered = UserRegistered { email, full_name, kyc_level: KycLevel::Browsing };
+            auth_event(ctx, key, &command.event_id, "registered", AuthEventPayload::UserRegistered(registered))?;
+            return Ok(Ok(()));
+        }
+        let operation = match command.payload {
+            AuthPayload::RevokeSessions(_) => Operation::Logout,
+            _ => Operation::Account,
+        };
+        let mut user = match self.gate(existing, key, &command.principal, operation) {
+            Ok(user) => user,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        match &command.payload {
+            AuthPayload::RegisterUser(_) => unreachable!("handled above"),
+            AuthPayload::ChangePassword(change) => {
+                if !is_argon2id_phc(&change.password_hash) {
+                    return Ok(Err((reasons::INVALID_PASSWORD_HASH, "password_hash must be an argon2id PHC string".to_string())));
+                }
+                user.password_hash = change.password_hash.clone();
+                user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(now_ms);
+                let event = PasswordChanged { tokens_valid_after: emit::now(ctx) };
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                auth_event(ctx, key, &command.event_id, "password", AuthEventPayload::PasswordChanged(event))?;
+            }
+            AuthPayload::RevokeSessions(_) => {
+                user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(now_ms);
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                let event = SessionsRevoked { tokens_valid_after: emit::now(ctx) };
+                auth_event(ctx, key, &command.event_id, "sessions", AuthEventPayload::SessionsRevoked(event))?;
+            }
+            AuthPayload::UpdateProfile(update) => {
+                if let Err(refusal) = apply_profile(&mut user, update, now_ms) {
+                    return Ok(Err(refusal));
+                }
+                let upgraded = user.kyc_level == KycLevel::Browsing && user.full_name.is_some() && user.date_of_birth.is_some();
+                if upgraded {
+                    user.kyc_level = KycLevel::Basic;
+                }
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                let event = ProfileUpdated { full_name: user.full_name.clone(), date_of_birth: user.date_of_birth };
+                auth_event(ctx, key, &command.event_id, "profile", AuthEventPayload::ProfileUpdated(event))?;
+                if upgraded {
+                    let event = KycLevelChanged { kyc_level: KycLevel::Basic };
+                    auth_event(ctx, key, &command.event_id, "kyc", AuthEventPayload::KycLevelChanged(event))?;
+                    let limit = &self.settings.basic_transfer_limit;
+                    let message = format!("Your profile is complete: you can now send up to {limit} {} per transfer.", self.settings.currency);
+                    emit::notify(ctx, key, &command.event_id, "kyc_basic", message)?;
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Gates a payment command; true to pass it on to balance-check.
+    fn payment_command(&self, key: &str, command: &PaymentCommand, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
+        let payment = payment_facts(key, command);
+        let refusal = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+            Err(refusal) => Some(refusal),
+            Ok(()) => {
+                let user: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
+                self.gate(user, key, &command.principal, Operation::Payment(&command.payload)).err()
+            }
+        };
+        match refusal {
+            Some((reason, detail)) => {
+                emit::reject_payment(ctx, &payment, reason, &detail)?;
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Gates an identity command; true to pass it on to identity-request.
+    fn identity_command(&self, key: &str, command: &IdentityCommand, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
+        let refusal = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+            Err(refusal) => Some(refusal),
+            Ok(()) => {
+                let user: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
+                self.gate(user, key, &command.principal, Operation::Identity).err()
+            }
+        };
+        let Some((reason, detail)) = refusal else { return Ok(true) };
+        let IdentityPayload::VerifyIdentity(verify) = &command.payload;
+        let result = IdentityVerificationResult {
+            event_id: format!("{}:result", command.event_id),
+            occurred_at: emit::now(ctx),
+            command_id: command.event_id.clone(),
+            user_id: key.to_string(),
+            identifier_type: verify.identifier_type,
+            identifier: verify.value.clone(),
+            outcome: VerificationOutcome::Rejected,
+            reason: Some(reason.to_string()),
+        };
+        emit::send(ctx, sinks::IDENTITY_REJECTED, key, result)?;
+        emit::set_status(ctx, &command.event_id, "VerifyIdentity", key, CommandState::Rejected, Some((reason, &detail)))?;
+        let activity = Activity {
+            user_id: key,
+            principal_subject: &command.principal.subject,
+            command_id: &command.event_id,
+            command_type: "VerifyIdentity",
+            outcome: "rejected",
+            reason: Some(reason),
+        };
+        emit::activity(ctx, sinks::ACTIVITY, activity)?;
+        Ok(false)
+    }
+
+    /// A verification result from the per-identifier sub-topology: the command's final status,
+    /// and KYC `full` on success.
+    fn identity_result(&self, key: &str, result: &IdentityVerificationResult, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let verified = result.outcome == VerificationOutcome::Verified;
+        let reason = result.reason.as_deref().unwrap_or("rejected");
+        let detail = match reason {
+            reasons::ALREADY_CLAIMED => "the identifier belongs to another user",
+            reasons::DECEASED => "the identifier's holder is recorded as deceased",
+            _ => "the identifier could not be verified",
+        };
+        let (status, why) = if verified { (CommandState::Settled, None) } else { (CommandState::Rejected, Some((reason, detail))) };
+        emit::set_status(ctx, &result.command_id, "VerifyIdentity", key, status, why)?;
+        let Some(mut user) = model::load::<User>(ctx.store(stores::USERS)?, key)? else {
+            return Err(ProcessError::Fatal(format!("identity result for unknown user `{key}`")));
+        };
+        if !verified {
+            return emit::notify(ctx, key, &result.command_id, "identity_rejected", format!("We could not verify your identifier: {detail}."));
+        }
+        let identifier = model::identifier_key(result.identifier_type, &result.identifier);
+        if !user.identifiers.contains(&identifier) {
+            user.identifiers.push(identifier);
+        }
+        let upgrade = user.status == UserStatus::Active && user.kyc_level != KycLevel::Full;
+        if upgrade {
+            user.kyc_level = KycLevel::Full;
+        }
+        model::save(ctx.store(stores::USERS)?, key, &user)?;
+        if upgrade {
+            auth_event(ctx, key, &result.command_id, "kyc", AuthEventPayload::KycLevelChanged(KycLevelChanged { kyc_level: KycLevel::Full }))?;
+        }
+        emit::notify(ctx, key, &result.command_id, "identity_verified", "Your identity is verified: every feature is now open to you.".to_string())
+    }
+
+    /// HMRC reported the death of the user's NIN holder: the user is deceased for good. True
+    /// to pass the notice on to balance-check, which freezes the account.
+    fn deceased(&self, key: &str, notice: &DeceasedNotice, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
+        let Some(mut user) = model::load::<User>(ctx.store(stores::USERS)?, key)? else {
+            tracing::warn!(user_id = key, nin = %notice.nin, "deceased notice for a user that does not exist; ignored");
+            return Ok(false);
+        };
+        if user.status != UserStatus::Deceased {
+            user.status = UserStatus::Deceased;
+            model::save(ctx.store(stores::USERS)?, key, &user)?;
+            let changed = UserStatusChanged { status: UserStatus::Deceased, reason: reasons::DECEASED.to_string() };
+            auth_event(ctx, key, &notice.event_id, "status", AuthEventPayload::UserStatusChanged(changed))?;
+        }
+        Ok(true)
+    }
+
+    /// Marks the Idempotency-Key used; a second command with the same key is a duplicate.
+    fn check_idempotency(&self, key: &str, idempotency_key: Option<&str>, ctx: &mut ProcessorContext<'_>) -> Result<Result<(), Refusal>, ProcessError> {
+        let Some(idempotency_key) = idempotency_key else { return Ok(Ok(())) };
+        if ctx.is_duplicate(stores::USER_DEDUPE, &format!("idempotency:{key}:{idempotency_key}"))? {
+            return Ok(Err((reasons::DUPLICATE_COMMAND, format!("Idempotency-Key `{idempotency_key}` was already used by another command"))));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The rules every gated command passes, in order: who, which user, token, status, input, KYC.
+    fn gate(&self, user: Option<User>, key: &str, principal: &Principal, operation: Operation<'_>) -> Result<User, Refusal> {
+        let has = |role: &str| principal.roles.iter().any(|r| r == role);
+        let owner = principal.subject == key && has(roles::USER);
+        let operator = has(roles::OPERATOR);
+        let deposit = matches!(operation, Operation::Payment(PaymentPayload::Deposit(_)));
+        if deposit && !operator {
+            return Err((reasons::FORBIDDEN, "only an operator may deposit".to_string()));
+        }
+        if !owner && !operator {
+            return Err((reasons::FORBIDDEN, format!("`{}` may not act on account `{key}`", principal.subject)));
+        }
+        let user = user.ok_or_else(|| (reasons::USER_UNKNOWN, format!("no user `{key}`")))?;
+        if owner && principal.token_issued_at.0 < user.tokens_valid_after_ms {
+            return Err((reasons::TOKEN_REVOKED, "the token was issued before the sessions were revoked; log in again".to_string()));
+        }
+        if user.status != UserStatus::Active && !matches!(operation, Operation::Logout) {
+            return Err((reasons::ACCOUNT_FROZEN, format!("the account is {}", status_name(user.status))));
+        }
+        if let Operation::Payment(payload) = operation {
+            self.check_payment(key, &user, payload)?;
+        }
+        Ok(user)
+    }
+
+    /// Amount, currency, payee and KYC rules of a payment.
+    fn check_payment(&self, key: &str, user: &User, payload: &PaymentPayload) -> Result<(), Refusal> {
+        let (amount, currency) = amount_of(payload);
+        model::check_amount(amount).map_err(|detail| (reasons::INVALID_AMOUNT, detail))?;
+        if currency != self.settings.currency {
+            return Err((reasons::UNSUPPORTED_CURRENCY, format!("only {} is supported, got `{currency}`", self.settings.currency)));
+        }
+        if let PaymentPayload::Transfer(transfer) = payload {
+            if transfer.payee_user_id == key {
+                return Err((reasons::INVALID_PAYEE, "a transfer needs another user as payee".to_string()));
+            }
+        }
+        match user.kyc_level {
+            KycLevel::Browsing => Err((reasons::KYC_REQUIRED, "complete your profile (name and date of birth) to move money".to_string())),
+            KycLevel::Basic => match payload {
+                PaymentPayload::Transfer(_) | PaymentPayload::Withdrawal(_) if amount > self.settings.basic_transfer_limit => Err((
+                    reasons::LIMIT_EXCEEDED,
+                    format!(
+                        "{amount} is above the limit of {} per transaction before identity verification",
+                        self.settings.basic_transfer_limit
+                    ),
+                )),
+                _ => Ok(()),
+            },
+            KycLevel::Full => Ok(()),
+        }
+    }
+}
+
+/// Status, audit record and (for success) nothing else: the events were sent while applying.
+fn finish_auth(
+    ctx: &mut ProcessorContext<'_>,
+    key: &str,
+    command: &AuthCommand,
+    command_type: &str,
+    outcome: Result<(), Refusal>,
+) -> Result<(), ProcessError> {
+    let (state, reason) = match &outcome {
+        Ok(()) => (CommandState::Settled, None),
+        Err((reason, detail)) => (CommandState::Rejected, Some((*reason, detail.as_str()))),
+    };
+    emit::set_status(ctx, &command.event_id, command_type, key, state, reason)?;
+    let activity = Activity {
+        user_id: key,
+        principal_subject: &command.principal.subject,
+        command_id: &command.event_id,
+        command_type,
+        outcome: if outcome.is_ok() { "settled" } else { "rejected" },
+        reason: reason.map(|(r, _)| r),
+    };
+    emit::activity(ctx, sinks::ACTIVITY, activity)
+}
+
+fn auth_event(ctx: &mut ProcessorContext<'_>, user_id: &str, causation_id: &str, step: &str, payload: AuthEventPayload) -> Result<(), ProcessError> {
+    let event = AuthEvent {
+        event_id: format!("{causation_id}:{step}"),
+        occurred_at: emit::now(ctx),
+        user_id: user_id.to_string(),
+        causation_id: causation_id.to_string(),
+        payload,
+    };
+    emit::send(ctx, sinks::AUTH_EVENTS, user_id, event)
+}
+
+/// The facts of a payment command for its outcome records.
+pub(crate) fn payment_facts(key: &str, command: &PaymentCommand) -> Payment {
+    let (amount, currency) = amount_of(&command.payload);
+    let (kind, payee, reference) = match &command.payload {
+        PaymentPayload::Transfer(t) => (sluice_schemas::types::PaymentKind::Transfer, Some(t.payee_user_id.clone()), t.reference.clone()),
+        PaymentPayload::Deposit(d) => (sluice_schemas::types::PaymentKind::Deposit, None, d.reference.clone()),
+        PaymentPayload::Withdrawal(w) => (sluice_schemas::types::PaymentKind::Withdrawal, None, w.reference.clone()),
+        PaymentPayload::Refund(r) => (sluice_schemas::types::PaymentKind::Refund, None, r.reason.clone()),
+    };
+    Payment {
+        command_id: command.event_id.clone(),
+        kind,
+        payer_user_id: key.to_string(),
+        payee_user_id: payee,
+        amount,
+        currency: currency.to_string(),
+        reference,
+        principal_subject: command.principal.subject.clone(),
+    }
+}
+
+fn amount_of(payload: &PaymentPayload) -> (Decimal, &str) {
+    match payload {
+        PaymentPayload::Transfer(t) => (t.amount, &t.currency),
+        PaymentPayload::Deposit(d) => (d.amount, &d.currency),
+        PaymentPayload::Withdrawal(w) => (w.amount, &w.currency),
+        PaymentPayload::Refund(r) => (r.amount, &r.currency),
+    }
+}
+
+fn status_name(status: UserStatus) -> &'static str {
+    match status {
+        UserStatus::Active => "active",
+        UserStatus::Frozen => "frozen",
+        UserStatus::Deceased => "frozen: its holder is deceased",
+    }
+}
+
+/// Merges a profile update into `user`, refusing empty names, future birth dates and minors.
+fn apply_profile(user: &mut User, update: &UpdateProfile, now_ms: i64) -> Result<(), Refusal> {
+    if let Some(name) = &update.full_name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err((reasons::INVALID_PROFILE, "full_name must have 1 to 200 characters".to_string()));
+        }
+        user.full_name = Some(name.to_string());
+    }
+    if let Some(born) = update.date_of_birth {
+        let today = Date(i32::try_from(now_ms.div_euclid(86_400_000)).unwrap_or(i32::MAX));
+        if born > today {
+            return Err((reasons::INVALID_PROFILE, format!("date_of_birth {born} is in the future")));
+        }
+        let ((by, bm, bd), (ty, tm, td)) = (born.ymd(), today.ymd());
+        let age = ty - by - i32::from((tm, td) < (bm, bd));
+        if age < 18 {
+            return Err((reasons::UNDERAGE, "you must be 18 or over".to_string()));
+        }
+        user.date_of_birth = Some(born);
+    }
+    if update.full_name.is_none() && update.date_of_birth.is_none() {
+        return Err((reasons::INVALID_PROFILE, "nothing to update: give full_name and/or date_of_birth".to_string()));
+    }
+    Ok(())
+}
+
+/// An argon2id hash in PHC form: `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>`. Plaintext
+/// passwords and other algorithms are refused.
+pub fn is_argon2id_phc(hash: &str) -> bool {
+    let parts: Vec<&str> = hash.split('$').collect();
+    let b64 = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+    parts.len() == 6
+        && parts[0].is_empty()
+        && parts[1] == "argon2id"
+        && parts[2].starts_with("v=")
+        && parts[3].split(',').all(|p| matches!(p.split_once('='), Some(("m" | "t" | "p", n)) if n.parse::<u32>().is_ok()))
+        && b64(parts[4])
+        && b64(parts[5])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_phc_strings() {
+        assert!(is_argon2id_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"));
+        assert!(!is_argon2id_phc("hunter2"));
+        assert!(!is_argon2id_phc("$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"));
+        assert!(!is_argon2id_phc("$argon2id$v=19$m=19456,t=2,p=1$$aGFzaA"));
+        assert!(!is_argon2id_phc("$argon2id$v=19$x=1$c2FsdA$aGFzaA"));
+    }
+}

@@ -1,0 +1,83 @@
+//! `hmrc-death-notification` (DESIGN §4), per identifier: marks a NIN deceased. If a user
+//! verified it, a deceased notice goes to that user's task, which freezes the user and the
+//! account; if nobody did, the record stays so that a later claim is refused.
+
+use sluice_schemas::types::{DeceasedNotice, HmrcPayload, IdentifierType};
+use sluice_schemas::AnyRecord;
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+
+use crate::emit::{self, sinks, Activity};
+use crate::identifiers;
+use crate::model::{self, reasons, roles, stores, IdentifierRecord};
+
+/// Processor kind name.
+pub const KIND: &str = "hmrc-death-notification";
+
+/// See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct HmrcDeathNotification;
+
+impl Processor for HmrcDeathNotification {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        emit::require_children(ctx, KIND, &[sinks::DECEASED, sinks::IDENTITY_ACTIVITY])
+    }
+
+    fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let key = emit::key_of(KIND, &record)?.to_string();
+        let Value::Record(AnyRecord::HmrcCommand(command)) = &record.value else { return Err(emit::unexpected(KIND, &record)) };
+        if ctx.is_duplicate(stores::IDENTIFIER_DEDUPE, &format!("event:{}", command.event_id))? {
+            return Ok(());
+        }
+        let HmrcPayload::DeathNotification(notification) = &command.payload;
+        let mut activity = Activity {
+            user_id: &key,
+            principal_subject: &command.principal.subject,
+            command_id: &command.event_id,
+            command_type: "DeathNotification",
+            outcome: "rejected",
+            reason: None,
+        };
+        if !command.principal.roles.iter().any(|r| r == roles::HMRC) {
+            activity.reason = Some(reasons::FORBIDDEN);
+            return emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity);
+        }
+        let nin = match identifiers::normalise_nin(&notification.nin) {
+            Ok(nin) => nin,
+            Err(_) => {
+                activity.reason = Some(reasons::INVALID_FORMAT);
+                return emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity);
+            }
+        };
+        let identifier = model::identifier_key(IdentifierType::Nin, &nin);
+        if identifier != key {
+            return Err(ProcessError::poison("invalid_record", format!("death notifications are keyed by the NIN (`{nin}`), got `{key}`")));
+        }
+        let mut record = model::load::<IdentifierRecord>(ctx.store(stores::IDENTITY_CLAIMS)?, &identifier)?.unwrap_or(IdentifierRecord {
+            identifier_type: IdentifierType::Nin,
+            identifier: nin.clone(),
+            claimed_by: None,
+            date_of_death: None,
+            death_reference: None,
+        });
+        let first_notice = record.date_of_death.is_none();
+        if first_notice {
+            record.date_of_death = Some(notification.date_of_death);
+            record.death_reference = Some(notification.reference.clone());
+            model::save(ctx.store(stores::IDENTITY_CLAIMS)?, &identifier, &record)?;
+        }
+        let holder = record.claimed_by.clone();
+        if let (true, Some(user_id)) = (first_notice, &holder) {
+            let notice = DeceasedNotice {
+                event_id: format!("{}:deceased", command.event_id),
+                occurred_at: emit::now(ctx),
+                user_id: user_id.clone(),
+                nin,
+                date_of_death: notification.date_of_death,
+                reference: notification.reference.clone(),
+            };
+            emit::send(ctx, sinks::DECEASED, user_id, notice)?;
+        }
+        let activity = Activity { user_id: holder.as_deref().unwrap_or(&key), outcome: "settled", ..activity };
+        emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity)
+    }
+}

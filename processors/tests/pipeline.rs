@@ -1,0 +1,752 @@
+//! The fintech pipeline of topology.toml, run by the TopologyTestDriver: every rule of
+//! DESIGN §4 and each rejection reason, the kcat JSON bridge, and a property test of the
+//! ledger invariants over random command sequences.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use sluice_processors::model::{self, reasons, Account, AccountStatus, CommandState, CommandStatus, LedgerEntry, User};
+use sluice_processors::JwtKeys;
+use sluice_schemas::types::*;
+use sluice_schemas::{Date, FromAny, TimestampMillis};
+use sluice_streams::test_driver::ProcessingErrorPolicy;
+use sluice_streams::{ProcessorRegistry, Record, TestDriverConfig, Topology, TopologyTestDriver, Value};
+
+const SECRET: &str = "test-secret-test-secret-test-secret";
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+/// 2026-11-24T00:00:00Z.
+const START_MS: i64 = 1_795_478_400_000;
+
+fn keys() -> Arc<JwtKeys> {
+    Arc::new(JwtKeys::hs256("sluice", "sluice-api", "k1", SECRET).unwrap())
+}
+
+/// A bank run by the test driver, with a clock that advances one second per command.
+struct Bank {
+    driver: TopologyTestDriver,
+    now_ms: i64,
+    commands: u64,
+}
+
+fn gbp(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap()
+}
+
+fn user_principal(user_id: &str, issued_at_ms: i64) -> Principal {
+    Principal { subject: user_id.to_string(), roles: vec!["user".to_string()], token_issued_at: TimestampMillis(issued_at_ms) }
+}
+
+fn service(role: &str) -> Principal {
+    Principal { subject: format!("{role}-service"), roles: vec![role.to_string()], token_issued_at: TimestampMillis(0) }
+}
+
+impl Bank {
+    fn new(name: &str) -> Bank {
+        let topology = Topology::from_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
+        let mut registry = ProcessorRegistry::new();
+        sluice_processors::register(&mut registry, Some(keys()));
+        let mut config = TestDriverConfig::new(name);
+        config.processing_error_policy = ProcessingErrorPolicy::Dlq;
+        Bank { driver: TopologyTestDriver::new(topology, registry, config).unwrap(), now_ms: START_MS, commands: 0 }
+    }
+
+    fn tick(&mut self) -> (String, i64) {
+        self.now_ms += 1000;
+        self.commands += 1;
+        (format!("cmd-{}", self.commands), self.now_ms)
+    }
+
+    fn pipe(&mut self, topic: &str, key: &str, value: impl Into<sluice_schemas::AnyRecord>, timestamp: i64) {
+        self.driver.pipe_input(topic, Record::new(key, Value::record(value), timestamp)).unwrap();
+    }
+
+    fn auth(&mut self, key: &str, principal: Principal, payload: AuthPayload) -> String {
+        let (id, now) = self.tick();
+        let command = AuthCommand { event_id: id.clone(), occurred_at: TimestampMillis(now), principal, idempotency_key: None, payload };
+        self.pipe("auth.commands", key, command, now);
+        id
+    }
+
+    /// Registers `email`; returns the user id.
+    fn register(&mut self, email: &str) -> String {
+        let user_id = model::user_id_for_email(email);
+        let payload = AuthPayload::RegisterUser(RegisterUser { email: email.to_string(), password_hash: HASH.to_string(), full_name: None });
+        let id = self.auth(&user_id, user_principal(&user_id, 0), payload);
+        assert_eq!(self.status(&user_id, &id).status, CommandState::Settled, "{email} registers");
+        user_id
+    }
+
+    fn profile(&mut self, user_id: &str, name: &str, born: Date) -> String {
+        let payload = AuthPayload::UpdateProfile(UpdateProfile { full_name: Some(name.to_string()), date_of_birth: Some(born) });
+        self.auth(user_id, user_principal(user_id, self.now_ms), payload)
+    }
+
+    /// Registered with a complete profile: KYC basic.
+    fn basic_user(&mut self, email: &str) -> String {
+        let user_id = self.register(email);
+        let id = self.profile(&user_id, "Ada Lovelace", Date::from_ymd(1990, 12, 10).unwrap());
+        assert_eq!(self.status(&user_id, &id).status, CommandState::Settled);
+        user_id
+    }
+
+    fn payment_as(&mut self, key: &str, principal: Principal, payload: PaymentPayload, idempotency_key: Option<&str>) -> String {
+        let (id, now) = self.tick();
+        let command = PaymentCommand {
+            event_id: id.clone(),
+            occurred_at: TimestampMillis(now),
+            principal,
+            idempotency_key: idempotency_key.map(str::to_string),
+            payload,
+        };
+        self.pipe("payments.commands", key, command, now);
+        id
+    }
+
+    fn payment(&mut self, user_id: &str, payload: PaymentPayload) -> String {
+        let principal = user_principal(user_id, self.now_ms);
+        self.payment_as(user_id, principal, payload, None)
+    }
+
+    fn deposit(&mut self, user_id: &str, amount: &str) -> String {
+        let payload = PaymentPayload::Deposit(Deposit { amount: gbp(amount), currency: "GBP".into(), reference: None });
+        self.payment_as(user_id, service("operator"), payload, None)
+    }
+
+    fn transfer(&mut self, from: &str, to: &str, amount: &str) -> String {
+        self.payment(from, PaymentPayload::Transfer(Transfer { payee_user_id: to.to_string(), amount: gbp(amount), currency: "GBP".into(), reference: Some("rent".into()) }))
+    }
+
+    fn withdraw(&mut self, user_id: &str, amount: &str) -> String {
+        self.payment(user_id, PaymentPayload::Withdrawal(Withdrawal { amount: gbp(amount), currency: "GBP".into(), reference: None }))
+    }
+
+    fn refund(&mut self, user_id: &str, payment_id: &str, amount: &str) -> String {
+        self.payment(user_id, PaymentPayload::Refund(Refund { payment_id: payment_id.to_string(), amount: gbp(amount), currency: "GBP".into(), reason: None }))
+    }
+
+    fn verify(&mut self, user_id: &str, kind: IdentifierType, value: &str) -> String {
+        let (id, now) = self.tick();
+        let command = IdentityCommand {
+            event_id: id.clone(),
+            occurred_at: TimestampMillis(now),
+            principal: user_principal(user_id, now - 500),
+            idempotency_key: None,
+            payload: IdentityPayload::VerifyIdentity(VerifyIdentity { identifier_type: kind, value: value.to_string() }),
+        };
+        self.pipe("identity.verification.request", user_id, command, now);
+        id
+    }
+
+    fn death(&mut self, principal: Principal, nin: &str) -> String {
+        let (id, now) = self.tick();
+        let command = HmrcCommand {
+            event_id: id.clone(),
+            occurred_at: TimestampMillis(now),
+            principal,
+            idempotency_key: None,
+            payload: HmrcPayload::DeathNotification(DeathNotification {
+                nin: nin.to_string(),
+                date_of_death: Date::from_ymd(2026, 11, 1).unwrap(),
+                reference: format!("HMRC-{id}"),
+            }),
+        };
+        self.pipe("hmrc.death.notification", &format!("NIN:{nin}"), command, now);
+        id
+    }
+
+    fn load<T: serde::de::DeserializeOwned>(&self, store: &str, key: &str, partition_key: &str) -> Option<T> {
+        // Stores are per task; the driver finds the task by the key's partition, so keys that
+        // live on another key's partition (ledger, command status) are looked up by scanning.
+        if key == partition_key {
+            return self.driver.store_get(store, key).unwrap().map(|bytes| serde_json::from_slice(&bytes).unwrap());
+        }
+        self.driver
+            .store_entries(store)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == key.as_bytes())
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+    }
+
+    fn status(&self, user_id: &str, command_id: &str) -> CommandStatus {
+        self.load::<CommandStatus>("command-status", command_id, user_id).unwrap_or_else(|| panic!("no status for {command_id}"))
+    }
+
+    fn rejected_with(&self, user_id: &str, command_id: &str) -> String {
+        let status = self.status(user_id, command_id);
+        assert_eq!(status.status, CommandState::Rejected, "{status:?}");
+        status.reason.unwrap()
+    }
+
+    fn account(&self, user_id: &str) -> Account {
+        self.load::<Account>("accounts", user_id, user_id).unwrap_or_else(|| panic!("no account for {user_id}"))
+    }
+
+    fn balance(&self, user_id: &str) -> Decimal {
+        self.load::<Account>("accounts", user_id, user_id).map_or(Decimal::ZERO, |a| a.balance)
+    }
+
+    fn user(&self, user_id: &str) -> User {
+        self.load::<User>("users", user_id, user_id).unwrap()
+    }
+
+    fn ledger(&self, user_id: &str) -> Vec<LedgerEntry> {
+        let prefix = model::ledger_prefix(user_id);
+        self.driver
+            .store_entries("ledger")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+            .collect()
+    }
+
+    fn outputs<T: FromAny + Clone>(&self, topic: &str) -> Vec<T> {
+        self.driver.records(topic).iter().filter_map(|r| r.value.as_record::<T>().cloned()).collect()
+    }
+}
+
+fn born_adult() -> Date {
+    Date::from_ymd(1980, 1, 1).unwrap()
+}
+
+#[test]
+fn registration_and_its_refusals() {
+    let mut bank = Bank::new("registration");
+    let alice = bank.register("Alice@Example.com");
+    let user = bank.user(&alice);
+    assert_eq!((user.email.as_str(), user.kyc_level, user.status), ("alice@example.com", KycLevel::Browsing, UserStatus::Active));
+    assert!(!format!("{user:?}").contains("argon2id"), "Debug never shows the hash");
+    let events = bank.outputs::<AuthEvent>("auth.events");
+    assert!(matches!(&events[0].payload, AuthEventPayload::UserRegistered(r) if r.email == "alice@example.com"));
+
+    let again = RegisterUser { email: "alice@example.com ".into(), password_hash: HASH.into(), full_name: None };
+    let id = bank.auth(&alice, user_principal(&alice, 0), AuthPayload::RegisterUser(again));
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::EMAIL_TAKEN);
+
+    let plaintext = RegisterUser { email: "bob@example.com".into(), password_hash: "hunter2".into(), full_name: None };
+    let bob = model::user_id_for_email("bob@example.com");
+    let id = bank.auth(&bob, user_principal(&bob, 0), AuthPayload::RegisterUser(plaintext));
+    assert_eq!(bank.rejected_with(&bob, &id), reasons::INVALID_PASSWORD_HASH);
+
+    let wrong_key = RegisterUser { email: "carol@example.com".into(), password_hash: HASH.into(), full_name: None };
+    let id = bank.auth(&bob, user_principal(&bob, 0), AuthPayload::RegisterUser(wrong_key));
+    assert_eq!(bank.rejected_with(&bob, &id), reasons::INVALID_USER_ID);
+
+    let bad_email = RegisterUser { email: "not an email".into(), password_hash: HASH.into(), full_name: None };
+    let key = model::user_id_for_email("not an email");
+    let id = bank.auth(&key, user_principal(&key, 0), AuthPayload::RegisterUser(bad_email));
+    assert_eq!(bank.rejected_with(&key, &id), reasons::INVALID_EMAIL);
+
+    let activity = bank.outputs::<ActivityLog>("system.logs.activity");
+    assert_eq!(activity.len(), 5, "one audit record per command");
+    assert_eq!(activity.iter().filter(|a| a.outcome == "rejected").count(), 4);
+}
+
+#[test]
+fn profile_moves_browsing_to_basic_and_refuses_minors() {
+    let mut bank = Bank::new("profile");
+    let alice = bank.register("alice@example.com");
+    let id = bank.profile(&alice, "Alice Smith", Date::from_ymd(2015, 1, 1).unwrap());
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::UNDERAGE);
+    let id = bank.profile(&alice, "Alice Smith", Date::from_ymd(2030, 1, 1).unwrap());
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_PROFILE);
+    assert_eq!(bank.user(&alice).kyc_level, KycLevel::Browsing);
+    let id = bank.profile(&alice, "Alice Smith", born_adult());
+    assert_eq!(bank.status(&alice, &id).status, CommandState::Settled);
+    let user = bank.user(&alice);
+    assert_eq!((user.kyc_level, user.full_name.as_deref()), (KycLevel::Basic, Some("Alice Smith")));
+    let kyc: Vec<KycLevel> = bank
+        .outputs::<AuthEvent>("auth.events")
+        .into_iter()
+        .filter_map(|e| match e.payload {
+            AuthEventPayload::KycLevelChanged(k) => Some(k.kyc_level),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kyc, vec![KycLevel::Basic]);
+    assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.kind == "kyc_basic" && n.user_id == alice));
+}
+
+#[test]
+fn logout_and_password_change_revoke_earlier_tokens() {
+    let mut bank = Bank::new("logout");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    bank.deposit(&alice, "100.00");
+    let old_token_issued = bank.now_ms;
+    bank.auth(&alice, user_principal(&alice, old_token_issued), AuthPayload::RevokeSessions(RevokeSessions { reason: Some("logout".into()) }));
+    assert!(bank.user(&alice).tokens_valid_after_ms > old_token_issued);
+
+    let transfer = PaymentPayload::Transfer(Transfer { payee_user_id: bob.clone(), amount: gbp("10.00"), currency: "GBP".into(), reference: None });
+    let id = bank.payment_as(&alice, user_principal(&alice, old_token_issued), transfer.clone(), None);
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::TOKEN_REVOKED);
+    let id = bank.transfer(&alice, &bob, "10.00");
+    assert_eq!(bank.status(&alice, &id).status, CommandState::Settled, "a token issued after the logout works");
+
+    let before_change = bank.now_ms;
+    let new_hash = HASH.replace("c2FsdHNhbHQ", "bmV3c2FsdA");
+    bank.auth(&alice, user_principal(&alice, before_change), AuthPayload::ChangePassword(ChangePassword { password_hash: new_hash.clone() }));
+    assert_eq!(bank.user(&alice).password_hash, new_hash);
+    let id = bank.payment_as(&alice, user_principal(&alice, before_change), transfer, None);
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::TOKEN_REVOKED);
+    let id = bank.auth(&alice, user_principal(&alice, bank.now_ms), AuthPayload::ChangePassword(ChangePassword { password_hash: "plain".into() }));
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_PASSWORD_HASH);
+}
+
+#[test]
+fn the_gate_refuses_each_reason() {
+    let mut bank = Bank::new("gate");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let browsing = bank.register("carol@example.com");
+    bank.deposit(&alice, "5000.00");
+
+    let transfer = |to: &str, amount: &str, currency: &str| {
+        PaymentPayload::Transfer(Transfer { payee_user_id: to.to_string(), amount: gbp(amount), currency: currency.to_string(), reference: None })
+    };
+    // Bob acting on Alice's account.
+    let id = bank.payment_as(&alice, user_principal(&bob, bank.now_ms), transfer(&bob, "1.00", "GBP"), None);
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::FORBIDDEN);
+    // A user depositing.
+    let deposit = PaymentPayload::Deposit(Deposit { amount: gbp("1.00"), currency: "GBP".into(), reference: None });
+    let id = bank.payment_as(&alice, user_principal(&alice, bank.now_ms), deposit, None);
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::FORBIDDEN);
+    // HMRC may not move money.
+    let id = bank.payment_as(&alice, service("hmrc"), transfer(&bob, "1.00", "GBP"), None);
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::FORBIDDEN);
+    // Nobody there.
+    let ghost = model::user_id_for_email("ghost@example.com");
+    let id = bank.deposit(&ghost, "1.00");
+    assert_eq!(bank.rejected_with(&ghost, &id), reasons::USER_UNKNOWN);
+    // KYC browsing: no money movement, not even a deposit.
+    let id = bank.deposit(&browsing, "1.00");
+    assert_eq!(bank.rejected_with(&browsing, &id), reasons::KYC_REQUIRED);
+    // KYC basic: transfers and withdrawals up to 1000.00.
+    let id = bank.transfer(&alice, &bob, "1000.01");
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::LIMIT_EXCEEDED);
+    let id = bank.withdraw(&alice, "1500.00");
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::LIMIT_EXCEEDED);
+    let id = bank.transfer(&alice, &bob, "1000.00");
+    assert_eq!(bank.status(&alice, &id).status, CommandState::Settled);
+    // Amounts and currency.
+    for bad in ["-5.00", "0", "1.001"] {
+        let id = bank.payment(&alice, transfer(&bob, bad, "GBP"));
+        assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_AMOUNT, "{bad}");
+    }
+    let id = bank.payment(&alice, transfer(&bob, "1.00", "EUR"));
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::UNSUPPORTED_CURRENCY);
+    let id = bank.transfer(&alice, &alice, "1.00");
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_PAYEE);
+    // The same Idempotency-Key on a second command.
+    let first = bank.payment_as(&alice, user_principal(&alice, bank.now_ms), transfer(&bob, "2.00", "GBP"), Some("key-1"));
+    assert_eq!(bank.status(&alice, &first).status, CommandState::Settled);
+    let second = bank.payment_as(&alice, user_principal(&alice, bank.now_ms), transfer(&bob, "2.00", "GBP"), Some("key-1"));
+    assert_eq!(bank.rejected_with(&alice, &second), reasons::DUPLICATE_COMMAND);
+
+    assert_eq!(bank.balance(&alice), gbp("3998.00"));
+    assert_eq!(bank.balance(&bob), gbp("1002.00"));
+    let rejected = bank.outputs::<PaymentRejected>("payments.rejected");
+    assert_eq!(rejected.len(), 13, "one payments.rejected per refused payment");
+    assert!(rejected.iter().all(|r| !r.detail.is_empty()));
+}
+
+#[test]
+fn transfers_settle_in_two_legs_with_history_and_notifications() {
+    let mut bank = Bank::new("transfers");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let deposit = bank.deposit(&alice, "250.00");
+    assert_eq!(bank.status(&alice, &deposit).status, CommandState::Settled);
+    let t1 = bank.transfer(&alice, &bob, "100.00");
+    let t2 = bank.transfer(&alice, &bob, "50.25");
+    let w = bank.withdraw(&bob, "20.00");
+    assert_eq!(bank.status(&alice, &t1).status, CommandState::Settled);
+    assert_eq!(bank.status(&bob, &w).status, CommandState::Settled);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("99.75"), gbp("130.25")));
+
+    let history = bank.ledger(&alice);
+    let lines: Vec<(String, model::Direction, Decimal)> = history.iter().map(|e| (e.command_id.clone(), e.direction, e.amount)).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (t2.clone(), model::Direction::Debit, gbp("50.25")),
+            (t1.clone(), model::Direction::Debit, gbp("100.00")),
+            (deposit.clone(), model::Direction::Credit, gbp("250.00")),
+        ],
+        "newest first"
+    );
+    assert_eq!(history[0].balance_after, gbp("99.75"));
+    assert_eq!(history[0].counterparty.as_deref(), Some(bob.as_str()));
+
+    let settled = bank.outputs::<PaymentSettled>("payments.settled");
+    let ids: Vec<&str> = settled.iter().map(|s| s.command_id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    for id in [&deposit, &t1, &t2, &w] {
+        assert_eq!(ids.iter().filter(|i| **i == id.as_str()).count(), 1, "{id} settles once");
+    }
+    let notices = bank.outputs::<Notification>("notifications");
+    assert_eq!(notices.iter().filter(|n| n.user_id == bob && n.kind == "payment_received").count(), 2);
+    let opened = bank.outputs::<AccountEvent>("accounts.events");
+    assert_eq!(opened.iter().filter(|e| matches!(e.payload, AccountEventPayload::AccountOpened(_))).count(), 2);
+    let overdraw = bank.withdraw(&alice, "99.76");
+    assert_eq!(bank.rejected_with(&alice, &overdraw), reasons::INSUFFICIENT_FUNDS);
+}
+
+#[test]
+fn unknown_payee_reverses_to_the_payer() {
+    let mut bank = Bank::new("reversal");
+    let alice = bank.basic_user("alice@example.com");
+    bank.deposit(&alice, "80.00");
+    let nobody = model::user_id_for_email("nobody@example.com");
+    let id = bank.transfer(&alice, &nobody, "30.00");
+    assert_eq!(bank.rejected_with(&alice, &id), reasons::PAYEE_UNKNOWN);
+    assert_eq!(bank.balance(&alice), gbp("80.00"), "the money came back");
+    let history = bank.ledger(&alice);
+    assert_eq!(history[0].reversal_reason.as_deref(), Some(reasons::PAYEE_UNKNOWN));
+    assert_eq!(history[1].direction, model::Direction::Debit);
+    let rejected = bank.outputs::<PaymentRejected>("payments.rejected");
+    assert_eq!(rejected.len(), 1);
+    assert!(bank.outputs::<PaymentSettled>("payments.settled").iter().all(|s| s.command_id != id));
+    assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.kind == "payment_returned"));
+    assert!(bank.load::<Account>("accounts", &nobody, &nobody).is_none(), "no account opened for nobody");
+}
+
+#[test]
+fn refunds_go_back_to_the_payer_once() {
+    let mut bank = Bank::new("refunds");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    bank.deposit(&alice, "100.00");
+    let transfer = bank.transfer(&alice, &bob, "60.00");
+    let r1 = bank.refund(&bob, &transfer, "25.00");
+    assert_eq!(bank.status(&bob, &r1).status, CommandState::Settled);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("65.00"), gbp("35.00")));
+    let too_much = bank.refund(&bob, &transfer, "35.01");
+    assert_eq!(bank.rejected_with(&bob, &too_much), reasons::REFUND_EXCEEDS_PAYMENT);
+    let r2 = bank.refund(&bob, &transfer, "35.00");
+    assert_eq!(bank.status(&bob, &r2).status, CommandState::Settled);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("100.00"), gbp("0.00")));
+    let again = bank.refund(&bob, &transfer, "0.01");
+    assert_eq!(bank.rejected_with(&bob, &again), reasons::REFUND_EXCEEDS_PAYMENT);
+    // Only the payee can refund: Alice did not receive the transfer.
+    let by_payer = bank.refund(&alice, &transfer, "1.00");
+    assert_eq!(bank.rejected_with(&alice, &by_payer), reasons::PAYMENT_UNKNOWN);
+    let unknown = bank.refund(&bob, "cmd-nope", "1.00");
+    assert_eq!(bank.rejected_with(&bob, &unknown), reasons::PAYMENT_UNKNOWN);
+    let refunds: Vec<PaymentSettled> = bank.outputs::<PaymentSettled>("payments.settled").into_iter().filter(|s| s.kind == PaymentKind::Refund).collect();
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(refunds[0].payee_user_id.as_deref(), Some(alice.as_str()));
+    assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.kind == "refund_received" && n.user_id == alice));
+}
+
+#[test]
+fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
+    let mut bank = Bank::new("identity");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let carol = bank.basic_user("carol@example.com");
+
+    let bad = bank.verify(&alice, IdentifierType::Nin, "QQ 12 34 56 C");
+    assert_eq!(bank.rejected_with(&alice, &bad), reasons::INVALID_FORMAT);
+    let bad_nhs = bank.verify(&alice, IdentifierType::Nhs, "943 476 5918");
+    assert_eq!(bank.rejected_with(&alice, &bad_nhs), reasons::INVALID_FORMAT);
+
+    let ok = bank.verify(&alice, IdentifierType::Nin, "ab 12 34 56 c");
+    assert_eq!(bank.status(&alice, &ok).status, CommandState::Settled);
+    let user = bank.user(&alice);
+    assert_eq!(user.kyc_level, KycLevel::Full);
+    assert_eq!(user.identifiers, vec!["NIN:AB123456C".to_string()]);
+    let taken = bank.verify(&bob, IdentifierType::Nin, "AB123456C");
+    assert_eq!(bank.rejected_with(&bob, &taken), reasons::ALREADY_CLAIMED);
+    let nhs = bank.verify(&bob, IdentifierType::Nhs, "943 476 5919");
+    assert_eq!(bank.status(&bob, &nhs).status, CommandState::Settled);
+    assert_eq!(bank.user(&bob).kyc_level, KycLevel::Full);
+
+    let results = bank.outputs::<IdentityVerificationResult>("identity.verification.result");
+    assert_eq!(results.len(), 5, "one result per verification command");
+    let mut verified: Vec<&str> = results.iter().filter(|r| r.outcome == VerificationOutcome::Verified).map(|r| r.identifier.as_str()).collect();
+    verified.sort();
+    assert_eq!(verified, vec!["9434765919", "AB123456C"]);
+
+    bank.deposit(&alice, "5000.00");
+    let big = bank.transfer(&alice, &carol, "2500.00");
+    assert_eq!(bank.status(&alice, &big).status, CommandState::Settled, "full KYC has no per-transfer limit");
+}
+
+#[test]
+fn death_notification_freezes_the_holder_and_blocks_claims() {
+    let mut bank = Bank::new("hmrc");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    bank.verify(&alice, IdentifierType::Nin, "AB123456C");
+    bank.deposit(&alice, "300.00");
+    bank.deposit(&bob, "300.00");
+
+    let forged = bank.death(user_principal(&bob, bank.now_ms), "AB123456C");
+    let activity = bank.outputs::<ActivityLog>("system.logs.activity");
+    let refused = activity.iter().find(|a| a.command_id == forged).unwrap();
+    assert_eq!((refused.outcome.as_str(), refused.reason.as_deref()), ("rejected", Some(reasons::FORBIDDEN)));
+    assert_eq!(bank.user(&alice).status, UserStatus::Active);
+
+    bank.death(service("hmrc"), "AB123456C");
+    assert_eq!(bank.user(&alice).status, UserStatus::Deceased);
+    let account = bank.account(&alice);
+    assert_eq!((account.status, account.frozen_reason.as_deref()), (AccountStatus::Frozen, Some(reasons::DECEASED)));
+    let frozen = bank.outputs::<AccountEvent>("accounts.events");
+    assert!(frozen.iter().any(|e| e.user_id == alice && matches!(&e.payload, AccountEventPayload::AccountFrozen(f) if f.reason == "deceased")));
+    assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.user_id == alice && n.kind == "account_frozen"));
+    let status_events = bank.outputs::<AuthEvent>("auth.events");
+    assert!(status_events.iter().any(|e| matches!(&e.payload, AuthEventPayload::UserStatusChanged(s) if s.status == UserStatus::Deceased)));
+
+    // Later debits are refused, later credits reversed.
+    let debit = bank.transfer(&alice, &bob, "10.00");
+    assert_eq!(bank.rejected_with(&alice, &debit), reasons::ACCOUNT_FROZEN);
+    let credit = bank.transfer(&bob, &alice, "10.00");
+    assert_eq!(bank.rejected_with(&bob, &credit), reasons::ACCOUNT_FROZEN);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("300.00"), gbp("300.00")));
+
+    // A NIN reported dead before anyone claimed it cannot be claimed.
+    bank.death(service("hmrc"), "JG103759A");
+    let claim = bank.verify(&bob, IdentifierType::Nin, "JG 10 37 59 A");
+    assert_eq!(bank.rejected_with(&bob, &claim), reasons::DECEASED);
+    // A repeated notification changes nothing and sends no second notice.
+    bank.death(service("hmrc"), "AB123456C");
+    assert_eq!(bank.outputs::<DeceasedNotice>("test-deceased-repartition").len(), 1);
+}
+
+#[test]
+fn replayed_commands_have_one_effect() {
+    let mut bank = Bank::new("replay");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let (id, now) = bank.tick();
+    let command = PaymentCommand {
+        event_id: id.clone(),
+        occurred_at: TimestampMillis(now),
+        principal: service("operator"),
+        idempotency_key: None,
+        payload: PaymentPayload::Deposit(Deposit { amount: gbp("10.00"), currency: "GBP".into(), reference: None }),
+    };
+    bank.pipe("payments.commands", &alice, command.clone(), now);
+    bank.pipe("payments.commands", &alice, command, now + 5);
+    let transfer = bank.transfer(&alice, &bob, "4.00");
+    let (_, now) = bank.tick();
+    let replay = PaymentCommand {
+        event_id: transfer.clone(),
+        occurred_at: TimestampMillis(now),
+        principal: user_principal(&alice, now),
+        idempotency_key: None,
+        payload: PaymentPayload::Transfer(Transfer { payee_user_id: bob.clone(), amount: gbp("4.00"), currency: "GBP".into(), reference: None }),
+    };
+    bank.pipe("payments.commands", &alice, replay, now);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("6.00"), gbp("4.00")));
+    assert_eq!(bank.outputs::<PaymentSettled>("payments.settled").len(), 2);
+    assert_eq!(bank.outputs::<ActivityLog>("system.logs.activity").iter().filter(|a| a.command_id == id).count(), 1);
+}
+
+// ---------------------------------------------------------------- the kcat JSON bridge
+
+fn json_record(bank: &Bank, key: Option<&str>, json: &str, token: Option<&str>) -> Record {
+    let mut record = Record::new(key.unwrap_or(""), Value::Bytes(json.as_bytes().to_vec()), bank.now_ms);
+    if key.is_none() {
+        record.key = None;
+    }
+    if let Some(token) = token {
+        record.headers.push(("authorization".to_string(), format!("Bearer {token}").into_bytes()));
+    }
+    record
+}
+
+fn dead_letters(bank: &Bank) -> Vec<(String, String)> {
+    bank.driver
+        .records("sluice.dlq")
+        .iter()
+        .map(|r| {
+            let class = String::from_utf8(r.header("sluice.error.class").unwrap().to_vec()).unwrap();
+            let message = String::from_utf8(r.header("sluice.error.message").unwrap().to_vec()).unwrap();
+            (class, message)
+        })
+        .collect()
+}
+
+#[test]
+fn json_bridge_forwards_valid_commands_and_dead_letters_the_rest() {
+    let mut bank = Bank::new("bridge");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    bank.deposit(&alice, "50.00");
+    let keys = keys();
+    bank.now_ms += 1000;
+    let token = keys.issue(&alice, &["user"], sluice_processors::jwt::TokenUse::Access, bank.now_ms, 900, "j1").unwrap();
+    let transfer = format!(r#"{{"payload": {{"type": "Transfer", "payee_user_id": "{bob}", "amount": "12.50", "currency": "GBP", "reference": "lunch"}}}}"#);
+    let record = json_record(&bank, None, &transfer, Some(&token));
+    bank.driver.pipe_input("payments.commands.json", record).unwrap();
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("37.50"), gbp("12.50")));
+    let forwarded = bank.outputs::<PaymentCommand>("payments.commands");
+    let last = forwarded.last().unwrap();
+    assert_eq!((last.principal.subject.as_str(), last.event_id.starts_with("json:payments.commands.json:")), (alice.as_str(), true));
+
+    let cases: Vec<(Option<String>, String, &str, &str)> = vec![
+        (None, transfer.clone(), "invalid_token", "missing_token"),
+        (Some("not.a.jwt".to_string()), transfer.clone(), "invalid_token", "malformed_token"),
+        (
+            Some(keys.issue(&alice, &["user"], sluice_processors::jwt::TokenUse::Access, bank.now_ms - 3_600_000, 60, "old").unwrap()),
+            transfer.clone(),
+            "invalid_token",
+            "token_expired",
+        ),
+        (Some(token.clone()), "{not json".to_string(), "invalid_command", "not a valid command"),
+        (Some(token.clone()), transfer.replace("12.50", "12.505"), "invalid_command", "invalid money amount"),
+        (Some(token.clone()), transfer.replace("\"12.50\"", "true"), "invalid_command", "not a valid command"),
+        (Some(token.clone()), transfer.replace("\"reference\"", "\"colour\""), "invalid_command", "unknown field `colour`"),
+        (Some(token.clone()), r#"{"payload": {"type": "Teleport"}}"#.to_string(), "invalid_command", "unknown variant `Teleport`"),
+    ];
+    for (token, json, _, _) in &cases {
+        let record = json_record(&bank, None, json, token.as_deref());
+        bank.driver.pipe_input("payments.commands.json", record).unwrap();
+    }
+    let letters = dead_letters(&bank);
+    assert_eq!(letters.len(), cases.len(), "{letters:?}");
+    for ((class, message), (_, _, want_class, want_text)) in letters.iter().zip(&cases) {
+        assert_eq!(class, want_class, "{message}");
+        assert!(message.contains(want_text), "{message} should mention {want_text}");
+    }
+    assert_eq!(bank.balance(&alice), gbp("37.50"), "nothing dead-lettered moved money");
+    assert!(bank.driver.records("sluice.dlq").iter().all(|r| r.value.as_record::<DeadLetter>().is_some_and(|d| d.value.is_some())));
+
+    // Death notifications through the bridge need the hmrc role and are keyed by NIN.
+    bank.verify(&bob, IdentifierType::Nin, "AB123456C");
+    let hmrc = keys.issue("hmrc-gateway", &["hmrc"], sluice_processors::jwt::TokenUse::Access, bank.now_ms, 900, "h1").unwrap();
+    let notice = r#"{"payload": {"type": "DeathNotification", "nin": "ab 12 34 56 c", "date_of_death": "2026-11-20", "reference": "HMRC-1"}}"#;
+    bank.driver.pipe_input("hmrc.death.notification.json", json_record(&bank, None, notice, Some(&hmrc))).unwrap();
+    assert_eq!(bank.user(&bob).status, UserStatus::Deceased);
+}
+
+// ---------------------------------------------------------------- property: the ledger invariants
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register(usize),
+    Profile(usize),
+    Deposit(usize, i64),
+    Transfer(usize, usize, i64),
+    Withdraw(usize, i64),
+    /// Refund by the payee of the n-th transfer so far, in hundredths of its amount.
+    Refund(usize, i64),
+    Verify(usize, usize),
+    Death(usize),
+}
+
+const USERS: usize = 4;
+const NINS: [&str; 3] = ["AB123456C", "JG103759A", "CE000001A"];
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = 0..USERS;
+    let cents = 1i64..200_000;
+    // Weighted so that most sequences have active users with money to move.
+    prop_oneof![
+        2 => user.clone().prop_map(Op::Register),
+        2 => user.clone().prop_map(Op::Profile),
+        3 => (user.clone(), cents.clone()).prop_map(|(u, c)| Op::Deposit(u, c)),
+        5 => (user.clone(), user.clone(), cents.clone()).prop_map(|(a, b, c)| Op::Transfer(a, b, c)),
+        1 => (user.clone(), cents).prop_map(|(u, c)| Op::Withdraw(u, c)),
+        2 => (0usize..8, 1i64..=100).prop_map(|(n, p)| Op::Refund(n, p)),
+        1 => (user.clone(), 0..NINS.len()).prop_map(|(u, n)| Op::Verify(u, n)),
+        1 => (0..NINS.len()).prop_map(Op::Death),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn money_is_conserved_and_every_command_has_one_outcome(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut bank = Bank::new("property");
+        let emails: Vec<String> = (0..USERS).map(|i| format!("user{i}@example.com")).collect();
+        let ids: Vec<String> = emails.iter().map(|e| model::user_id_for_email(e)).collect();
+        let mut deposited = Decimal::ZERO;
+        let mut withdrawn = Decimal::ZERO;
+        let mut commands: Vec<(String, String)> = Vec::new();
+        let mut transfers: Vec<(String, String, Decimal)> = Vec::new();
+        // Balance of each deceased user when the death was processed.
+        let mut deceased_balance: Vec<(String, Decimal)> = Vec::new();
+        for op in ops {
+            let command = match op {
+                Op::Register(u) => {
+                    let payload = AuthPayload::RegisterUser(RegisterUser { email: emails[u].clone(), password_hash: HASH.into(), full_name: None });
+                    (ids[u].clone(), bank.auth(&ids[u], user_principal(&ids[u], 0), payload))
+                }
+                Op::Profile(u) => (ids[u].clone(), bank.profile(&ids[u], "Someone", born_adult())),
+                Op::Deposit(u, c) => {
+                    let id = bank.deposit(&ids[u], &Decimal::new(c, 2).to_string());
+                    if bank.status(&ids[u], &id).status == CommandState::Settled { deposited += Decimal::new(c, 2); }
+                    (ids[u].clone(), id)
+                }
+                Op::Transfer(a, b, c) => {
+                    let id = bank.transfer(&ids[a], &ids[b], &Decimal::new(c, 2).to_string());
+                    transfers.push((id.clone(), ids[b].clone(), Decimal::new(c, 2)));
+                    (ids[a].clone(), id)
+                }
+                Op::Withdraw(u, c) => {
+                    let id = bank.withdraw(&ids[u], &Decimal::new(c, 2).to_string());
+                    if bank.status(&ids[u], &id).status == CommandState::Settled { withdrawn += Decimal::new(c, 2); }
+                    (ids[u].clone(), id)
+                }
+                Op::Refund(n, percent) => {
+                    let Some((payment, payee, amount)) = transfers.get(n).cloned() else { continue };
+                    let refund = (amount * Decimal::new(percent, 2)).round_dp(2).max(Decimal::new(1, 2));
+                    (payee.clone(), bank.refund(&payee, &payment, &refund.to_string()))
+                }
+                Op::Verify(u, n) => (ids[u].clone(), bank.verify(&ids[u], IdentifierType::Nin, NINS[n])),
+                Op::Death(n) => {
+                    bank.death(service("hmrc"), NINS[n]);
+                    for id in &ids {
+                        let dead = bank.load::<User>("users", id, id).is_some_and(|u| u.status == UserStatus::Deceased);
+                        if dead && !deceased_balance.iter().any(|(d, _)| d == id) {
+                            deceased_balance.push((id.clone(), bank.balance(id)));
+                        }
+                    }
+                    continue;
+                }
+            };
+            commands.push(command);
+            // After every command: no balance is negative, nothing left a deceased account.
+            for id in &ids {
+                prop_assert!(!bank.balance(id).is_sign_negative(), "negative balance for {id}");
+            }
+            for (id, balance) in &deceased_balance {
+                prop_assert!(bank.balance(id) >= *balance, "money left deceased {id}");
+            }
+        }
+        // Money is conserved: balances + in flight = deposits - withdrawals.
+        let total: Decimal = ids.iter().map(|id| bank.balance(id)).sum();
+        let in_flight: Decimal = bank
+            .driver
+            .store_entries("payments")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(b"out/"))
+            .map(|(_, v)| serde_json::from_slice::<model::OutgoingPayment>(&v).unwrap())
+            .filter(|p| p.state == model::PaymentState::InFlight)
+            .map(|p| p.amount)
+            .sum();
+        prop_assert_eq!(in_flight, Decimal::ZERO, "the driver drains every leg");
+        prop_assert_eq!(total + in_flight, deposited - withdrawn);
+        // Every command has exactly one final outcome, and one audit record.
+        let activity = bank.outputs::<ActivityLog>("system.logs.activity");
+        for (user, id) in &commands {
+            let status = bank.status(user, id);
+            prop_assert!(status.status != CommandState::Pending, "{id} is still pending");
+            prop_assert_eq!(activity.iter().filter(|a| &a.command_id == id).count(), 1, "{} audit records", id);
+        }
+        let settled = bank.outputs::<PaymentSettled>("payments.settled");
+        let rejected = bank.outputs::<PaymentRejected>("payments.rejected");
+        for s in &settled {
+            prop_assert!(!rejected.iter().any(|r| r.command_id == s.command_id), "{} both settled and rejected", s.command_id);
+            prop_assert_eq!(settled.iter().filter(|o| o.command_id == s.command_id).count(), 1);
+        }
+    }
+}
