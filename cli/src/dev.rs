@@ -10,6 +10,7 @@ use sluice_streams::config::SluiceConfig;
 use sluice_streams::Topology;
 use tokio::process::{Child, Command};
 
+use crate::run::StreamThread;
 use crate::topics;
 
 /// How long the dev broker may take to answer after it was started.
@@ -34,6 +35,9 @@ pub(crate) struct DevArgs {
     /// Wipe local state (broker data and stores) before starting.
     #[arg(long)]
     reset: bool,
+    /// Address the processors' Prometheus metrics are served on.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 /// Runs the dev stack until Ctrl-C or SIGTERM.
@@ -43,6 +47,9 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
     }
     if let Some(listen) = args.registry_listen {
         config.registry_listen = listen;
+    }
+    if let Some(listen) = args.metrics_listen {
+        config.metrics_listen = listen;
     }
     // Fail on a bad topology before starting anything.
     Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
@@ -82,28 +89,71 @@ async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>) -> Result<
     }
     let topology = topics::create_all(config, false).await?;
     let registry = start_registry(config).await?;
-    let registered = register_schemas(&topology, &config.application_id, &registry.url()).await;
-    let registered = match registered {
-        Ok(count) => count,
-        Err(e) => {
-            registry.shutdown().await;
-            return Err(e);
-        }
-    };
+    let result = serve_with_registry(config, &topology, &registry).await;
+    registry.shutdown().await;
+    result
+}
+
+async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry) -> Result<(), String> {
+    let registered = register_schemas(topology, &config.application_id, &registry.url()).await?;
+    let mut config = config.clone();
+    config.schema_registry_url = registry.url();
+    let secret_file = ensure_jwt_secret(&mut config)?;
+    let mut streams = StreamThread::start(&config).await?;
+    let metrics_url = crate::run::serve_metrics(&config.metrics_listen).await?;
     println!();
     println!("  Sluice dev stack is up");
     println!("  Kafka broker     {}", config.bootstrap_servers);
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
+    println!("  Processors       {} ({} sub-topologies), metrics at {metrics_url}", config.topology.display(), topology.subtopologies.len());
     println!("  State dir        {}", config.state_dir.display());
+    match &secret_file {
+        Some(file) => println!("  JWT secret       {} (HS256; `sluice token` signs with it)", file.display()),
+        None => println!("  JWT keys         from the jwt_* settings"),
+    }
     println!();
     println!("  Try:  scripts/kcat -L -b {}", config.bootstrap_servers);
     println!("        curl {}/subjects", registry.url());
     println!("  Ctrl-C stops everything.");
     println!();
-    wait_for_shutdown().await;
+    let outcome = tokio::select! {
+        () = wait_for_shutdown() => Ok(()),
+        finished = streams.finished() => finished,
+    };
     println!("shutting down");
-    registry.shutdown().await;
-    Ok(())
+    let stopped = streams.stop().await;
+    outcome.and(stopped)
+}
+
+/// Where `sluice dev` keeps its generated HS256 secret: beside the state directory.
+pub(crate) fn dev_secret_file(config: &SluiceConfig) -> PathBuf {
+    config.state_dir.parent().unwrap_or(Path::new(".")).join("jwt-secret")
+}
+
+/// Uses the configured JWT keys, or the dev secret file (created with 32 random bytes, mode
+/// 0600, on first start). Returns the file when it is the one in use.
+fn ensure_jwt_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {
+    if config.jwt_secret.is_some() || config.jwt_algorithm != "HS256" {
+        return Ok(None);
+    }
+    let file = dev_secret_file(config);
+    if !file.exists() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut random = [0u8; 32];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+        std::io::Write::write_all(&mut out, secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    let secret = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
+    Ok(Some(file))
 }
 
 /// Starts the embedded Schema Registry on `config.registry_listen`.

@@ -49,6 +49,27 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// Print a signed access token, e.g. for kcat's `-H authorization=Bearer <token>`. Signs
+    /// with the jwt_* settings, or with the secret `sluice dev` generated.
+    Token {
+        /// The token subject: a user id (`u_...`), or a service account's name.
+        #[arg(long)]
+        subject: String,
+        /// Roles to grant: user, operator, hmrc (repeatable).
+        #[arg(long = "role", default_value = "user")]
+        roles: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_s: u64,
+        /// The dev stack's state dir, to find its generated secret (default: the state_dir setting).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print the user id Sluice derives from an email (the key of that user's commands).
+    UserId {
+        /// The email address.
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +179,33 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Token { subject, roles, ttl_s, state_dir } => {
+            if let Some(dir) = state_dir {
+                config.state_dir = dir;
+            }
+            for role in &roles {
+                if !sluice_processors::JwtKeys::known_roles().contains(&role.as_str()) {
+                    return Err(format!("unknown role `{role}` (user, operator or hmrc)"));
+                }
+            }
+            if config.jwt_secret.is_none() && config.jwt_algorithm == "HS256" {
+                let file = dev::dev_secret_file(&config);
+                let secret = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("no jwt_secret configured and no dev secret at {} ({e}); start `sluice dev` first", file.display()))?;
+                config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
+            }
+            let keys = run::jwt_keys(&config)?.ok_or("no JWT keys configured")?;
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as i64;
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let jti = format!("cli-{now_ms}-{}", std::process::id());
+            let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UserId { email } => {
+            println!("{}", sluice_processors::model::user_id_for_email(&email));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Topics { action: TopicsAction::Create { bootstrap_servers, topology } } => {
             if let Some(servers) = bootstrap_servers {

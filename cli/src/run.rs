@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use sluice_processors::{JwtKeys, JwtSettings};
 use sluice_streams::builtin::register_builtins;
 use sluice_streams::config::SluiceConfig;
 use sluice_streams::runtime::{KafkaStreams, StreamsConfig};
@@ -26,11 +27,31 @@ pub(crate) struct RunArgs {
     topology: Option<PathBuf>,
 }
 
-/// The processor kinds `sluice run` knows.
-pub(crate) fn processor_registry() -> ProcessorRegistry {
+/// The processor kinds `sluice run` knows: the built-ins and the fintech pipeline.
+pub(crate) fn processor_registry(config: &SluiceConfig) -> Result<ProcessorRegistry, String> {
     let mut registry = ProcessorRegistry::new();
     register_builtins(&mut registry);
-    registry
+    sluice_processors::register(&mut registry, jwt_keys(config)?);
+    Ok(registry)
+}
+
+/// The JWT keys the settings describe; `None` when no key is configured (HS256 without a
+/// secret), in which case only topologies without the JSON bridge can run.
+pub(crate) fn jwt_keys(config: &SluiceConfig) -> Result<Option<Arc<JwtKeys>>, String> {
+    if config.jwt_algorithm == "HS256" && config.jwt_secret.is_none() {
+        return Ok(None);
+    }
+    let settings = JwtSettings {
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        algorithm: config.jwt_algorithm.clone(),
+        kid: config.jwt_kid.clone(),
+        secret: config.jwt_secret.as_ref().map(|s| s.0.clone()),
+        private_key_file: config.jwt_private_key_file.clone(),
+        public_key_file: config.jwt_public_key_file.clone(),
+        retired_keys: config.jwt_retired_keys.0.clone(),
+    };
+    JwtKeys::from_settings(&settings).map(|keys| Some(Arc::new(keys)))
 }
 
 /// Creates the internal topics, then runs the stream thread until SIGTERM or Ctrl-C.
@@ -47,56 +68,87 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     if let Some(topology) = args.topology {
         config.topology = topology;
     }
-    let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
-    ensure_topics(&topology, &config).await?;
-    let needs_registry = topology.topics.iter().any(|t| t.schema.is_some());
-    let streams_config = StreamsConfig {
-        application_id: config.application_id.clone(),
-        bootstrap_servers: config.bootstrap_servers.clone(),
-        schema_registry_url: needs_registry.then(|| config.schema_registry_url.clone()),
-        state_dir: config.state_dir.clone(),
-        group_instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(&config)),
-        commit_interval_ms: config.commit_interval_ms,
-        deserialization_error_policy: config.deserialization_exception_handler,
-        processing_error_policy: config.processing_exception_handler,
-    };
-    let streams = KafkaStreams::new(topology, processor_registry(), streams_config).map_err(|e| e.to_string())?;
+    let mut streams = StreamThread::start(&config).await?;
     let metrics_url = serve_metrics(&config.metrics_listen).await?;
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&shutdown);
-    let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
     println!(
         "sluice run: application {} on {} (state in {}, metrics at {metrics_url})",
         config.application_id,
         config.bootstrap_servers,
         config.state_dir.display()
     );
-    let mut worker = worker;
     tokio::select! {
         () = crate::dev::wait_for_shutdown() => {}
-        finished = &mut worker => {
-            return match finished {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("stream thread panicked: {e}")),
-            };
+        finished = streams.finished() => return finished,
+    }
+    streams.stop().await
+}
+
+/// The stream processors of `config.topology`, running on a blocking thread.
+pub(crate) struct StreamThread {
+    shutdown: Arc<AtomicBool>,
+    /// `None` once [`StreamThread::finished`] saw it end.
+    worker: Option<tokio::task::JoinHandle<Result<(), sluice_streams::runtime::RuntimeError>>>,
+}
+
+impl StreamThread {
+    /// Loads the topology, creates its internal topics and starts processing.
+    pub(crate) async fn start(config: &SluiceConfig) -> Result<StreamThread, String> {
+        let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
+        ensure_topics(&topology, config).await?;
+        let needs_registry = topology.topics.iter().any(|t| t.schema.is_some());
+        let streams_config = StreamsConfig {
+            application_id: config.application_id.clone(),
+            bootstrap_servers: config.bootstrap_servers.clone(),
+            schema_registry_url: needs_registry.then(|| config.schema_registry_url.clone()),
+            state_dir: config.state_dir.clone(),
+            group_instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(config)),
+            commit_interval_ms: config.commit_interval_ms,
+            deserialization_error_policy: config.deserialization_exception_handler,
+            processing_error_policy: config.processing_exception_handler,
+        };
+        let streams = KafkaStreams::new(topology, processor_registry(config)?, streams_config).map_err(|e| e.to_string())?;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&shutdown);
+        let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
+        Ok(StreamThread { shutdown, worker: Some(worker) })
+    }
+
+    /// Resolves if the stream thread stops by itself (with its error).
+    pub(crate) async fn finished(&mut self) -> Result<(), String> {
+        match self.worker.as_mut() {
+            Some(worker) => {
+                let outcome = StreamThread::outcome(worker.await);
+                self.worker = None;
+                outcome
+            }
+            None => std::future::pending().await,
         }
     }
-    println!("shutting down: committing and closing tasks");
-    shutdown.store(true, Ordering::SeqCst);
-    match worker.await {
-        Ok(Ok(())) => {
+
+    /// Commits, closes the tasks and waits for the thread (at once if it already stopped).
+    pub(crate) async fn stop(self) -> Result<(), String> {
+        println!("shutting down: committing and closing tasks");
+        self.shutdown.store(true, Ordering::SeqCst);
+        let Some(worker) = self.worker else { return Ok(()) };
+        let outcome = StreamThread::outcome(worker.await);
+        if outcome.is_ok() {
             println!("stopped cleanly");
-            Ok(())
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("stream thread panicked: {e}")),
+        outcome
+    }
+
+    fn outcome(finished: Result<Result<(), sluice_streams::runtime::RuntimeError>, tokio::task::JoinError>) -> Result<(), String> {
+        match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("stream thread panicked: {e}")),
+        }
     }
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` on `listen`; returns the URL.
-async fn serve_metrics(listen: &str) -> Result<String, String> {
+pub(crate) async fn serve_metrics(listen: &str) -> Result<String, String> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), sluice_streams::metrics::LATENCY_BUCKETS_SECONDS)

@@ -43,7 +43,7 @@ fn topology_describe_prints_both_subtopologies() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.starts_with("Topologies:\n   Sub-topology: 0\n"), "{stdout}");
-    assert!(stdout.contains("    Processor: balance-check (stores: [accounts, ledger, payments, command-status])"), "{stdout}");
+    assert!(stdout.contains("    Processor: balance-check (stores: [accounts, ledger, payments, command-status, user-dedupe])"), "{stdout}");
     assert!(stdout.contains("   Sub-topology: 1\n    Source: identity-claims-source (topics: [sluice-identity-claim-repartition])"), "{stdout}");
     assert!(stdout.contains("    Processor: hmrc-death-notification (stores: [identity-claims, identifier-dedupe])"), "{stdout}");
 }
@@ -55,7 +55,7 @@ fn topology_validate_fails_naming_the_line() {
     let ok = run(&["topology", "validate"]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
 
-    let unknown_store = original.replace(r#"stores = ["accounts", "ledger", "payments"]"#, r#"stores = ["accounts", "ledgr", "payments"]"#);
+    let unknown_store = original.replace(r#"stores = ["accounts", "ledger", "payments", "users", "user-dedupe"]"#, r#"stores = ["accounts", "ledgr", "payments", "users", "user-dedupe"]"#);
     let line = unknown_store.lines().position(|l| l.contains("\"ledgr\"")).unwrap() + 1;
     let file = dir.join("unknown-store.toml");
     std::fs::write(&file, unknown_store).unwrap();
@@ -226,8 +226,16 @@ fn produce(servers: &str, topic: &str, records: &[(String, i64, String)]) {
 /// A consumed record: key, value and headers, as text.
 type Consumed = (String, String, Vec<(String, String)>);
 
-/// Every record of `topic` (per partition in offset order).
+/// A consumed record with its value as bytes.
+type RawRecord = (String, Vec<u8>, Vec<(String, String)>);
+
+/// Every record of `topic` (per partition in offset order), values as text.
 fn consume_all(servers: &str, topic: &str) -> Vec<Consumed> {
+    consume_raw(servers, topic).into_iter().map(|(key, value, headers)| (key, String::from_utf8_lossy(&value).into_owned(), headers)).collect()
+}
+
+/// Every record of `topic` (per partition in offset order), values as bytes.
+fn consume_raw(servers: &str, topic: &str) -> Vec<RawRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "test-reader")
@@ -253,11 +261,7 @@ fn consume_all(servers: &str, topic: &str) -> Vec<Consumed> {
                     .headers()
                     .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
                     .unwrap_or_default();
-                out.push((
-                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-                    String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
-                    headers,
-                ));
+                out.push((String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(), message.payload().unwrap_or_default().to_vec(), headers));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
@@ -494,4 +498,224 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
         child.wait().unwrap();
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---------------------------------------------------------------- the fintech pipeline end to end
+
+use sluice_processors::jwt::TokenUse;
+use sluice_processors::model::{self, Account};
+use sluice_processors::JwtKeys;
+use sluice_schemas::types::{AccountEvent, AccountEventPayload, ActivityLog, IdentityVerificationResult, PaymentRejected, PaymentSettled, VerificationOutcome};
+use sluice_schemas::Codec;
+
+const E2E_SECRET: &str = "end-to-end-secret-end-to-end-secret";
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+/// `sluice dev` on its own broker, with a known JWT secret, and a way to send kcat-style JSON
+/// commands and read Avro outcomes.
+struct Pipeline {
+    child: std::process::Child,
+    servers: String,
+    codec: Codec,
+    io: tokio::runtime::Runtime,
+    keys: JwtKeys,
+    producer: BaseProducer,
+    dir: PathBuf,
+    _broker: sluice_testkit::Broker,
+}
+
+impl Pipeline {
+    fn start(name: &str) -> Pipeline {
+        let broker = sluice_testkit::Broker::start();
+        let servers = broker.bootstrap_servers();
+        let dir = temp_dir(name);
+        let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
+        let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
+        let mut child = sluice()
+            .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--state-dir"])
+            .arg(dir.join("state"))
+            .env("SLUICE__APPLICATION_ID", "e2e")
+            .env("SLUICE__JWT_SECRET", E2E_SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C stops everything") {
+                break;
+            }
+        }
+        assert!(banner.contains("Processors       topology.toml (3 sub-topologies)"), "{banner}");
+        std::thread::spawn(move || lines.for_each(drop));
+        let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let codec = Codec::new(&format!("http://{registry}")).unwrap();
+        let keys = JwtKeys::hs256("sluice", "sluice-api", "k1", E2E_SECRET).unwrap();
+        let producer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
+        Pipeline { child, servers, codec, io, keys, producer, dir, _broker: broker }
+    }
+
+    fn token(&self, subject: &str, role: &str) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        self.keys.issue(subject, &[role], TokenUse::Access, now, 600, "t").unwrap()
+    }
+
+    /// Produces a JSON command as kcat would: optional key, `authorization` header.
+    fn send(&self, topic: &str, key: Option<&str>, token: Option<&str>, json: &str) {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers = OwnedHeaders::new();
+        let headers = match &bearer {
+            Some(value) => headers.insert(Header { key: "authorization", value: Some(value.as_bytes()) }),
+            None => headers,
+        };
+        let mut record = BaseRecord::to(topic).payload(json).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer.send(record).map_err(|(e, _)| e).unwrap();
+        self.producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn decode_all<T: sluice_schemas::AvroRecord>(&self, topic: &str) -> Vec<T> {
+        let records = consume_raw(&self.servers, topic);
+        self.io.block_on(async { decode_values(&self.codec, records).await })
+    }
+
+    /// The audit records so far: command id -> (outcome, reason).
+    fn outcomes(&self) -> BTreeMap<String, (String, Option<String>)> {
+        self.decode_all::<ActivityLog>("system.logs.activity").into_iter().map(|a| (a.command_id, (a.outcome, a.reason))).collect()
+    }
+
+    /// Waits until every command in `ids` has its outcome, and checks them.
+    fn expect(&self, step: &str, expected: &[(&str, &str, Option<&str>)]) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let outcomes = self.outcomes();
+            if expected.iter().all(|(id, _, _)| outcomes.contains_key(*id)) {
+                for (id, outcome, reason) in expected {
+                    let (got, why) = &outcomes[*id];
+                    assert_eq!((got.as_str(), why.as_deref()), (*outcome, *reason), "{step}: command {id}");
+                }
+                return;
+            }
+            assert!(Instant::now() < deadline, "{step}: outcomes so far {outcomes:?}; see {}", self.dir.join("dev.log").display());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+async fn decode_values<T: sluice_schemas::AvroRecord>(codec: &Codec, records: Vec<RawRecord>) -> Vec<T> {
+    let mut out = Vec::new();
+    for (_, value, _) in records {
+        out.push(codec.decode::<T>(&value).await.unwrap());
+    }
+    out
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_pipeline_end_to_end_registrations_verification_transfers_death_and_refunds() {
+    let p = Pipeline::start("e2e");
+    let [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map(|n| model::user_id_for_email(&format!("{n}@example.com")));
+    let register = |id: &str, name: &str| {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "RegisterUser", "email": "{name}@example.com", "password_hash": "{HASH}"}}}}"#);
+        p.send("auth.commands.json", None, None, &json);
+    };
+    for (id, name) in [("reg-alice", "alice"), ("reg-bob", "bob"), ("reg-carol", "carol")] {
+        register(id, name);
+    }
+    p.expect("registrations", &[("reg-alice", "settled", None), ("reg-bob", "settled", None), ("reg-carol", "settled", None)]);
+
+    register("reg-alice-again", "Alice");
+    for (id, user) in [("profile-alice", &alice), ("profile-bob", &bob), ("profile-carol", &carol)] {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "UpdateProfile", "full_name": "Someone", "date_of_birth": "1990-05-01"}}}}"#);
+        p.send("auth.commands.json", Some(user), Some(&p.token(user, "user")), &json);
+    }
+    p.expect("profiles", &[("reg-alice-again", "rejected", Some("email_taken")), ("profile-alice", "settled", None), ("profile-bob", "settled", None)]);
+
+    let operator = p.token("back-office", "operator");
+    let deposit = |id: &str, user: &str, amount: &str| {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "Deposit", "amount": "{amount}", "currency": "GBP"}}}}"#);
+        p.send("payments.commands.json", Some(user), Some(&operator), &json);
+    };
+    deposit("dep-alice", &alice, "2000.00");
+    deposit("dep-bob", &bob, "100.00");
+    let verify = |id: &str, user: &str, kind: &str, value: &str| {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "VerifyIdentity", "identifier_type": "{kind}", "value": "{value}"}}}}"#);
+        p.send("identity.verification.request.json", Some(user), Some(&p.token(user, "user")), &json);
+    };
+    verify("nin-alice", &alice, "NIN", "ab 12 34 56 c");
+    verify("nhs-carol", &carol, "NHS", "943 476 5919");
+    p.expect("deposits and verifications", &[("dep-alice", "settled", None), ("dep-bob", "settled", None), ("nin-alice", "settled", None), ("nhs-carol", "settled", None)]);
+
+    let transfer = |id: &str, from: &str, to: &str, amount: &str| {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "Transfer", "payee_user_id": "{to}", "amount": "{amount}", "currency": "GBP"}}}}"#);
+        p.send("payments.commands.json", None, Some(&p.token(from, "user")), &json);
+    };
+    verify("nin-bob", &bob, "NIN", "AB123456C");
+    transfer("t-alice-bob", &alice, &bob, "1500.00");
+    transfer("t-carol-bob", &carol, &bob, "5.00");
+    transfer("t-bob-dave", &bob, &dave, "10.00");
+    p.expect(
+        "transfers",
+        &[
+            ("nin-bob", "rejected", Some("already_claimed")),
+            ("t-alice-bob", "settled", None),
+            ("t-carol-bob", "rejected", Some("insufficient_funds")),
+            ("t-bob-dave", "rejected", Some("payee_unknown")),
+        ],
+    );
+
+    let refund = |id: &str, amount: &str| {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "Refund", "payment_id": "t-alice-bob", "amount": "{amount}", "currency": "GBP"}}}}"#);
+        p.send("payments.commands.json", Some(&bob), Some(&p.token(&bob, "user")), &json);
+    };
+    refund("refund-1", "200.00");
+    p.expect("refund", &[("refund-1", "settled", None)]);
+
+    let hmrc = p.token("hmrc-gateway", "hmrc");
+    let notice = r#"{"event_id": "death-1", "payload": {"type": "DeathNotification", "nin": "AB123456C", "date_of_death": "2026-11-20", "reference": "HMRC-42"}}"#;
+    p.send("hmrc.death.notification.json", None, Some(&hmrc), notice);
+    p.expect("death notification", &[("death-1", "settled", None)]);
+
+    refund("refund-2", "100.00");
+    transfer("t-alice-after", &alice, &bob, "10.00");
+    p.expect("after the death", &[("refund-2", "rejected", Some("account_frozen")), ("t-alice-after", "rejected", Some("account_frozen"))]);
+
+    // Final balances, from the accounts store's changelog (last value per key).
+    let balances: BTreeMap<String, Account> = consume_raw(&p.servers, "e2e-accounts-changelog")
+        .into_iter()
+        .filter(|(_, value, _)| !value.is_empty())
+        .map(|(key, value, _)| (key, serde_json::from_slice(&value).unwrap()))
+        .collect();
+    let balance = |user: &str| balances.get(user).map(|a| a.balance.to_string());
+    assert_eq!(balance(&alice).as_deref(), Some("700.00"), "2000 - 1500 + 200");
+    assert_eq!(balance(&bob).as_deref(), Some("1400.00"), "100 + 1500 - 200; the 10 to dave and the second refund came back");
+    assert_eq!(balance(&carol).as_deref(), Some("0.00"), "carol's account opened on her first (refused) transfer");
+    assert_eq!(balance(&dave), None);
+    assert_eq!(balances[&alice].status, model::AccountStatus::Frozen);
+
+    let mut settled: Vec<String> = p.decode_all::<PaymentSettled>("payments.settled").into_iter().map(|s| s.command_id).collect();
+    settled.sort();
+    assert_eq!(settled, ["dep-alice", "dep-bob", "refund-1", "t-alice-bob"]);
+    let mut rejected: Vec<(String, String)> = p.decode_all::<PaymentRejected>("payments.rejected").into_iter().map(|r| (r.command_id, r.reason)).collect();
+    rejected.sort();
+    let expected_rejected = [("refund-2", "account_frozen"), ("t-alice-after", "account_frozen"), ("t-bob-dave", "payee_unknown"), ("t-carol-bob", "insufficient_funds")];
+    assert_eq!(rejected, expected_rejected.map(|(a, b)| (a.to_string(), b.to_string())));
+    let mut results: Vec<(String, VerificationOutcome)> = p.decode_all::<IdentityVerificationResult>("identity.verification.result").into_iter().map(|r| (r.command_id, r.outcome)).collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(results, [("nhs-carol".to_string(), VerificationOutcome::Verified), ("nin-alice".into(), VerificationOutcome::Verified), ("nin-bob".into(), VerificationOutcome::Rejected)]);
+    let frozen = p.decode_all::<AccountEvent>("accounts.events").into_iter().filter(|e| matches!(e.payload, AccountEventPayload::AccountFrozen(_))).count();
+    assert_eq!(frozen, 1);
 }

@@ -43,6 +43,35 @@ pub struct SluiceConfig {
     /// Kafka Streams `processing.exception.handler` for poison pills: `dlq`,
     /// `log_and_continue` or `fail`. Default `dlq`.
     pub processing_exception_handler: crate::runtime::ErrorPolicy,
+    /// JWT `iss` the ingest API issues and every checker requires. Default `sluice`.
+    pub jwt_issuer: String,
+    /// JWT `aud` the ingest API issues and every checker requires. Default `sluice-api`.
+    pub jwt_audience: String,
+    /// JWT signing algorithm: `HS256`, `RS256` or `EdDSA`. Default `HS256`.
+    pub jwt_algorithm: String,
+    /// `kid` of the current signing key. Default `k1`.
+    pub jwt_kid: String,
+    /// HS256 shared secret, at least 32 characters. No default (`sluice dev` generates one
+    /// and keeps it in `<state_dir>/../jwt-secret`); never logged.
+    pub jwt_secret: Option<Secret>,
+    /// RS256/EdDSA private key (PEM) for issuing tokens. No default.
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// RS256/EdDSA public key (PEM) for checking tokens. No default.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Retired keys still accepted after a rotation, comma-separated `kid=secret` (HS256) or
+    /// `kid=/path/public.pem`. Default empty.
+    pub jwt_retired_keys: Secret,
+}
+
+/// A setting that must never be printed: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<empty>" } else { "<redacted>" })
+    }
 }
 
 impl Default for SluiceConfig {
@@ -59,6 +88,14 @@ impl Default for SluiceConfig {
             commit_interval_ms: 100,
             deserialization_exception_handler: crate::runtime::ErrorPolicy::Dlq,
             processing_exception_handler: crate::runtime::ErrorPolicy::Dlq,
+            jwt_issuer: "sluice".to_string(),
+            jwt_audience: "sluice-api".to_string(),
+            jwt_algorithm: "HS256".to_string(),
+            jwt_kid: "k1".to_string(),
+            jwt_secret: None,
+            jwt_private_key_file: None,
+            jwt_public_key_file: None,
+            jwt_retired_keys: Secret::default(),
         }
     }
 }
@@ -141,6 +178,14 @@ mod tests {
         assert_eq!(config.bootstrap_servers, "127.0.0.1:1234");
         assert_eq!(config.schema_registry_url, SluiceConfig::default().schema_registry_url);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let missing = Path::new("/nonexistent/sluice.toml");
+        let config = SluiceConfig::load(missing, false, vars(&[("SLUICE__JWT_SECRET", "s3cr3t-value-that-must-not-leak!!")])).unwrap();
+        assert_eq!(config.jwt_secret.as_ref().map(|s| s.0.as_str()), Some("s3cr3t-value-that-must-not-leak!!"));
+        assert!(!format!("{config:?}").contains("s3cr3t"), "{config:?}");
     }
 
     #[test]

@@ -47,9 +47,11 @@ impl ProcessorRegistry {
         self.factories.keys().map(String::as_str)
     }
 
-    /// Checks every processor node of `topology` has a registered kind; lists the ones that do not.
+    /// Checks every processor node of `topology` has a registered kind and that its factory
+    /// accepts the node's config (so a bad setting fails at start, not at the first
+    /// assignment); lists every problem.
     pub fn check(&self, topology: &Topology) -> Result<(), Vec<String>> {
-        let missing: Vec<String> = topology
+        let problems: Vec<String> = topology
             .nodes
             .iter()
             .filter_map(|node| match &node.kind {
@@ -58,13 +60,16 @@ impl ProcessorRegistry {
                     node.name,
                     self.kinds().collect::<Vec<_>>().join(", ")
                 )),
+                NodeKind::Processor { kind, stores, config } => {
+                    self.create(&ProcessorConfig { name: &node.name, kind, config, stores }).err()
+                }
                 _ => None,
             })
             .collect();
-        if missing.is_empty() {
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(missing)
+            Err(problems)
         }
     }
 

@@ -106,7 +106,21 @@ struct StreamContext {
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
-impl ClientContext for StreamContext {}
+impl ClientContext for StreamContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`, delivered inside `poll` with no
+    /// broker round trip) feed `sluice_records_lag`: high watermark minus the consumer's
+    /// position, per input partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue; // the internal UA partition, or no position yet
+                }
+                metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for StreamContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -167,6 +181,7 @@ impl KafkaStreams {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
+            .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
             // Static membership (KIP-345): a restarted instance takes its partitions back at once
             // (tansu does not evict a dead member when its session times out).
             .set("group.instance.id", &self.config.group_instance_id)
@@ -197,10 +212,16 @@ impl KafkaStreams {
             io,
             tasks: BTreeMap::new(),
             pending: Vec::new(),
-            schemas: self.topology.topics.iter().map(|t| (t.name.clone(), t.schema.clone())).collect(),
+            // External topics by name, repartition topics by their full internal name.
+            schemas: self
+                .topology
+                .topics
+                .iter()
+                .map(|t| (t.name.clone(), t.schema.clone()))
+                .chain(self.topology.repartitions.iter().map(|r| (crate::topology::repartition_topic(&self.config.application_id, &r.name), r.schema.clone())))
+                .collect(),
             last_commit: Instant::now(),
             seek_back: HashMap::new(),
-            last_lag: Instant::now(),
             pending_seeks: Vec::new(),
         };
         let result = thread.run_loop(shutdown);
@@ -222,13 +243,11 @@ struct StreamThread<'a> {
     last_commit: Instant,
     /// How far back the next seek goes, per partition fetched past its task's position.
     seek_back: HashMap<(String, i32), i64>,
-    last_lag: Instant,
     /// Seeks to task positions not yet accepted by the consumer (retried every loop).
     pending_seeks: Vec<(String, i32, i64)>,
 }
 
-/// How often the records-lag gauges are refreshed (end offset minus task position, one
-/// watermark request per input partition).
+/// How often librdkafka reports statistics, which refresh the records-lag gauges.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// First step of the seek-back search (doubled on every miss).
@@ -262,9 +281,6 @@ impl StreamThread<'_> {
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => {}
             }
-            if self.last_lag.elapsed() >= LAG_INTERVAL {
-                self.record_lag();
-            }
             if self.last_commit.elapsed() >= commit_interval {
                 let started = Instant::now();
                 self.commit()?;
@@ -282,20 +298,6 @@ impl StreamThread<'_> {
             if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(position), Duration::from_millis(100)) {
                 tracing::debug!(%topic, partition, position, %error, "seek not accepted yet; retrying");
                 self.pending_seeks.push((topic, partition, position));
-            }
-        }
-    }
-
-    /// Publishes end offset minus task position for every input partition (an estimate on
-    /// tansu, whose end offsets can lag).
-    fn record_lag(&mut self) {
-        self.last_lag = Instant::now();
-        for (id, task) in &self.tasks {
-            for (topic, position) in task.inputs() {
-                if let Ok((_, high)) = self.consumer.fetch_watermarks(topic, id.partition, Duration::from_secs(1)) {
-                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.to_string(), "partition" => id.partition.to_string())
-                        .set((high - position).max(0) as f64);
-                }
             }
         }
     }
@@ -639,6 +641,8 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
         .set("group.id", format!("{app}-restore"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // Reaching the end is what a restore waits for: do not let the broker hold empty fetches.
+        .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
         .create()?;
     // The end offset is only an estimate on tansu (see above): good enough for progress.
