@@ -384,7 +384,6 @@ fn crash_scenario(name: &str, wipe_state: bool) {
 }
 
 #[test]
-#[ignore = "known bug (issue 5, open): after kill -9 with local state kept, the restarted instance sometimes processes nothing under load; run with --ignored"]
 fn run_survives_kill_9_with_exactly_once_effects() {
     crash_scenario("crash-keep", false);
 }

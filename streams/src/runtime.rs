@@ -104,6 +104,8 @@ pub enum RuntimeError {
 struct StreamContext {
     assignment_changed: AtomicBool,
     revoked: Mutex<Vec<(String, i32)>>,
+    /// High watermark per partition, from the latest statistics.
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for StreamContext {
@@ -111,12 +113,18 @@ impl ClientContext for StreamContext {
     /// broker round trip) feed `sluice_records_lag`: high watermark minus the consumer's
     /// position, per input partition.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut high_watermarks = self.high_watermarks.lock().expect("watermarks lock");
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                if *partition < 0 || p.consumer_lag < 0 {
-                    continue; // the internal UA partition, or no position yet
+                if *partition < 0 {
+                    continue; // librdkafka's internal unassigned partition
                 }
-                metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+                if p.hi_offset >= 0 {
+                    high_watermarks.insert((topic.clone(), *partition), p.hi_offset);
+                }
+                if p.consumer_lag >= 0 {
+                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+                }
             }
         }
     }
@@ -223,6 +231,8 @@ impl KafkaStreams {
             last_commit: Instant::now(),
             seek_back: HashMap::new(),
             pending_seeks: Vec::new(),
+            last_fetched: HashMap::new(),
+            last_stall_check: Instant::now(),
         };
         let result = thread.run_loop(shutdown);
         let closed = thread.close();
@@ -245,7 +255,14 @@ struct StreamThread<'a> {
     seek_back: HashMap<(String, i32), i64>,
     /// Seeks to task positions not yet accepted by the consumer (retried every loop).
     pending_seeks: Vec<(String, i32, i64)>,
+    /// When a record of each input partition last arrived (any offset).
+    last_fetched: HashMap<(String, i32), Instant>,
+    last_stall_check: Instant,
 }
+
+/// A partition whose task position is below its high watermark but that delivered nothing
+/// for this long is stuck (tansu returns nothing for a fetch inside its last batch): seek back.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 
 /// How often librdkafka reports statistics, which refresh the records-lag gauges.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -281,6 +298,9 @@ impl StreamThread<'_> {
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => {}
             }
+            if self.last_stall_check.elapsed() >= STALL_AFTER {
+                self.unstick_stalled_partitions();
+            }
             if self.last_commit.elapsed() >= commit_interval {
                 let started = Instant::now();
                 self.commit()?;
@@ -288,6 +308,37 @@ impl StreamThread<'_> {
             }
         }
         Ok(())
+    }
+
+    /// tansu 0.6 answers a fetch at an offset inside the partition's last record batch with
+    /// nothing at all (there is no next batch to skip to), so a task resumed at such a
+    /// position waits forever. A partition below its high watermark that delivered nothing for
+    /// [`STALL_AFTER`] is sought back, further each time, like a fetch that landed past the
+    /// position.
+    fn unstick_stalled_partitions(&mut self) {
+        self.last_stall_check = Instant::now();
+        let high_watermarks = self.consumer.context().high_watermarks.lock().expect("watermarks lock").clone();
+        let mut stalled = Vec::new();
+        for (id, task) in &self.tasks {
+            for (topic, position) in task.inputs() {
+                let key = (topic.to_string(), id.partition);
+                let behind = high_watermarks.get(&key).is_some_and(|high| *high > position);
+                let quiet = self.last_fetched.get(&key).is_none_or(|at| at.elapsed() >= STALL_AFTER);
+                if behind && quiet {
+                    stalled.push((key, position));
+                }
+            }
+        }
+        for ((topic, partition), position) in stalled {
+            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(0);
+            *step = next_seek_back(*step);
+            let target = position.saturating_sub(*step).max(0);
+            tracing::info!(%topic, partition, position, target, "no records below the high watermark; seeking back");
+            if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(target), Duration::from_millis(100)) {
+                tracing::debug!(%topic, partition, %error, "seek not accepted yet; retrying");
+            }
+            self.last_fetched.insert((topic, partition), Instant::now());
+        }
     }
 
     /// Seeks assigned partitions to their tasks' positions; keeps the ones the consumer cannot
@@ -391,6 +442,7 @@ impl StreamThread<'_> {
             tracing::warn!(%topic, partition, offset, "record for a partition without a task; skipped (it will be redelivered to its owner)");
             return Ok(());
         };
+        self.last_fetched.insert((topic.clone(), partition), Instant::now());
         let position = self.tasks[&id].position(&topic).unwrap_or(0);
         if offset < position {
             // Processed before the last crash and already in local state (see module docs).
