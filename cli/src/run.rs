@@ -25,6 +25,10 @@ pub(crate) struct RunArgs {
     /// Topology file.
     #[arg(long)]
     topology: Option<PathBuf>,
+    /// Serve interactive queries at this base URL, e.g. http://127.0.0.1:8090 (Kafka Streams
+    /// `application.server`); other instances route queries for this instance's keys here.
+    #[arg(long)]
+    application_server: Option<String>,
 }
 
 /// The processor kinds `sluice run` knows: the built-ins and the fintech pipeline.
@@ -68,7 +72,21 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     if let Some(topology) = args.topology {
         config.topology = topology;
     }
+    if let Some(server) = args.application_server {
+        config.application_server = Some(server);
+    }
     let mut streams = StreamThread::start(&config).await?;
+    if let Some(server) = &config.application_server {
+        let queries = streams.queries.clone();
+        let listen = listen_address(server)?;
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot serve queries on {listen}: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, sluice_ingest::queries::router(queries)).await {
+                tracing::error!(%error, "query server stopped");
+            }
+        });
+        println!("interactive queries at {server}/v1/stores/<store>/keys/<key>");
+    }
     let metrics_url = serve_metrics(&config.metrics_listen).await?;
     println!(
         "sluice run: application {} on {} (state in {}, metrics at {metrics_url})",
@@ -85,6 +103,8 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
 
 /// The stream processors of `config.topology`, running on a blocking thread.
 pub(crate) struct StreamThread {
+    /// Interactive queries over this instance's stores, routed to the others'.
+    pub(crate) queries: sluice_ingest::queries::StoreQueries,
     shutdown: Arc<AtomicBool>,
     /// `None` once [`StreamThread::finished`] saw it end.
     worker: Option<tokio::task::JoinHandle<Result<(), sluice_streams::runtime::RuntimeError>>>,
@@ -106,12 +126,18 @@ impl StreamThread {
             commit_interval_ms: config.commit_interval_ms,
             deserialization_error_policy: config.deserialization_exception_handler,
             processing_error_policy: config.processing_exception_handler,
+            application_server: config.application_server.clone(),
+            num_stream_threads: config.num_stream_threads,
         };
+        let instance = streams_config.group_instance_id.clone();
         let streams = KafkaStreams::new(topology, processor_registry(config)?, streams_config).map_err(|e| e.to_string())?;
         let shutdown = Arc::new(AtomicBool::new(false));
+        let iq = streams.interactive_queries();
+        iq.discover(&config.bootstrap_servers, &config.application_id, Arc::clone(&shutdown)).map_err(|e| format!("interactive-query discovery: {e}"))?;
+        let queries = sluice_ingest::queries::StoreQueries::new(iq, &instance);
         let flag = Arc::clone(&shutdown);
         let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
-        Ok(StreamThread { shutdown, worker: Some(worker) })
+        Ok(StreamThread { queries, shutdown, worker: Some(worker) })
     }
 
     /// Resolves if the stream thread stops by itself (with its error).
@@ -179,6 +205,16 @@ pub(crate) async fn serve_metrics(listen: &str) -> Result<String, String> {
         }
     });
     Ok(url)
+}
+
+/// The `host:port` to bind for an `application_server` URL such as `http://127.0.0.1:8090`.
+fn listen_address(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("application_server `{url}` must be an http:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if !authority.contains(':') {
+        return Err(format!("application_server `{url}` needs a port"));
+    }
+    Ok(authority.to_string())
 }
 
 /// `<application_id>-<hash of the absolute state dir>`: the same for every restart of an

@@ -95,6 +95,20 @@ fn topics_create_is_idempotent_and_reports_unreachable_brokers() {
     assert!(text(&output.stderr).contains(&format!("cannot reach the Kafka broker at {nowhere}")), "{}", text(&output.stderr));
 }
 
+/// An HTTP/1.1 GET: status, headers (lower-case names) and body bytes.
+fn http_request(address: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    (status, headers, response[split + 4..].to_vec())
+}
+
 fn http_get(address: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
@@ -110,6 +124,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
     let mut child = sluice()
         .args(["dev", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
         .arg("--state-dir")
         .arg(dir.join("state"))
         .stdout(Stdio::piped())
@@ -302,7 +317,7 @@ fn reference(records: &[(String, i64, String)]) -> BTreeMap<String, i64> {
     totals
 }
 
-fn crash_scenario(name: &str, wipe_state: bool) {
+fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
     let broker = sluice_testkit::Broker::start();
     let servers = broker.bootstrap_servers();
     let dir = temp_dir(name);
@@ -311,7 +326,7 @@ fn crash_scenario(name: &str, wipe_state: bool) {
     std::fs::write(
         &config,
         format!(
-            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\n",
+            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\nnum_stream_threads = {num_stream_threads}\n",
             dir.join("state").display(),
             dir.join("topology.toml").display()
         ),
@@ -380,17 +395,20 @@ fn crash_scenario(name: &str, wipe_state: bool) {
     let changelog = consume_all(&servers, "crash-balances-changelog");
     assert!(!changelog.is_empty());
     assert!(changelog.iter().all(|(_, _, headers)| headers.iter().any(|(k, _)| k == "sluice.source.offset")));
+    let log = std::fs::read_to_string(dir.join("run2.log")).unwrap();
+    assert_eq!(log.matches("stream thread started").count(), num_stream_threads, "{log}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn run_survives_kill_9_with_exactly_once_effects() {
-    crash_scenario("crash-keep", false);
+    // Two stream threads: the exactly-once guarantee holds per task, whichever thread runs it.
+    crash_scenario("crash-keep", false, 2);
 }
 
 #[test]
 fn run_restores_from_the_changelog_after_kill_9_and_a_deleted_state_dir() {
-    crash_scenario("crash-wipe", true);
+    crash_scenario("crash-wipe", true, 1);
 }
 
 const DLQ_TOPOLOGY: &str = r#"
@@ -717,4 +735,83 @@ fn the_pipeline_end_to_end_registrations_verification_transfers_death_and_refund
     assert_eq!(results, [("nhs-carol".to_string(), VerificationOutcome::Verified), ("nin-alice".into(), VerificationOutcome::Verified), ("nin-bob".into(), VerificationOutcome::Rejected)]);
     let frozen = p.decode_all::<AccountEvent>("accounts.events").into_iter().filter(|e| matches!(e.payload, AccountEventPayload::AccountFrozen(_))).count();
     assert_eq!(frozen, 1);
+}
+
+// ---------------------------------------------------------------- interactive queries across instances
+
+#[test]
+fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
+    let broker = sluice_testkit::Broker::start();
+    let servers = broker.bootstrap_servers();
+    let dir = temp_dir("iq");
+    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
+    let servers_of: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", sluice_testkit::free_port())).collect();
+    let configs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let config = dir.join(format!("sluice-{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "application_id = \"iq\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\napplication_server = \"http://{}\"\n",
+                    dir.join(format!("state-{i}")).display(),
+                    dir.join("topology.toml").display(),
+                    servers_of[i]
+                ),
+            )
+            .unwrap();
+            config
+        })
+        .collect();
+    assert!(run(&["topics", "create", "--config", configs[0].to_str().unwrap()]).status.success());
+    let records = increments(0, 2_000);
+    produce(&servers, "increments", &records);
+    let expected = reference(&records);
+    let mut instances: Vec<std::process::Child> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, config)| {
+            let log = std::fs::File::create(dir.join(format!("run-{i}.log"))).unwrap();
+            sluice().args(["run", "--config", config.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+        })
+        .collect();
+    wait_until("every input is committed", 120, || committed_total(&servers, "iq", "increments", 4) == 2_000);
+
+    // Ask instance 0 for every key: it answers its own keys and forwards the others.
+    let mut served_by = std::collections::BTreeSet::new();
+    wait_until("instance 0 answers every key, some through instance 1", 90, || {
+        served_by.clear();
+        expected.iter().all(|(key, total)| {
+            let (status, headers, body) = http_request(&servers_of[0], &format!("/v1/stores/balances/keys/{key}"));
+            if status != 200 {
+                return false;
+            }
+            served_by.extend(headers.iter().filter(|(k, _)| k == "x-sluice-served-by").map(|(_, v)| v.clone()));
+            assert_eq!(i64::from_be_bytes(body.as_slice().try_into().unwrap()), *total, "{key}");
+            true
+        }) && served_by.len() == 2
+    });
+
+    // A prefix query over the task owning `acct-1`, asked of instance 1.
+    let partition = sluice_streams::partitioner::partition_for_key(b"acct-1", 4);
+    let mut want: Vec<String> = expected
+        .keys()
+        .filter(|k| k.starts_with("acct-1") && sluice_streams::partitioner::partition_for_key(k.as_bytes(), 4) == partition)
+        .cloned()
+        .collect();
+    want.sort();
+    let (status, _, body) = http_request(&servers_of[1], "/v1/stores/balances/prefix/acct-1?prefix=acct-1&limit=50");
+    assert_eq!(status, 200, "{}", text(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let got: Vec<String> = body["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, want);
+
+    let (status, headers, body) = http_request(&servers_of[1], "/v1/stores/nope/keys/acct-1");
+    assert_eq!(status, 404);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"), "{headers:?}");
+    assert!(text(&body).contains("unknown-store"), "{}", text(&body));
+    for child in &mut instances {
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        child.wait().unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

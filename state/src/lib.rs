@@ -15,11 +15,13 @@
 
 mod changelog;
 mod dedupe;
+mod reader;
 mod store;
 mod task_state;
 
 pub use changelog::{ChangelogRecord, SourceOffset, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC};
 pub use dedupe::DedupeStore;
+pub use reader::{Entry, StoreReader};
 pub use store::{KeyValueStore, KvIter, SledStore};
 pub use task_state::{Checkpoint, RestoreStats, TaskState, RESTORE_BATCH_SIZE};
 

@@ -98,6 +98,13 @@ impl TaskState {
         self.stores.iter().map(|s| s.name())
     }
 
+    /// A read-only view of a store's committed entries that other threads can use
+    /// (interactive queries).
+    pub fn reader(&self, name: &str) -> Result<crate::StoreReader, StateError> {
+        self.store(name)?;
+        Ok(crate::StoreReader::new(name, (*self.tree).clone()))
+    }
+
     /// A store, for reading.
     pub fn store(&self, name: &str) -> Result<&SledStore, StateError> {
         self.stores.iter().find(|s| s.name() == name).ok_or_else(|| StateError::UnknownStore(name.to_string()))

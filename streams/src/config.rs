@@ -32,9 +32,15 @@ pub struct SluiceConfig {
     /// Address `sluice run` serves Prometheus metrics on (`GET /metrics`). Default
     /// `127.0.0.1:9464`.
     pub metrics_listen: String,
+    /// Kafka Streams `application.server`: `http://host:port` where `sluice run` serves
+    /// interactive queries over its stores (and answers queries routed from other instances).
+    /// No default: not served.
+    pub application_server: Option<String>,
     /// Kafka `group.instance.id` (static membership): stable across restarts of one instance,
     /// unique per instance. Default `<application_id>-<hash of the state_dir path>`.
     pub group_instance_id: Option<String>,
+    /// Kafka Streams `num.stream.threads`: stream threads per instance. Default 1.
+    pub num_stream_threads: usize,
     /// Kafka Streams `commit.interval.ms`: how often tasks commit. Default 100.
     pub commit_interval_ms: u64,
     /// Kafka Streams `deserialization.exception.handler`: `dlq`, `log_and_continue` or `fail`.
@@ -84,7 +90,9 @@ impl Default for SluiceConfig {
             topology: PathBuf::from("topology.toml"),
             registry_listen: "127.0.0.1:8081".to_string(),
             metrics_listen: "127.0.0.1:9464".to_string(),
+            application_server: None,
             group_instance_id: None,
+            num_stream_threads: 1,
             commit_interval_ms: 100,
             deserialization_exception_handler: crate::runtime::ErrorPolicy::Dlq,
             processing_exception_handler: crate::runtime::ErrorPolicy::Dlq,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod builtin;
 pub mod config;
+pub mod interactive;
 pub mod metrics;
 pub mod partitioner;
 pub mod processor;

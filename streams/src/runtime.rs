@@ -26,6 +26,8 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_schemas::Codec;
+
+use crate::interactive::{instances_topic, InstanceInfo, InteractiveQueries, LocalStores, HEARTBEAT};
 use sluice_state::{ChangelogRecord, SourceOffset, TaskState};
 
 use crate::processor::{ErrorAction, ProcessError};
@@ -68,6 +70,13 @@ pub struct StreamsConfig {
     pub deserialization_error_policy: ErrorPolicy,
     /// `processing.exception.handler`.
     pub processing_error_policy: ErrorPolicy,
+    /// Kafka Streams `num.stream.threads`: stream threads (consumers) in this instance; tasks
+    /// are spread over them by the group's assignment. Thread `i` of an instance with several
+    /// uses `group.instance.id` `<group_instance_id>-<i>`.
+    pub num_stream_threads: usize,
+    /// Kafka Streams `application.server`: the base URL this instance serves store queries
+    /// at, published for interactive-query routing. `None`: not published.
+    pub application_server: Option<String>,
 }
 
 /// Why the runtime stopped.
@@ -153,6 +162,7 @@ pub struct KafkaStreams {
     topology: Arc<Topology>,
     registry: Arc<ProcessorRegistry>,
     config: StreamsConfig,
+    local_stores: LocalStores,
 }
 
 /// A pending delivery: outputs are only awaited at commit.
@@ -169,11 +179,52 @@ impl KafkaStreams {
         if topology.topics.iter().any(|t| t.schema.is_some()) && config.schema_registry_url.is_none() {
             return Err(RuntimeError::Config("the topology has Avro topics: set schema_registry_url".to_string()));
         }
-        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config })
+        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default() })
     }
 
-    /// Runs until `shutdown` becomes true, then commits and closes cleanly.
+    /// Interactive queries over this instance's stores (and, once
+    /// [`InteractiveQueries::discover`] runs, routing to the other instances').
+    pub fn interactive_queries(&self) -> InteractiveQueries {
+        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.group_instance_id)
+    }
+
+    /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,
+    /// which stops the others), then commits and closes cleanly.
     pub fn run(&self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
+        let threads = self.config.num_stream_threads.max(1);
+        let failed = AtomicBool::new(false);
+        if threads == 1 {
+            return self.run_thread(&self.config.group_instance_id, shutdown, &failed);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let (failed, instance) = (&failed, format!("{}-{i}", self.config.group_instance_id));
+                    std::thread::Builder::new()
+                        .name(format!("sluice-stream-{i}"))
+                        .spawn_scoped(scope, move || {
+                            let result = self.run_thread(&instance, shutdown, failed);
+                            if result.is_err() {
+                                failed.store(true, Ordering::SeqCst);
+                            }
+                            result
+                        })
+                        .expect("spawning a stream thread")
+                })
+                .collect();
+            let mut outcome = Ok(());
+            for handle in handles {
+                let result = handle.join().unwrap_or_else(|_| Err(RuntimeError::Config("a stream thread panicked".to_string())));
+                if outcome.is_ok() {
+                    outcome = result;
+                }
+            }
+            outcome
+        })
+    }
+
+    /// One stream thread: its own consumer (member `instance` of the group) and producer.
+    fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), RuntimeError> {
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| RuntimeError::Config(e.to_string()))?;
         let codec = match &self.config.schema_registry_url {
             Some(url) => Some(Codec::new(url).map_err(|e| RuntimeError::Config(e.to_string()))?),
@@ -192,7 +243,7 @@ impl KafkaStreams {
             .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
             // Static membership (KIP-345): a restarted instance takes its partitions back at once
             // (tansu does not evict a dead member when its session times out).
-            .set("group.instance.id", &self.config.group_instance_id)
+            .set("group.instance.id", instance)
             .create_with_context(StreamContext::default())?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
@@ -214,6 +265,7 @@ impl KafkaStreams {
 
         let mut thread = StreamThread {
             streams: self,
+            instance: instance.to_string(),
             consumer,
             producer,
             codec,
@@ -233,8 +285,9 @@ impl KafkaStreams {
             pending_seeks: Vec::new(),
             last_fetched: HashMap::new(),
             last_stall_check: Instant::now(),
+            last_heartbeat: Instant::now(),
         };
-        let result = thread.run_loop(shutdown);
+        let result = thread.run_loop(shutdown, failed);
         let closed = thread.close();
         result.and(closed)
     }
@@ -242,6 +295,8 @@ impl KafkaStreams {
 
 struct StreamThread<'a> {
     streams: &'a KafkaStreams,
+    /// This thread's `group.instance.id`.
+    instance: String,
     consumer: BaseConsumer<StreamContext>,
     producer: FutureProducer,
     codec: Option<Codec>,
@@ -258,6 +313,7 @@ struct StreamThread<'a> {
     /// When a record of each input partition last arrived (any offset).
     last_fetched: HashMap<(String, i32), Instant>,
     last_stall_check: Instant,
+    last_heartbeat: Instant,
 }
 
 /// A partition whose task position is below its high watermark but that delivered nothing
@@ -284,9 +340,9 @@ impl StreamThread<'_> {
         &self.streams.config
     }
 
-    fn run_loop(&mut self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
+    fn run_loop(&mut self, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), RuntimeError> {
         let commit_interval = Duration::from_millis(self.config().commit_interval_ms);
-        while !shutdown.load(Ordering::SeqCst) {
+        while !shutdown.load(Ordering::SeqCst) && !failed.load(Ordering::SeqCst) {
             self.apply_pending_seeks();
             // Detached: the message must outlive the consumer borrow while tasks change.
             let polled = Instant::now();
@@ -297,6 +353,9 @@ impl StreamThread<'_> {
                 Some(Ok(message)) => self.process_message(&message)?,
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => {}
+            }
+            if self.last_heartbeat.elapsed() >= HEARTBEAT {
+                self.publish_instance();
             }
             if self.last_stall_check.elapsed() >= STALL_AFTER {
                 self.unstick_stalled_partitions();
@@ -361,12 +420,14 @@ impl StreamThread<'_> {
             let ids: Vec<TaskId> = self.tasks.keys().copied().filter(|id| revoked.iter().any(|(_, p)| *p == id.partition)).collect();
             for id in ids {
                 if let Some(task) = self.tasks.remove(&id) {
+                    self.streams.local_stores.remove(id);
                     let mut state = task.close();
                     state.abort();
                     tracing::info!(task = %id, "task suspended (state kept on disk)");
                 }
             }
-            metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.tasks.len() as f64);
+            metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.task_ids().len() as f64);
+            self.publish_instance();
         }
         if !self.consumer.context().assignment_changed.swap(false, Ordering::SeqCst) {
             return Ok(());
@@ -386,12 +447,33 @@ impl StreamThread<'_> {
                     for (topic, position) in task.inputs() {
                         self.pending_seeks.push((topic.to_string(), partition, position));
                     }
+                    self.streams.local_stores.add(id, task.state());
                     self.tasks.insert(id, task);
                 }
             }
         }
-        metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.tasks.len() as f64);
+        metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.task_ids().len() as f64);
+        self.publish_instance();
         Ok(())
+    }
+
+    /// Publishes this instance's tasks on the discovery topic (with `application_server` set).
+    /// A failure is logged, not fatal: queries are routed by the next heartbeat.
+    fn publish_instance(&mut self) {
+        self.last_heartbeat = Instant::now();
+        let Some(server) = &self.config().application_server else { return };
+        let info = InstanceInfo {
+            instance: self.instance.clone(),
+            application_server: server.clone(),
+            tasks: self.tasks.keys().map(ToString::to_string).collect(),
+            updated_at_ms: now_ms(),
+        };
+        let payload = serde_json::to_vec(&info).expect("instance info serialises");
+        let topic = instances_topic(&self.config().application_id);
+        let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload);
+        if let Err((error, _)) = self.producer.send_result(record) {
+            tracing::warn!(%error, "cannot publish this instance's tasks for interactive queries");
+        }
     }
 
     /// Opens a task's state, restores it from its changelogs and builds it.
@@ -653,6 +735,7 @@ impl StreamThread<'_> {
         let app = self.config().application_id.clone();
         for id in ids {
             let task = self.tasks.remove(&id).expect("task exists");
+            self.streams.local_stores.remove(id);
             let mut state = task.close();
             state.abort();
             drop(state);
@@ -661,6 +744,7 @@ impl StreamThread<'_> {
             for (topic, position) in task.inputs() {
                 self.consumer.seek(topic, id.partition, Offset::Offset(position), Duration::from_secs(10))?;
             }
+            self.streams.local_stores.add(id, task.state());
             self.tasks.insert(id, task);
         }
         Ok(())
@@ -670,9 +754,16 @@ impl StreamThread<'_> {
     fn close(&mut self) -> Result<(), RuntimeError> {
         let result = self.commit();
         for (id, task) in std::mem::take(&mut self.tasks) {
+            self.streams.local_stores.remove(id);
             let state = task.close();
             state.flush()?;
             tracing::info!(task = %id, "task closed");
+        }
+        if self.config().application_server.is_some() {
+            // Gone: queries stop being routed here at once.
+            let topic = instances_topic(&self.config().application_id);
+            let key = self.instance.clone();
+            let _ = self.producer.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key));
         }
         self.producer.flush(Duration::from_secs(10))?;
         self.consumer.unsubscribe();

@@ -266,6 +266,9 @@ impl Topology {
                 topics.push(TopicSpec::compacted(changelog_topic(application_id, &store.name), sub.partitions, replication_factor));
             }
         }
+        // Interactive-query discovery: which instance runs which task.
+        let replication_factor = self.topics.first().map_or(1, |t| t.replication_factor);
+        topics.push(TopicSpec::compacted(crate::interactive::instances_topic(application_id), 1, replication_factor));
         topics
     }
 
