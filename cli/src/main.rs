@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_streams::config::SluiceConfig;
 
 mod dev;
+mod load;
 mod run;
 mod topics;
 
@@ -65,6 +66,9 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Load harness: relay vs. the balance aggregation on one broker, then end-to-end latency
+    /// at a fixed rate.
+    Load(load::LoadArgs),
     /// Print the user id Sluice derives from an email (the key of that user's commands).
     UserId {
         /// The email address.
@@ -203,6 +207,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::UserId { email } => {
             println!("{}", sluice_processors::model::user_id_for_email(&email));
             Ok(ExitCode::SUCCESS)

@@ -138,6 +138,11 @@ impl InteractiveQueries {
             .ok_or_else(|| QueryError::NotAvailable(task, store.to_string()))
     }
 
+    /// How many tasks run in this instance (all restored and processing).
+    pub fn local_task_count(&self) -> usize {
+        self.local.task_ids().len()
+    }
+
     /// The instances known from the discovery topic (for diagnostics).
     pub fn instances(&self) -> Vec<InstanceInfo> {
         self.instances.read().expect("instances lock").values().cloned().collect()

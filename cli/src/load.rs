@@ -1,0 +1,405 @@
+//! `sluice load`: the load harness of the streams runtime. On one broker, in one run:
+//!
+//! 1. **relay**: a plain rdkafka consume-produce loop (no state), flushing the producer and
+//!    committing offsets every `commit_interval_ms`: the ceiling of any processor.
+//! 2. **aggregation**: the balance aggregation (`keyed-sum` with a changelogged store and a
+//!    dedupe store) run by the Sluice runtime with the commit protocol of DESIGN §5.3.
+//! 3. **latency**: the aggregation at a moderate, fixed rate; end-to-end latency from the
+//!    input record's timestamp (set when produced) to the output's arrival at a consumer.
+//!
+//! Throughput is measured from the moment every partition is assigned (and, for the
+//! runtime, every task restored) to the moment every input is committed, with the whole input
+//! produced beforehand, so the producer never limits it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_streams::builtin::register_builtins;
+use sluice_streams::runtime::{ErrorPolicy, KafkaStreams, StreamsConfig};
+use sluice_streams::topology::TopicSpec;
+use sluice_streams::{ProcessorRegistry, Topology};
+
+/// Flags of `sluice load`.
+#[derive(clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Use this broker (host:port); default: start a private in-memory tansu broker.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Records per throughput phase.
+    #[arg(long, default_value_t = 100_000)]
+    records: usize,
+    /// Distinct keys (accounts).
+    #[arg(long, default_value_t = 1_000)]
+    keys: usize,
+    /// Records per second in the latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Length of the latency phase in seconds.
+    #[arg(long, default_value_t = 15)]
+    duration_s: u64,
+    /// `commit.interval.ms` of the runtime (and the relay's flush-and-commit period).
+    #[arg(long, default_value_t = 100)]
+    commit_interval_ms: u64,
+}
+
+const PARTITIONS: i32 = 4;
+const AGGREGATION: &str = r#"
+[[topic]]
+name = "load.amounts"
+partitions = 4
+
+[[topic]]
+name = "load.totals"
+partitions = 4
+
+[[store]]
+name = "balances"
+
+[[store]]
+name = "seen"
+kind = "dedupe"
+retention_ms = 86400000
+
+[[source]]
+name = "amounts"
+topics = ["load.amounts"]
+
+[[processor]]
+name = "sum"
+kind = "keyed-sum"
+parents = ["amounts"]
+stores = ["balances", "seen"]
+config = { dedupe = "seen" }
+
+[[sink]]
+name = "totals"
+topic = "load.totals"
+parents = ["sum"]
+"#;
+
+/// Runs the three phases and prints a report.
+pub(crate) async fn run(args: LoadArgs) -> Result<(), String> {
+    let broker = match &args.bootstrap_servers {
+        Some(_) => None,
+        None => {
+            println!("starting a private in-memory tansu broker...");
+            Some(tokio::task::spawn_blocking(sluice_testkit::Broker::start).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let servers = args.bootstrap_servers.clone().unwrap_or_else(|| broker.as_ref().map(|b| b.bootstrap_servers()).unwrap_or_default());
+    let topology = Topology::parse(AGGREGATION, "load-aggregation.toml").map_err(|e| e.to_string())?;
+    let mut specs = topology.topics_to_create("load");
+    for name in ["load.relay.in", "load.relay.out"] {
+        specs.push(TopicSpec { name: name.to_string(), ..specs[0].clone() });
+    }
+    sluice_streams::admin::create_topics(&servers, &specs).await.map_err(|e| e.to_string())?;
+    let report = tokio::task::spawn_blocking(move || measure(&args, &servers, topology)).await.map_err(|e| e.to_string())??;
+    println!("{report}");
+    Ok(())
+}
+
+fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String, String> {
+    let commit_interval = Duration::from_millis(args.commit_interval_ms);
+    println!("producing {} records to load.relay.in and load.amounts...", args.records);
+    produce(servers, "load.relay.in", 0, args.records, args.keys)?;
+    produce(servers, "load.amounts", 0, args.records, args.keys)?;
+
+    println!("phase 1: relay");
+    let relay_s = relay(servers, args.records, commit_interval)?;
+    let relay_rate = args.records as f64 / relay_s;
+    println!("phase 2: aggregation (sluice runtime, changelog + dedupe)");
+    let state_dir = std::env::temp_dir().join(format!("sluice-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let config = StreamsConfig {
+        application_id: "load".to_string(),
+        bootstrap_servers: servers.to_string(),
+        schema_registry_url: None,
+        state_dir: state_dir.clone(),
+        group_instance_id: format!("load-{}", std::process::id()),
+        commit_interval_ms: args.commit_interval_ms,
+        deserialization_error_policy: ErrorPolicy::Dlq,
+        processing_error_policy: ErrorPolicy::Dlq,
+        application_server: None,
+        num_stream_threads: 1,
+    };
+    let mut registry = ProcessorRegistry::new();
+    register_builtins(&mut registry);
+    let streams = KafkaStreams::new(topology, registry, config).map_err(|e| e.to_string())?;
+    let iq = streams.interactive_queries();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&shutdown);
+    let worker = std::thread::spawn(move || streams.run(&flag));
+    let outcome = (|| {
+        wait_for("every task to be running", Duration::from_secs(120), || iq.local_task_count() == PARTITIONS as usize)?;
+        let started = Instant::now();
+        wait_for("every input to be committed", Duration::from_secs(600), || committed(servers, "load", "load.amounts") >= args.records as i64)?;
+        let aggregation_s = started.elapsed().as_secs_f64();
+        println!("phase 3: latency at {} records/s for {} s", args.rate, args.duration_s);
+        let latencies = latency(servers, args)?;
+        Ok::<_, String>((aggregation_s, latencies))
+    })();
+    shutdown.store(true, Ordering::SeqCst);
+    let stopped = worker.join().map_err(|_| "the stream thread panicked".to_string())?;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let (aggregation_s, mut latencies) = outcome?;
+    stopped.map_err(|e| e.to_string())?;
+    let aggregation_rate = args.records as f64 / aggregation_s;
+    latencies.sort_unstable_by(f64::total_cmp);
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+    let budget = args.commit_interval_ms as f64 + 100.0;
+    let ratio = aggregation_rate / relay_rate;
+    Ok(format!(
+        "\nsluice load: {} records, {} keys, 4 partitions, commit.interval.ms={}\n\
+         (a) relay (rdkafka consume -> produce, no state)      {relay_rate:>10.0} records/s  ({relay_s:.2} s)\n\
+         (b) aggregation (runtime, changelog + dedupe)         {aggregation_rate:>10.0} records/s  ({aggregation_s:.2} s)\n\
+         (b)/(a)                                               {:>10.1} %   (target >= 60 %: {})\n\
+         end-to-end latency at {} records/s, {} records: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n\
+         p99 target < commit.interval.ms + 100 = {budget:.0} ms: {}",
+        args.records,
+        args.keys,
+        args.commit_interval_ms,
+        ratio * 100.0,
+        if ratio >= 0.6 { "met" } else { "MISSED" },
+        args.rate,
+        latencies.len(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0.0),
+        if pct(0.99) < budget { "met" } else { "MISSED" },
+    ))
+}
+
+fn producer(servers: &str) -> Result<BaseProducer<DeliveryCounter>, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(DeliveryCounter::default())
+        .map_err(|e| e.to_string())
+}
+
+/// Counts failed deliveries (a load run with lost input would measure nothing).
+#[derive(Default)]
+struct DeliveryCounter {
+    failed: std::sync::atomic::AtomicUsize,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCounter {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().expect("error lock") = Some(error.to_string());
+        }
+    }
+}
+
+/// Keyed integer amounts with unique `event_id` headers, as the aggregation expects.
+fn produce(servers: &str, topic: &str, from: usize, count: usize, keys: usize) -> Result<(), String> {
+    let producer = producer(servers)?;
+    for i in from..from + count {
+        let key = format!("acct-{}", i % keys);
+        let value = ((i % 97) as i64 - 40).to_string();
+        let event_id = format!("{topic}-{i}");
+        let headers = OwnedHeaders::new().insert(Header { key: "event_id", value: Some(event_id.as_bytes()) });
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value).headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = returned;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(format!("{topic}: {failed} of {count} records were not delivered ({:?})", producer.context().last_error.lock().expect("error lock")));
+    }
+    Ok(())
+}
+
+/// The relay; returns the seconds from the start of consumption to everything committed.
+fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<f64, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "load-relay")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let producer = producer(servers)?;
+    // Next offset to relay per partition. tansu 0.6 answers a fetch inside a record batch with
+    // the next batch (or nothing, for the last one), so the relay re-assigns further back
+    // whenever a record skips ahead or nothing arrives, as the runtime does; records already
+    // relayed are skipped.
+    let mut positions = [0i64; PARTITIONS as usize];
+    let mut steps = [0i64; PARTITIONS as usize];
+    let assign = |positions: &[i64], steps: &[i64]| -> Result<(), String> {
+        let mut list = TopicPartitionList::new();
+        for (partition, (position, step)) in positions.iter().zip(steps).enumerate() {
+            list.add_partition_offset("load.relay.in", partition as i32, Offset::Offset((position - step).max(0))).map_err(|e| e.to_string())?;
+        }
+        consumer.assign(&list).map_err(|e| e.to_string())
+    };
+    let back = |step: i64| if step == 0 { 64 } else { step * 2 };
+    assign(&positions, &steps)?;
+    let started = Instant::now();
+    let mut last_commit = Instant::now();
+    let mut last_message = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut relayed = 0usize;
+    while relayed < records {
+        if Instant::now() > deadline {
+            return Err(format!("relay: {relayed} of {records} records after 600 s"));
+        }
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(message)) => {
+                last_message = Instant::now();
+                let partition = message.partition() as usize;
+                if message.offset() < positions[partition] {
+                    continue;
+                }
+                if message.offset() > positions[partition] {
+                    steps[partition] = back(steps[partition]);
+                    assign(&positions, &steps)?;
+                    continue;
+                }
+                steps[partition] = 0;
+                let mut record = BaseRecord::to("load.relay.out").payload(message.payload().unwrap_or_default());
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                while let Err((_, returned)) = producer.send(record) {
+                    producer.poll(Duration::from_millis(5));
+                    record = returned;
+                }
+                positions[partition] = message.offset() + 1;
+                relayed += 1;
+            }
+            _ if last_message.elapsed() > Duration::from_millis(500) => {
+                // Nothing arrives but records remain: stuck inside a partition's last batch.
+                last_message = Instant::now();
+                for step in &mut steps {
+                    *step = back(*step);
+                }
+                assign(&positions, &steps)?;
+            }
+            _ => {}
+        }
+        producer.poll(Duration::ZERO);
+        if last_commit.elapsed() >= commit_interval || relayed == records {
+            last_commit = Instant::now();
+            producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            let mut list = TopicPartitionList::new();
+            for (partition, offset) in positions.iter().enumerate() {
+                list.add_partition_offset("load.relay.in", partition as i32, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+            }
+            consumer.commit(&list, CommitMode::Sync).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Sum of the committed offsets of `group` on `topic`.
+fn committed(servers: &str, group: &str, topic: &str) -> i64 {
+    let Ok(consumer) = ClientConfig::new().set("bootstrap.servers", servers).set("group.id", group).create::<BaseConsumer>() else { return 0 };
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(topic, p);
+    }
+    match consumer.committed_offsets(list, Duration::from_secs(5)) {
+        Ok(list) => list.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum(),
+        Err(_) => 0,
+    }
+}
+
+/// Produces at `rate` for `duration_s` while a consumer of the outputs records, per output,
+/// the milliseconds since its input was produced.
+fn latency(servers: &str, args: &LoadArgs) -> Result<Vec<f64>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "load-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset("load.totals", p, Offset::End).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&list).map_err(|e| e.to_string())?;
+    // Let the consumer settle at the end before the first measured record.
+    for _ in 0..20 {
+        consumer.poll(Duration::from_millis(50));
+    }
+    let total = (args.rate * args.duration_s) as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (servers_owned, rate, keys, stop_flag) = (servers.to_string(), args.rate, args.keys, Arc::clone(&stop));
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        let producer = producer(&servers_owned)?;
+        let started = Instant::now();
+        for i in 0..total {
+            // Paced: record i leaves at i / rate seconds.
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let key = format!("acct-{}", i % keys);
+            let event_id = format!("latency-{i}");
+            let headers = OwnedHeaders::new().insert(Header { key: "event_id", value: Some(event_id.as_bytes()) });
+            let record = BaseRecord::to("load.amounts").key(&key).payload("1").headers(headers).timestamp(now_ms());
+            producer.send(record).map_err(|(e, _)| e.to_string())?;
+            producer.poll(Duration::ZERO);
+            if stop_flag.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())
+    });
+    let mut latencies = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s + 60);
+    while latencies.len() < total && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(10)) {
+            if let Some(sent) = message.timestamp().to_millis() {
+                latencies.push((now_ms() - sent) as f64);
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    sender.join().map_err(|_| "the latency producer panicked".to_string())??;
+    if latencies.len() < total {
+        return Err(format!("latency: only {} of {total} outputs arrived", latencies.len()));
+    }
+    Ok(latencies)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
