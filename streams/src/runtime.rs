@@ -244,6 +244,9 @@ impl KafkaStreams {
             // tansu answers a waiting fetch only when fetch.wait.max.ms runs out, not when data
             // arrives: a short wait keeps end-to-end latency low (at the cost of idle fetches).
             .set("fetch.wait.max.ms", "10")
+            // ...and treats some of tansu's answers at the log end as errors: do not back off
+            // 500 ms after them.
+            .set("fetch.error.backoff.ms", "10")
             // Static membership (KIP-345): a restarted instance takes its partitions back at once
             // (tansu does not evict a dead member when its session times out).
             .set("group.instance.id", instance)
