@@ -967,10 +967,11 @@ Topologies:
         let topology = Topology::parse(SMALL, "t.toml").unwrap();
         let topics = topology.topics_to_create("app");
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["in", "out", "app-by-payee-repartition", "app-totals-changelog"]);
+        assert_eq!(names, ["in", "out", "app-by-payee-repartition", "app-totals-changelog", "app-instances"]);
         let changelog = &topics[3];
         assert_eq!(changelog.config["cleanup.policy"], "compact");
         assert_eq!(changelog.partitions, 2);
+        assert_eq!((topics[4].config["cleanup.policy"].as_str(), topics[4].partitions), ("compact", 1), "interactive-query discovery");
         for topic in &topics {
             assert!(topic.config.contains_key("cleanup.policy") && topic.config.contains_key("retention.ms"), "{topic:?}");
         }
