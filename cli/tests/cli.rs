@@ -95,6 +95,21 @@ fn topics_create_is_idempotent_and_reports_unreachable_brokers() {
     assert!(text(&output.stderr).contains(&format!("cannot reach the Kafka broker at {nowhere}")), "{}", text(&output.stderr));
 }
 
+/// Reads `sluice dev`'s stdout up to the end of its banner; returns the banner and the rest.
+fn read_banner(child: &mut std::process::Child) -> (String, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    (banner, lines)
+}
+
 /// An HTTP/1.1 GET: status, headers (lower-case names) and body bytes.
 fn http_request(address: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut stream = TcpStream::connect(address).unwrap();
@@ -131,16 +146,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.contains("Ctrl-C stops everything") {
-            break;
-        }
-    }
+    let (banner, lines) = read_banner(&mut child);
     assert!(banner.contains("Sluice dev stack is up"), "{banner}");
     assert!(banner.contains(&format!("kcat -L -b 127.0.0.1:{broker_port}")), "{banner}");
 
@@ -558,16 +564,7 @@ impl Pipeline {
             .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.contains("Ctrl-C stops everything") {
-                break;
-            }
-        }
+        let (banner, lines) = read_banner(&mut child);
         assert!(banner.contains("Processors       topology.toml (3 sub-topologies)"), "{banner}");
         std::thread::spawn(move || lines.for_each(drop));
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -5,7 +5,7 @@
 
 use rust_decimal::Decimal;
 use sluice_schemas::types::{
-    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityPayload, IdentityVerificationResult,
+    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityVerificationResult,
     KycLevel, KycLevelChanged, PasswordChanged, PaymentCommand, PaymentPayload, Principal, ProfileUpdated, SessionsRevoked, UpdateProfile,
     UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome,
 };
@@ -229,28 +229,7 @@ impl AuthValidation {
             }
         };
         let Some((reason, detail)) = refusal else { return Ok(true) };
-        let IdentityPayload::VerifyIdentity(verify) = &command.payload;
-        let result = IdentityVerificationResult {
-            event_id: format!("{}:result", command.event_id),
-            occurred_at: emit::now(ctx),
-            command_id: command.event_id.clone(),
-            user_id: key.to_string(),
-            identifier_type: verify.identifier_type,
-            identifier: verify.value.clone(),
-            outcome: VerificationOutcome::Rejected,
-            reason: Some(reason.to_string()),
-        };
-        emit::send(ctx, sinks::IDENTITY_REJECTED, key, result)?;
-        emit::set_status(ctx, &command.event_id, "VerifyIdentity", key, CommandState::Rejected, Some((reason, &detail)))?;
-        let activity = Activity {
-            user_id: key,
-            principal_subject: &command.principal.subject,
-            command_id: &command.event_id,
-            command_type: "VerifyIdentity",
-            outcome: "rejected",
-            reason: Some(reason),
-        };
-        emit::activity(ctx, sinks::ACTIVITY, activity)?;
+        crate::identity::reject_request(ctx, key, command, reason, &detail)?;
         Ok(false)
     }
 

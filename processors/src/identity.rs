@@ -30,7 +30,7 @@ impl Processor for IdentityRequest {
         let Value::Record(AnyRecord::IdentityCommand(command)) = &record.value else { return Err(emit::unexpected(REQUEST_KIND, &record)) };
         let IdentityPayload::VerifyIdentity(verify) = &command.payload;
         match identifiers::normalise(verify.identifier_type, &verify.value) {
-            Err(error) => reject_format(ctx, &key, command, &error.to_string()),
+            Err(error) => reject_request(ctx, &key, command, reasons::INVALID_FORMAT, &error.to_string()),
             Ok(identifier) => {
                 emit::set_status(ctx, &command.event_id, "VerifyIdentity", &key, CommandState::Pending, None)?;
                 let claim = IdentityClaim {
@@ -47,7 +47,9 @@ impl Processor for IdentityRequest {
     }
 }
 
-fn reject_format(ctx: &mut ProcessorContext<'_>, key: &str, command: &IdentityCommand, detail: &str) -> Result<(), ProcessError> {
+/// The one outcome of a verification refused on the user's task (gate or format): the result
+/// on `identity.verification.result`, the command's status and its audit record.
+pub(crate) fn reject_request(ctx: &mut ProcessorContext<'_>, key: &str, command: &IdentityCommand, reason: &str, detail: &str) -> Result<(), ProcessError> {
     let IdentityPayload::VerifyIdentity(verify) = &command.payload;
     let result = IdentityVerificationResult {
         event_id: format!("{}:result", command.event_id),
@@ -57,17 +59,17 @@ fn reject_format(ctx: &mut ProcessorContext<'_>, key: &str, command: &IdentityCo
         identifier_type: verify.identifier_type,
         identifier: verify.value.clone(),
         outcome: VerificationOutcome::Rejected,
-        reason: Some(reasons::INVALID_FORMAT.to_string()),
+        reason: Some(reason.to_string()),
     };
     emit::send(ctx, sinks::IDENTITY_REJECTED, key, result)?;
-    emit::set_status(ctx, &command.event_id, "VerifyIdentity", key, CommandState::Rejected, Some((reasons::INVALID_FORMAT, detail)))?;
+    emit::set_status(ctx, &command.event_id, "VerifyIdentity", key, CommandState::Rejected, Some((reason, detail)))?;
     let activity = Activity {
         user_id: key,
         principal_subject: &command.principal.subject,
         command_id: &command.event_id,
         command_type: "VerifyIdentity",
         outcome: "rejected",
-        reason: Some(reasons::INVALID_FORMAT),
+        reason: Some(reason),
     };
     emit::activity(ctx, sinks::ACTIVITY, activity)
 }
