@@ -150,7 +150,10 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
     let outcome = (|| {
         wait_for("every task to be running", Duration::from_secs(120), || iq.local_task_count() == PARTITIONS as usize)?;
         let started = Instant::now();
-        wait_for("every input to be committed", Duration::from_secs(600), || committed(servers, APP, "load.amounts") >= args.records as i64)?;
+        // One probe consumer for the whole wait: a new client per check would steal the CPU
+        // being measured.
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).set("group.id", APP).create().map_err(|e| e.to_string())?;
+        wait_for("every input to be committed", Duration::from_secs(600), || committed(&probe, "load.amounts") >= args.records as i64)?;
         let aggregation_s = started.elapsed().as_secs_f64();
         println!("phase 3: latency at {} records/s for {} s", args.rate, args.duration_s);
         let latencies = latency(servers, args)?;
@@ -343,9 +346,8 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
     Ok((relayed, started.elapsed().as_secs_f64()))
 }
 
-/// Sum of the committed offsets of `group` on `topic`.
-fn committed(servers: &str, group: &str, topic: &str) -> i64 {
-    let Ok(consumer) = ClientConfig::new().set("bootstrap.servers", servers).set("group.id", group).create::<BaseConsumer>() else { return 0 };
+/// Sum of the committed offsets of the probe's group on `topic`.
+fn committed(consumer: &BaseConsumer, topic: &str) -> i64 {
     let mut list = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         list.add_partition(topic, p);
