@@ -151,7 +151,18 @@ fn ensure_jwt_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf>, Strin
             .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
         std::io::Write::write_all(&mut out, secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     }
-    let secret = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    use_dev_secret(config)
+}
+
+/// Without configured JWT keys, signs and checks with the secret `sluice dev` keeps in
+/// [`dev_secret_file`]; returns that file when it is the one in use.
+pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {
+    if config.jwt_secret.is_some() || config.jwt_algorithm != "HS256" {
+        return Ok(None);
+    }
+    let file = dev_secret_file(config);
+    let secret = std::fs::read_to_string(&file)
+        .map_err(|e| format!("no jwt_secret configured and no dev secret at {} ({e}); start `sluice dev` first", file.display()))?;
     config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
     Ok(Some(file))
 }

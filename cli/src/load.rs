@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_streams::builtin::register_builtins;
-use sluice_streams::runtime::{ErrorPolicy, KafkaStreams, StreamsConfig};
+use sluice_streams::runtime::{next_seek_back, now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
 use sluice_streams::topology::TopicSpec;
 use sluice_streams::{ProcessorRegistry, Topology};
 
@@ -281,7 +281,6 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
         }
         consumer.assign(&list).map_err(|e| e.to_string())
     };
-    let back = |step: i64| if step == 0 { 64 } else { step * 2 };
     assign(&positions, &steps)?;
     let started = Instant::now();
     let mut last_commit = Instant::now();
@@ -306,7 +305,7 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
                     continue;
                 }
                 if message.offset() > positions[partition] {
-                    steps[partition] = back(steps[partition]);
+                    steps[partition] = next_seek_back(steps[partition]);
                     assign(&positions, &steps)?;
                     continue;
                 }
@@ -326,7 +325,7 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
                 // Nothing arrives but records remain: stuck inside a partition's last batch.
                 last_message = Instant::now();
                 for step in &mut steps {
-                    *step = back(*step);
+                    *step = next_seek_back(*step);
                 }
                 assign(&positions, &steps)?;
             }
@@ -434,8 +433,4 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Re
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -193,14 +193,9 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                     return Err(format!("unknown role `{role}` (user, operator or hmrc)"));
                 }
             }
-            if config.jwt_secret.is_none() && config.jwt_algorithm == "HS256" {
-                let file = dev::dev_secret_file(&config);
-                let secret = std::fs::read_to_string(&file)
-                    .map_err(|e| format!("no jwt_secret configured and no dev secret at {} ({e}); start `sluice dev` first", file.display()))?;
-                config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
-            }
+            dev::use_dev_secret(&mut config)?;
             let keys = run::jwt_keys(&config)?.ok_or("no JWT keys configured")?;
-            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as i64;
+            let now_ms = sluice_streams::runtime::now_ms();
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             let jti = format!("cli-{now_ms}-{}", std::process::id());
             let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;

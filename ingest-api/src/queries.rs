@@ -10,7 +10,7 @@
 //!   key order: `{"entries": [{"key": "...", "value": ...}]}` (JSON values inline, others as
 //!   `{"hex": "..."}`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use sluice_streams::interactive::{InteractiveQueries, Location, QueryError};
+use sluice_streams::runtime::now_ms;
 
 use crate::problem::Problem;
 
@@ -224,10 +225,6 @@ fn encode(segment: &str) -> String {
         .bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

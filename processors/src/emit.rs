@@ -180,18 +180,7 @@ pub fn reject_payment(ctx: &mut ProcessorContext<'_>, payment: &Payment, reason:
     send(ctx, sinks::REJECTED, &payment.payer_user_id, rejected)?;
     let command_type = payment_type(payment.kind);
     set_status(ctx, &payment.command_id, command_type, &payment.payer_user_id, CommandState::Rejected, Some((reason, detail)))?;
-    activity(
-        ctx,
-        sinks::ACTIVITY,
-        Activity {
-            user_id: &payment.payer_user_id,
-            principal_subject: &payment.principal_subject,
-            command_id: &payment.command_id,
-            command_type,
-            outcome: "rejected",
-            reason: Some(reason),
-        },
-    )
+    payment_activity(ctx, payment, "rejected", Some(reason))
 }
 
 /// The `payments.settled` record and audit record of a completed payment (its status is set
@@ -209,18 +198,20 @@ pub fn settle_payment(ctx: &mut ProcessorContext<'_>, payment: &Payment) -> Resu
         reference: payment.reference.clone(),
     };
     send(ctx, sinks::SETTLED, &payment.payer_user_id, settled)?;
-    activity(
-        ctx,
-        sinks::ACTIVITY,
-        Activity {
-            user_id: &payment.payer_user_id,
-            principal_subject: &payment.principal_subject,
-            command_id: &payment.command_id,
-            command_type: payment_type(payment.kind),
-            outcome: "settled",
-            reason: None,
-        },
-    )
+    payment_activity(ctx, payment, "settled", None)
+}
+
+/// The audit record of a payment's outcome.
+fn payment_activity(ctx: &mut ProcessorContext<'_>, payment: &Payment, outcome: &str, reason: Option<&str>) -> Result<(), ProcessError> {
+    let record = Activity {
+        user_id: &payment.payer_user_id,
+        principal_subject: &payment.principal_subject,
+        command_id: &payment.command_id,
+        command_type: payment_type(payment.kind),
+        outcome,
+        reason,
+    };
+    activity(ctx, sinks::ACTIVITY, record)
 }
 
 /// The event id of a record the processors consume: `event_id` of commands, events and legs.

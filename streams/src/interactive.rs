@@ -68,6 +68,16 @@ impl LocalStores {
         self.tasks.write().expect("local stores lock").remove(&id);
     }
 
+    /// How many tasks run here.
+    pub fn len(&self) -> usize {
+        self.tasks.read().expect("local stores lock").len()
+    }
+
+    /// True when no task runs here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The running tasks.
     pub fn task_ids(&self) -> Vec<TaskId> {
         self.tasks.read().expect("local stores lock").keys().copied().collect()
@@ -140,7 +150,7 @@ impl InteractiveQueries {
 
     /// How many tasks run in this instance (all restored and processing).
     pub fn local_task_count(&self) -> usize {
-        self.local.task_ids().len()
+        self.local.len()
     }
 
     /// The instances known from the discovery topic (for diagnostics).

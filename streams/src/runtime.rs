@@ -333,7 +333,7 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 const SEEK_BACK_START: i64 = 256;
 
 /// The next, doubled, seek-back distance after `step` (0: none yet).
-fn next_seek_back(step: i64) -> i64 {
+pub fn next_seek_back(step: i64) -> i64 {
     if step == 0 {
         SEEK_BACK_START
     } else {
@@ -432,7 +432,7 @@ impl StreamThread<'_> {
                     tracing::info!(task = %id, "task suspended (state kept on disk)");
                 }
             }
-            metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.task_ids().len() as f64);
+            metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.len() as f64);
             self.publish_instance();
         }
         if !self.consumer.context().assignment_changed.swap(false, Ordering::SeqCst) {
@@ -458,7 +458,7 @@ impl StreamThread<'_> {
                 }
             }
         }
-        metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.task_ids().len() as f64);
+        metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.streams.local_stores.len() as f64);
         self.publish_instance();
         Ok(())
     }
@@ -523,15 +523,22 @@ impl StreamThread<'_> {
     }
 
     fn process_message(&mut self, message: &OwnedMessage) -> Result<(), RuntimeError> {
-        let topic = message.topic().to_string();
         let partition = message.partition();
         let offset = message.offset();
-        let Some(id) = self.tasks.iter().find(|(id, task)| id.partition == partition && task.position(&topic).is_some()).map(|(id, _)| *id) else {
+        // One owned key per record, for the per-partition bookkeeping below.
+        let key = (message.topic().to_string(), partition);
+        let topic = &key.0;
+        let Some(id) = self.tasks.iter().find(|(id, task)| id.partition == partition && task.position(topic).is_some()).map(|(id, _)| *id) else {
             tracing::warn!(%topic, partition, offset, "record for a partition without a task; skipped (it will be redelivered to its owner)");
             return Ok(());
         };
-        self.last_fetched.insert((topic.clone(), partition), Instant::now());
-        let position = self.tasks[&id].position(&topic).unwrap_or(0);
+        match self.last_fetched.get_mut(&key) {
+            Some(at) => *at = Instant::now(),
+            None => {
+                self.last_fetched.insert(key.clone(), Instant::now());
+            }
+        }
+        let position = self.tasks[&id].position(topic).unwrap_or(0);
         if offset < position {
             // Processed before the last crash and already in local state (see module docs).
             return Ok(());
@@ -540,14 +547,14 @@ impl StreamThread<'_> {
             // Never skip input. tansu 0.6 answers a fetch at an offset inside a record batch
             // with the *next* batch, so seeking to the position itself can land past it again:
             // seek further back each time (records below the position are skipped above).
-            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(0);
+            let step = self.seek_back.entry(key.clone()).or_insert(0);
             *step = next_seek_back(*step);
             let target = position.saturating_sub(*step).max(0);
             tracing::debug!(%topic, partition, offset, position, target, "fetched past the task position; seeking back");
-            self.consumer.seek(&topic, partition, Offset::Offset(target), Duration::from_secs(10))?;
+            self.consumer.seek(topic, partition, Offset::Offset(target), Duration::from_secs(10))?;
             return Ok(());
         }
-        self.seek_back.remove(&(topic.clone(), partition));
+        self.seek_back.remove(&key);
         let metadata = RecordMetadata { topic: Arc::from(topic.as_str()), partition, offset };
         let record = match self.decode(message) {
             Ok(record) => record,
@@ -859,6 +866,7 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
     Ok(records)
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
