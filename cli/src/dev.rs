@@ -38,6 +38,9 @@ pub(crate) struct DevArgs {
     /// Address the processors' Prometheus metrics are served on.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Address the HTTP API listens on.
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 /// Runs the dev stack until Ctrl-C or SIGTERM.
@@ -50,6 +53,9 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
     }
     if let Some(listen) = args.metrics_listen {
         config.metrics_listen = listen;
+    }
+    if let Some(listen) = args.http_listen {
+        config.http_listen = listen;
     }
     // Fail on a bad topology before starting anything.
     Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
@@ -100,9 +106,18 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     config.schema_registry_url = registry.url();
     let secret_file = ensure_jwt_secret(&mut config)?;
     let mut streams = StreamThread::start(&config).await?;
-    let metrics_url = crate::run::serve_metrics(&config.metrics_listen).await?;
+    let metrics = crate::run::install_metrics()?;
+    let metrics_url = crate::run::serve_metrics(&config.metrics_listen, metrics.clone()).await?;
+    let api_listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {} for the API: {e}", config.http_listen))?;
+    let api_url = format!("http://{}", api_listener.local_addr().map_err(|e| e.to_string())?);
+    let state = crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics), &format!("{}-dev", config.application_id))?;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(sluice_ingest::serve(api_listener, state, async move {
+        let _ = api_stopped.await;
+    }));
     println!();
     println!("  Sluice dev stack is up");
+    println!("  HTTP API         {api_url}   (OpenAPI: {api_url}/openapi.json, metrics: {api_url}/metrics)");
     println!("  Kafka broker     {}", config.bootstrap_servers);
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
     println!("  Processors       {} ({} sub-topologies), metrics at {metrics_url}", config.topology.display(), topology.subtopologies.len());
@@ -112,7 +127,8 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
         None => println!("  JWT keys         from the jwt_* settings"),
     }
     println!();
-    println!("  Try:  scripts/kcat -L -b {}", config.bootstrap_servers);
+    println!("  Try:  curl {api_url}/ready");
+    println!("        scripts/kcat -L -b {}", config.bootstrap_servers);
     println!("        curl {}/subjects", registry.url());
     println!("  Ctrl-C stops everything.");
     println!();
@@ -121,6 +137,10 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
         finished = streams.finished() => finished,
     };
     println!("shutting down");
+    let _ = stop_api.send(());
+    if let Ok(Err(error)) = api.await {
+        tracing::warn!(%error, "API server stopped with an error");
+    }
     let stopped = streams.stop().await;
     outcome.and(stopped)
 }

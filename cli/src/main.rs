@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_streams::config::SluiceConfig;
 
 mod dev;
+mod ingest;
 mod load;
 mod run;
 mod topics;
@@ -31,6 +32,9 @@ enum Command {
     /// Run the stream processors of the topology against a broker (one stream thread; run
     /// several instances with the same application_id to scale out).
     Run(run::RunArgs),
+    /// Run the HTTP ingest API (commands in, store queries out) against a broker, a Schema
+    /// Registry and `sluice run` instances started with --application-server.
+    Ingest(ingest::IngestArgs),
     /// Run the embedded Confluent-compatible Schema Registry.
     Registry {
         /// Kafka bootstrap servers (host:port).
@@ -144,6 +148,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
     match command {
         Command::Dev(args) => dev::run(args, config).await.map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::run(args, config).await.map(|()| ExitCode::SUCCESS),
+        Command::Ingest(args) => ingest::run(args, config).await.map(|()| ExitCode::SUCCESS),
         Command::Registry { bootstrap_servers, listen } => {
             if let Some(servers) = bootstrap_servers {
                 config.bootstrap_servers = servers;

@@ -87,7 +87,7 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
         });
         println!("interactive queries at {server}/v1/stores/<store>/keys/<key>");
     }
-    let metrics_url = serve_metrics(&config.metrics_listen).await?;
+    let metrics_url = serve_metrics(&config.metrics_listen, install_metrics()?).await?;
     println!(
         "sluice run: application {} on {} (state in {}, metrics at {metrics_url})",
         config.application_id,
@@ -173,8 +173,8 @@ impl StreamThread {
     }
 }
 
-/// Installs the Prometheus recorder and serves `GET /metrics` on `listen`; returns the URL.
-pub(crate) async fn serve_metrics(listen: &str) -> Result<String, String> {
+/// Installs the Prometheus recorder (once per process) with Sluice's buckets and help texts.
+pub(crate) fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), sluice_streams::metrics::LATENCY_BUCKETS_SECONDS)
@@ -182,26 +182,31 @@ pub(crate) async fn serve_metrics(listen: &str) -> Result<String, String> {
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     sluice_streams::metrics::describe();
+    // Histograms and summaries are drained by upkeep.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` from `handle` on `listen`; returns the URL.
+pub(crate) async fn serve_metrics(listen: &str, handle: metrics_exporter_prometheus::PrometheusHandle) -> Result<String, String> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot serve metrics on {listen}: {e}"))?;
     let url = format!("http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
-    let render = handle.clone();
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let body = render.render();
+            let body = handle.render();
             async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
         }),
     );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "metrics server stopped");
-        }
-    });
-    // Histograms and summaries are drained by upkeep.
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            handle.run_upkeep();
         }
     });
     Ok(url)

@@ -1,8 +1,110 @@
 //! `sluice-ingest`: the thin axum HTTP front door of Sluice.
 //!
-//! - [`queries`]: interactive queries over the processors' stores, served by every `sluice run`
-//!   instance at its `application_server` and routed to the instance that owns a key.
-//! - [`problem`]: RFC 9457 `application/problem+json` errors.
+//! - [`auth`]: sign-up, login, token refresh, logout, password change and the caller's profile;
+//!   the principal of every authenticated request.
+//! - [`commands`]: money movement, identity and HMRC commands, Avro-encoded through the Schema
+//!   Registry and produced with `acks=all` ([`publish`]); `Idempotency-Key` handling.
+//! - [`accounts`]: command status, balance and history, read from the processors' stores
+//!   through interactive queries ([`queries`]).
+//! - [`ops`]: `/health`, `/ready`, `/metrics`, the access log, request timeouts and the
+//!   per-principal rate limit.
+//! - [`problem`]: RFC 9457 `application/problem+json` errors; [`body`]: the JSON body extractor
+//!   that answers with them.
+//! - [`openapi`]: the OpenAPI 3 document, generated from the handlers' annotations.
 
+pub mod accounts;
+pub mod auth;
+pub mod body;
+pub mod commands;
+pub mod openapi;
+pub mod ops;
 pub mod problem;
+pub mod publish;
 pub mod queries;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sluice_processors::{JwtKeys, PipelineSettings};
+
+/// The ingest API's settings (the `http_*` and `jwt_*_ttl_s` keys of sluice.toml).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Lifetime of access tokens, seconds.
+    pub access_ttl_s: u64,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_ttl_s: u64,
+    /// Largest request body, bytes.
+    pub body_limit_bytes: usize,
+    /// Longest time spent on one request.
+    pub request_timeout: Duration,
+    /// Average requests per second per principal.
+    pub rate_limit_per_s: u32,
+    /// Burst above the average.
+    pub rate_limit_burst: u32,
+    /// The pipeline's business settings (currency).
+    pub pipeline: PipelineSettings,
+    /// Name of this instance in logs and `x-sluice-served-by`.
+    pub instance: String,
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// Signs and checks tokens.
+    pub keys: Arc<JwtKeys>,
+    /// Reads the processors' stores.
+    pub queries: queries::StoreQueries,
+    /// Produces commands and access-log records.
+    pub publisher: publish::Publisher,
+    /// Idempotency keys seen, and commands recently accepted.
+    pub idempotency: commands::IdempotencyTable,
+    /// Per-principal token buckets.
+    pub limiter: ops::RateLimiter,
+    /// Settings.
+    pub settings: ApiSettings,
+    /// Renders `/metrics`, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Shared state of the handlers.
+pub type SharedState = Arc<AppState>;
+
+/// The whole API: routes, OpenAPI document, limits and observability.
+pub fn app(state: SharedState) -> Router {
+    let (router, api) = openapi::routes().split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route("/openapi.json", axum::routing::get(move || openapi::serve(Arc::clone(&api))))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), ops::observe))
+        .layer(axum::extract::DefaultBodyLimit::max(state.settings.body_limit_bytes))
+        .with_state(state)
+}
+
+/// The pipeline settings the API checks commands against: the currency of `auth-validation`
+/// and the opening balance of `balance-check`, as topology.toml configures them.
+pub fn pipeline_settings(topology: &sluice_streams::Topology) -> Result<PipelineSettings, String> {
+    use sluice_processors::{auth_validation, balance_check};
+    use sluice_streams::topology::NodeKind;
+    let mut settings = PipelineSettings::default();
+    for node in &topology.nodes {
+        let NodeKind::Processor { kind, config, .. } = &node.kind else { continue };
+        if kind == auth_validation::KIND {
+            settings.currency = PipelineSettings::from_table(config, auth_validation::CONFIG_KEYS)?.currency;
+        } else if kind == balance_check::KIND {
+            settings.opening_balance = PipelineSettings::from_table(config, balance_check::CONFIG_KEYS)?.opening_balance;
+        }
+    }
+    Ok(settings)
+}
+
+/// Serves `state`'s API on `listener` until `shutdown` resolves, then flushes the producer.
+pub async fn serve(listener: tokio::net::TcpListener, state: SharedState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let service = app(Arc::clone(&state)).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let outcome = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    state.publisher.flush(publish::DELIVERY_TIMEOUT);
+    outcome
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 pub const PROBLEM_BASE: &str = "https://sluice.dev/problems/";
 
 /// A problem details object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// URI of the problem type, e.g. `https://sluice.dev/problems/unknown-store`.
     #[serde(rename = "type")]
@@ -37,6 +37,13 @@ impl Problem {
         }
     }
 
+    /// A 500 `internal-error` (a bug or corrupt state; the detail says which).
+    pub fn internal(detail: impl Into<String>) -> Problem {
+        let detail = detail.into();
+        tracing::error!(%detail, "internal error");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", detail)
+    }
+
     /// With a `Retry-After`.
     pub fn retry_after(mut self, seconds: u64) -> Problem {
         self.retry_after_s = Some(seconds);
@@ -52,6 +59,9 @@ impl IntoResponse for Problem {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -56,6 +56,11 @@ impl StoreQueries {
         StoreQueries { iq, instance: instance.to_string(), http }
     }
 
+    /// Tasks with stores nobody serves right now (readiness).
+    pub fn unavailable_tasks(&self) -> Vec<String> {
+        self.iq.unavailable_tasks(now_ms())
+    }
+
     /// The value of `key` in `store` (keys are partitioned by themselves).
     pub async fn get(&self, store: &str, key: &str) -> Result<Served<Option<Vec<u8>>>, Problem> {
         self.get_routed(store, key, key, false).await

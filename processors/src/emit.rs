@@ -76,6 +76,20 @@ pub fn set_status(
     status: CommandState,
     reason: Option<(&str, &str)>,
 ) -> Result<(), ProcessError> {
+    set_status_in(ctx, stores::COMMAND_STATUS, command_id, command_type, user_id, status, reason)
+}
+
+/// Writes a command's status to `store` (`command-status`, or `notification-status` on the
+/// per-identifier tasks).
+pub fn set_status_in(
+    ctx: &mut ProcessorContext<'_>,
+    store: &str,
+    command_id: &str,
+    command_type: &str,
+    user_id: &str,
+    status: CommandState,
+    reason: Option<(&str, &str)>,
+) -> Result<(), ProcessError> {
     let value = CommandStatus {
         command_id: command_id.to_string(),
         command_type: command_type.to_string(),
@@ -85,7 +99,7 @@ pub fn set_status(
         detail: reason.map(|(_, d)| d.to_string()),
         updated_at_ms: ctx.timestamp(),
     };
-    model::save(ctx.store(stores::COMMAND_STATUS)?, command_id, &value)
+    model::save(ctx.store(store)?, command_id, &value)
 }
 
 /// One audit record of a command's final outcome.

@@ -8,7 +8,7 @@ use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
 
 use crate::emit::{self, sinks, Activity};
 use crate::identifiers;
-use crate::model::{self, reasons, roles, stores, IdentifierRecord};
+use crate::model::{self, reasons, roles, stores, CommandState, IdentifierRecord};
 
 /// Processor kind name.
 pub const KIND: &str = "hmrc-death-notification";
@@ -29,7 +29,7 @@ impl Processor for HmrcDeathNotification {
             return Ok(());
         }
         let HmrcPayload::DeathNotification(notification) = &command.payload;
-        let mut activity = Activity {
+        let activity = Activity {
             user_id: &key,
             principal_subject: &command.principal.subject,
             command_id: &command.event_id,
@@ -38,15 +38,11 @@ impl Processor for HmrcDeathNotification {
             reason: None,
         };
         if !command.principal.roles.iter().any(|r| r == roles::HMRC) {
-            activity.reason = Some(reasons::FORBIDDEN);
-            return emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity);
+            return reject(ctx, activity, &key, reasons::FORBIDDEN, "death notifications need the hmrc role");
         }
         let nin = match identifiers::normalise_nin(&notification.nin) {
             Ok(nin) => nin,
-            Err(_) => {
-                activity.reason = Some(reasons::INVALID_FORMAT);
-                return emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity);
-            }
+            Err(e) => return reject(ctx, activity, &key, reasons::INVALID_FORMAT, &e.to_string()),
         };
         let identifier = model::identifier_key(IdentifierType::Nin, &nin);
         if identifier != key {
@@ -77,7 +73,16 @@ impl Processor for HmrcDeathNotification {
             };
             emit::send(ctx, sinks::DECEASED, user_id, notice)?;
         }
+        emit::set_status_in(ctx, stores::NOTIFICATION_STATUS, &command.event_id, "DeathNotification", &key, CommandState::Settled, None)?;
         let activity = Activity { user_id: holder.as_deref().unwrap_or(&key), outcome: "settled", ..activity };
         emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity)
     }
+}
+
+/// Records a refused notification: its status (readable at `GET /v1/commands/{id}?nin=`) and
+/// its audit record.
+fn reject(ctx: &mut ProcessorContext<'_>, mut activity: Activity<'_>, key: &str, reason: &'static str, detail: &str) -> Result<(), ProcessError> {
+    emit::set_status_in(ctx, stores::NOTIFICATION_STATUS, activity.command_id, "DeathNotification", key, CommandState::Rejected, Some((reason, detail)))?;
+    activity.reason = Some(reason);
+    emit::activity(ctx, sinks::IDENTITY_ACTIVITY, activity)
 }

@@ -27,6 +27,8 @@ pub mod stores {
     pub const IDENTITY_CLAIMS: &str = "identity-claims";
     /// Event ids seen, per identifier.
     pub const IDENTIFIER_DEDUPE: &str = "identifier-dedupe";
+    /// Outcomes of HMRC death notifications, by command id, on the per-identifier tasks.
+    pub const NOTIFICATION_STATUS: &str = "notification-status";
 }
 
 /// Machine-readable reasons of rejected commands (`payments.rejected`, command status,

@@ -67,6 +67,21 @@ pub struct SluiceConfig {
     /// Retired keys still accepted after a rotation, comma-separated `kid=secret` (HS256) or
     /// `kid=/path/public.pem`. Default empty.
     pub jwt_retired_keys: Secret,
+    /// Lifetime of the access tokens the ingest API issues, in seconds. Default 900.
+    pub jwt_access_ttl_s: u64,
+    /// Lifetime of the refresh tokens the ingest API issues, in seconds. Default 1209600 (14 days).
+    pub jwt_refresh_ttl_s: u64,
+    /// Address the ingest API listens on (`sluice ingest`, `sluice dev`). Default `127.0.0.1:8080`.
+    pub http_listen: String,
+    /// Largest request body the ingest API reads, in bytes (413 beyond). Default 65536.
+    pub http_body_limit_bytes: usize,
+    /// Longest the ingest API works on one request before answering 503, in ms. Default 10000.
+    pub http_request_timeout_ms: u64,
+    /// Requests per second each principal (token subject, or client address when anonymous)
+    /// may make on average; 429 with Retry-After beyond. Default 50.
+    pub http_rate_limit_per_s: u32,
+    /// Requests a principal may make in a burst above the average rate. Default 100.
+    pub http_rate_limit_burst: u32,
 }
 
 /// A setting that must never be printed: `Debug` shows `<redacted>`.
@@ -104,6 +119,13 @@ impl Default for SluiceConfig {
             jwt_private_key_file: None,
             jwt_public_key_file: None,
             jwt_retired_keys: Secret::default(),
+            jwt_access_ttl_s: 900,
+            jwt_refresh_ttl_s: 1_209_600,
+            http_listen: "127.0.0.1:8080".to_string(),
+            http_body_limit_bytes: 65_536,
+            http_request_timeout_ms: 10_000,
+            http_rate_limit_per_s: 50,
+            http_rate_limit_burst: 100,
         }
     }
 }

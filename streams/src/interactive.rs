@@ -148,6 +148,27 @@ impl InteractiveQueries {
             .ok_or_else(|| QueryError::NotAvailable(task, store.to_string()))
     }
 
+    /// Tasks with stores that no live instance (this one included) serves right now, e.g.
+    /// while the group rebalances or tasks restore: readiness fails until this is empty.
+    pub fn unavailable_tasks(&self, now_ms: i64) -> Vec<String> {
+        let local = self.local.task_ids();
+        let instances = self.instances.read().expect("instances lock");
+        let mut missing = Vec::new();
+        for sub in self.topology.subtopologies.iter().filter(|s| !s.stores.is_empty()) {
+            for partition in 0..sub.partitions {
+                let id = TaskId { subtopology: sub.id, partition };
+                let task = id.to_string();
+                let remote = instances
+                    .values()
+                    .any(|i| i.instance != self.self_instance && i.tasks.contains(&task) && now_ms - i.updated_at_ms < STALE_AFTER.as_millis() as i64);
+                if !local.contains(&id) && !remote {
+                    missing.push(task);
+                }
+            }
+        }
+        missing
+    }
+
     /// How many tasks run in this instance (all restored and processing).
     pub fn local_task_count(&self) -> usize {
         self.local.len()

@@ -26,6 +26,15 @@ pub const REBALANCES_TOTAL: &str = "sluice_rebalances_total";
 /// Tasks this instance runs.
 pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
 
+/// HTTP requests answered by the ingest API (`method`, `route`, `status`).
+pub const HTTP_REQUESTS_TOTAL: &str = "sluice_http_requests_total";
+/// Time to answer one HTTP request (`method`, `route`).
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sluice_http_request_duration_seconds";
+/// Commands the ingest API accepted and published (`type`).
+pub const HTTP_COMMANDS_TOTAL: &str = "sluice_http_commands_total";
+/// Commands the ingest API refused before publishing (`type`, `problem`).
+pub const HTTP_COMMANDS_REFUSED_TOTAL: &str = "sluice_http_commands_refused_total";
+
 /// Histogram buckets, in seconds, for every latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -45,4 +54,8 @@ pub fn describe() {
     describe_gauge!(STORE_KEYS, "Entries in a store as of the last commit.");
     describe_counter!(REBALANCES_TOTAL, "Consumer group rebalances this instance took part in.");
     describe_gauge!(ACTIVE_TASKS, "Tasks this instance runs.");
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered by the ingest API.");
+    describe_histogram!(HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "Time to answer one HTTP request.");
+    describe_counter!(HTTP_COMMANDS_TOTAL, "Commands the ingest API accepted and published.");
+    describe_counter!(HTTP_COMMANDS_REFUSED_TOTAL, "Commands the ingest API refused before publishing.");
 }

@@ -1,0 +1,555 @@
+//! Commands: each endpoint checks its body and the caller's right to act, builds the Avro
+//! envelope, publishes it to its command topic keyed as DESIGN §3, and answers `202 Accepted`
+//! with the command id and a status URL. The pipeline decides the rest (funds, KYC, payees).
+//!
+//! `Idempotency-Key`: the command id is derived from the caller, the key and the request's
+//! fingerprint, so a retry of the same request is the same command (one effect: the
+//! processors drop a repeated event id). The same key with a different body is refused with
+//! 422 while this instance remembers the key (24 h); after that, or on another instance, the
+//! pipeline refuses it as `duplicate_command`, so it never has a second effect either.
+
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sluice_processors::identifiers;
+use sluice_processors::model::{self, roles};
+use sluice_schemas::types::{
+    DeathNotification, Deposit, HmrcCommand, HmrcPayload, IdentifierType, IdentityCommand, IdentityPayload, PaymentCommand, PaymentPayload, Refund, Transfer, VerifyIdentity,
+    Withdrawal,
+};
+use sluice_schemas::{AvroRecord, Date, TimestampMillis};
+use sluice_streams::metrics as names;
+use sluice_streams::runtime::now_ms;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::body::ApiJson;
+use crate::problem::Problem;
+use crate::SharedState;
+
+/// Topic of payment commands.
+pub const PAYMENTS_TOPIC: &str = "payments.commands";
+/// Topic of identity verification requests.
+pub const IDENTITY_TOPIC: &str = "identity.verification.request";
+/// Topic of HMRC death notifications.
+pub const HMRC_TOPIC: &str = "hmrc.death.notification";
+/// The request header carrying the client's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Set on a 202 that answers a retried request without publishing again.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// How long idempotency keys are remembered (like the pipeline's dedupe retention).
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Most keys and accepted commands remembered; the oldest are forgotten first.
+pub const IDEMPOTENCY_CAPACITY: usize = 200_000;
+/// Longest idempotency key accepted.
+const IDEMPOTENCY_KEY_MAX_LEN: usize = 255;
+/// Longest free-text reference accepted.
+const REFERENCE_MAX_CHARS: usize = 140;
+
+/// The answer to an accepted command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The command id (also its `event_id` on the topic).
+    pub command_id: String,
+    /// Where its outcome appears: pending, then settled or rejected with a reason.
+    pub status_url: String,
+    /// `accepted`.
+    pub status: String,
+}
+
+/// What [`submit`] publishes, besides the envelope.
+pub struct Submission {
+    /// Command type name, e.g. `Transfer` (metrics, fingerprint).
+    pub command_type: &'static str,
+    /// Command topic.
+    pub topic: &'static str,
+    /// Record key (DESIGN §3).
+    pub key: String,
+    /// The caller's subject (scopes idempotency keys).
+    pub subject: String,
+    /// Query string of the status URL when the key is not the caller's own user id,
+    /// e.g. `user_id=u_...` or `nin=QQ123456C`.
+    pub status_query: Option<String>,
+}
+
+/// Publishes the envelope `build(command_id, idempotency_key)` once, honouring `Idempotency-Key`.
+pub async fn submit<T: AvroRecord>(
+    state: &SharedState,
+    headers: &HeaderMap,
+    submission: Submission,
+    request: &impl Serialize,
+    build: impl FnOnce(String, Option<String>) -> T,
+) -> Result<Response, Problem> {
+    let idempotency_key = idempotency_key(headers)?;
+    let fingerprint = fingerprint(submission.command_type, &submission.key, request);
+    let command_id = match &idempotency_key {
+        Some(key) => derived_id(&submission.subject, key, &fingerprint),
+        None => format!("c-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let status_url = match &submission.status_query {
+        Some(query) => format!("/v1/commands/{command_id}?{query}"),
+        None => format!("/v1/commands/{command_id}"),
+    };
+    if let Some(key) = &idempotency_key {
+        match state.idempotency.seen(&submission.subject, key, &fingerprint) {
+            Seen::Never => {}
+            Seen::SameRequest(id) => return Ok(accepted(&id, &status_url, true)),
+            Seen::OtherRequest => {
+                metrics::counter!(names::HTTP_COMMANDS_REFUSED_TOTAL, "type" => submission.command_type, "problem" => "idempotency-key-reused").increment(1);
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "Idempotency-Key reused",
+                    format!("Idempotency-Key `{key}` was used for a different request; use a new key for a new request"),
+                ));
+            }
+        }
+    }
+    let record = build(command_id.clone(), idempotency_key.clone());
+    state.publisher.publish(submission.topic, &submission.key, &record, &[("sluice.command.type", submission.command_type)]).await?;
+    if let Some(key) = &idempotency_key {
+        state.idempotency.remember(&submission.subject, key, &fingerprint, &command_id);
+    }
+    state.idempotency.accepted(&command_id, &submission.key, submission.command_type);
+    metrics::counter!(names::HTTP_COMMANDS_TOTAL, "type" => submission.command_type).increment(1);
+    Ok(accepted(&command_id, &status_url, false))
+}
+
+fn accepted(command_id: &str, status_url: &str, replayed: bool) -> Response {
+    let body = Accepted { command_id: command_id.to_string(), status_url: status_url.to_string(), status: "accepted".to_string() };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(status_url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    let key = value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX_LEN && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(k.to_string())).ok_or_else(|| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key", format!("an Idempotency-Key is 1 to {IDEMPOTENCY_KEY_MAX_LEN} visible ASCII characters"))
+    })
+}
+
+/// SHA-256 of the command type, key and canonical request JSON.
+fn fingerprint(command_type: &str, key: &str, request: &impl Serialize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(command_type.as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(request).unwrap_or_default());
+    hex(&hasher.finalize())
+}
+
+/// The command id of a request with an idempotency key: the same for a retry of the same request.
+fn derived_id(subject: &str, key: &str, fingerprint: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [subject, key, fingerprint] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    format!("c-{}", &hex(&hasher.finalize())[..32])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the idempotency table knows of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Not used (or forgotten).
+    Never,
+    /// Used for the same request: its command id.
+    SameRequest(String),
+    /// Used for another request.
+    OtherRequest,
+}
+
+/// A command this instance accepted: which key (partition) its status is kept under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedCommand {
+    /// The record key.
+    pub key: String,
+    /// Command type name.
+    pub command_type: &'static str,
+}
+
+/// Idempotency keys (by caller) and recently accepted commands, bounded in size and age.
+#[derive(Default)]
+pub struct IdempotencyTable {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Default)]
+struct Tables {
+    keys: HashMap<(String, String), (String, String, Instant)>,
+    key_order: VecDeque<(String, String)>,
+    commands: HashMap<String, AcceptedCommand>,
+    command_order: VecDeque<String>,
+}
+
+impl IdempotencyTable {
+    /// Whether `subject` used `key`, and for which request.
+    pub fn seen(&self, subject: &str, key: &str, fingerprint: &str) -> Seen {
+        let tables = self.inner.lock().expect("idempotency lock");
+        match tables.keys.get(&(subject.to_string(), key.to_string())) {
+            Some((_, _, at)) if at.elapsed() > IDEMPOTENCY_RETENTION => Seen::Never,
+            Some((print, id, _)) if print == fingerprint => Seen::SameRequest(id.clone()),
+            Some(_) => Seen::OtherRequest,
+            None => Seen::Never,
+        }
+    }
+
+    /// Records that `subject` used `key` for the request `fingerprint`, published as `command_id`.
+    pub fn remember(&self, subject: &str, key: &str, fingerprint: &str, command_id: &str) {
+        let mut tables = self.inner.lock().expect("idempotency lock");
+        let entry = (subject.to_string(), key.to_string());
+        if tables.keys.insert(entry.clone(), (fingerprint.to_string(), command_id.to_string(), Instant::now())).is_none() {
+            tables.key_order.push_back(entry);
+        }
+        while tables.key_order.len() > IDEMPOTENCY_CAPACITY {
+            if let Some(oldest) = tables.key_order.pop_front() {
+                tables.keys.remove(&oldest);
+            }
+        }
+    }
+
+    /// Records an accepted command, so its status reads `accepted` until the pipeline writes one.
+    pub fn accepted(&self, command_id: &str, key: &str, command_type: &'static str) {
+        let mut tables = self.inner.lock().expect("idempotency lock");
+        if tables.commands.insert(command_id.to_string(), AcceptedCommand { key: key.to_string(), command_type }).is_none() {
+            tables.command_order.push_back(command_id.to_string());
+        }
+        while tables.command_order.len() > IDEMPOTENCY_CAPACITY {
+            if let Some(oldest) = tables.command_order.pop_front() {
+                tables.commands.remove(&oldest);
+            }
+        }
+    }
+
+    /// A command this instance accepted recently.
+    pub fn accepted_command(&self, command_id: &str) -> Option<AcceptedCommand> {
+        self.inner.lock().expect("idempotency lock").commands.get(command_id).cloned()
+    }
+}
+
+/// `POST /v1/transfers`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The payee's user id; or give `payee_email`.
+    pub payee_user_id: Option<String>,
+    /// The payee's email (the user id is derived from it).
+    pub payee_email: Option<String>,
+    /// Positive, at most two decimal places, as a string.
+    #[schema(example = "12.50")]
+    pub amount: String,
+    /// ISO 4217 code; default the pipeline's currency.
+    pub currency: Option<String>,
+    /// Free text shown to both parties (140 characters at most).
+    pub reference: Option<String>,
+    /// The paying account; default the caller's (only operators may name another).
+    pub user_id: Option<String>,
+}
+
+/// `POST /v1/deposits` (operators only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    /// The account credited.
+    pub user_id: String,
+    /// Positive, at most two decimal places, as a string.
+    #[schema(example = "100.00")]
+    pub amount: String,
+    /// ISO 4217 code; default the pipeline's currency.
+    pub currency: Option<String>,
+    /// Free text.
+    pub reference: Option<String>,
+}
+
+/// `POST /v1/withdrawals`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    /// Positive, at most two decimal places, as a string.
+    #[schema(example = "20.00")]
+    pub amount: String,
+    /// ISO 4217 code; default the pipeline's currency.
+    pub currency: Option<String>,
+    /// Free text.
+    pub reference: Option<String>,
+    /// The account debited; default the caller's (only operators may name another).
+    pub user_id: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/refund`: the payee of a settled transfer sends (part of) it back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// At most what is left of the transfer, as a string.
+    #[schema(example = "5.00")]
+    pub amount: String,
+    /// ISO 4217 code; default the pipeline's currency.
+    pub currency: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/identity/verifications`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRequest {
+    /// `NIN` (National Insurance number) or `NHS` (NHS number).
+    #[serde(rename = "type")]
+    #[schema(example = "NIN")]
+    pub identifier_type: String,
+    /// The identifier; spaces allowed.
+    #[schema(example = "QQ 12 34 56 C")]
+    pub value: String,
+}
+
+/// `POST /v1/hmrc/death-notifications` (role `hmrc`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeathNotificationRequest {
+    /// National Insurance number of the deceased.
+    #[schema(example = "QQ123456C")]
+    pub nin: String,
+    /// `YYYY-MM-DD`.
+    #[schema(example = "2026-11-01")]
+    pub date_of_death: String,
+    /// HMRC's reference.
+    pub reference: String,
+}
+
+/// Send money to another user.
+#[utoipa::path(post, path = "/v1/transfers", tag = "commands", security(("bearer" = [])), request_body = TransferRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body give the same command")),
+    responses((status = 202, body = Accepted), (status = 401, body = Problem), (status = 403, body = Problem, description = "forbidden"),
+        (status = 422, body = Problem, description = "invalid-amount, unsupported-currency, invalid-payee, idempotency-key-reused, invalid-body"),
+        (status = 429, body = Problem), (status = 503, body = Problem, description = "broker-unavailable, registry-unavailable")))]
+pub async fn transfer(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<TransferRequest>) -> Result<Response, Problem> {
+    let payer = acting_account(&caller, request.user_id.as_deref())?;
+    let amount = amount(&request.amount)?;
+    let currency = currency(&state, request.currency.as_deref())?;
+    check_reference(request.reference.as_deref())?;
+    let payee = match (&request.payee_user_id, &request.payee_email) {
+        (Some(id), None) if is_user_id(id) => id.clone(),
+        (None, Some(email)) if model::is_plausible_email(&model::normalise_email(email)) => model::user_id_for_email(email),
+        _ => return Err(invalid_payee("give the payee as payee_user_id (u_ + 20 hex digits) or payee_email")),
+    };
+    if payee == payer {
+        return Err(invalid_payee("a transfer needs a payee other than the payer"));
+    }
+    let principal = caller.principal();
+    let submission = payment_submission("Transfer", &caller, &payer);
+    let payload = PaymentPayload::Transfer(Transfer { payee_user_id: payee, amount, currency, reference: request.reference.clone() });
+    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// Credit an account with money from outside (role `operator`).
+#[utoipa::path(post, path = "/v1/deposits", tag = "commands", security(("bearer" = [])), request_body = DepositRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 202, body = Accepted), (status = 403, body = Problem, description = "forbidden: operators only"), (status = 422, body = Problem)))]
+pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<DepositRequest>) -> Result<Response, Problem> {
+    if !caller.claims.has_role(roles::OPERATOR) {
+        return Err(forbidden("only an operator may deposit"));
+    }
+    if !is_user_id(&request.user_id) {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-user-id", "Invalid user id", format!("`{}` is not a user id (u_ + 20 hex digits)", request.user_id)));
+    }
+    let amount = amount(&request.amount)?;
+    let currency = currency(&state, request.currency.as_deref())?;
+    check_reference(request.reference.as_deref())?;
+    let principal = caller.principal();
+    let submission = payment_submission("Deposit", &caller, &request.user_id);
+    let payload = PaymentPayload::Deposit(Deposit { amount, currency, reference: request.reference.clone() });
+    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// Pay money out of an account.
+#[utoipa::path(post, path = "/v1/withdrawals", tag = "commands", security(("bearer" = [])), request_body = WithdrawalRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 202, body = Accepted), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<WithdrawalRequest>) -> Result<Response, Problem> {
+    let account = acting_account(&caller, request.user_id.as_deref())?;
+    let amount = amount(&request.amount)?;
+    let currency = currency(&state, request.currency.as_deref())?;
+    check_reference(request.reference.as_deref())?;
+    let principal = caller.principal();
+    let submission = payment_submission("Withdrawal", &caller, &account);
+    let payload = PaymentPayload::Withdrawal(Withdrawal { amount, currency, reference: request.reference.clone() });
+    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// Send (part of) a settled transfer back to its payer; the caller must be its payee.
+#[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "commands", security(("bearer" = [])), request_body = RefundRequest,
+    params(("id" = String, Path, description = "Command id of the settled transfer"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
+pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payment_id): Path<String>, headers: HeaderMap, ApiJson(request): ApiJson<RefundRequest>) -> Result<Response, Problem> {
+    let payee = caller.user()?.user_id.clone();
+    let amount = amount(&request.amount)?;
+    let currency = currency(&state, request.currency.as_deref())?;
+    check_reference(request.reason.as_deref())?;
+    let principal = caller.principal();
+    let submission = payment_submission("Refund", &caller, &payee);
+    let payload = PaymentPayload::Refund(Refund { payment_id: payment_id.clone(), amount, currency, reason: request.reason.clone() });
+    let fingerprinted = (&payment_id, &request);
+    submit(&state, &headers, submission, &fingerprinted, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// Verify a UK identifier (NIN or NHS number); success raises KYC to FULL.
+#[utoipa::path(post, path = "/v1/identity/verifications", tag = "commands", security(("bearer" = [])), request_body = VerificationRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 202, body = Accepted), (status = 422, body = Problem, description = "invalid-identifier")))]
+pub async fn verify_identity(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<VerificationRequest>) -> Result<Response, Problem> {
+    let user_id = caller.user()?.user_id.clone();
+    let identifier_type = match request.identifier_type.as_str() {
+        "NIN" => IdentifierType::Nin,
+        "NHS" => IdentifierType::Nhs,
+        other => return Err(invalid_identifier(format!("type must be NIN or NHS, got `{other}`"))),
+    };
+    identifiers::normalise(identifier_type, &request.value).map_err(|e| invalid_identifier(e.to_string()))?;
+    let principal = caller.principal();
+    let submission = Submission { command_type: "VerifyIdentity", topic: IDENTITY_TOPIC, key: user_id.clone(), subject: user_id, status_query: None };
+    let payload = IdentityPayload::VerifyIdentity(VerifyIdentity { identifier_type, value: request.value.clone() });
+    submit(&state, &headers, submission, &request, |event_id, idempotency_key| IdentityCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// Report the death of a NIN's holder (role `hmrc`); freezes the account of its verified holder.
+#[utoipa::path(post, path = "/v1/hmrc/death-notifications", tag = "commands", security(("bearer" = [])), request_body = DeathNotificationRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 202, body = Accepted), (status = 403, body = Problem, description = "forbidden: hmrc only"), (status = 422, body = Problem, description = "invalid-identifier, invalid-date")))]
+pub async fn death_notification(
+    State(state): State<SharedState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<DeathNotificationRequest>,
+) -> Result<Response, Problem> {
+    if !caller.claims.has_role(roles::HMRC) {
+        return Err(forbidden("only HMRC (role hmrc) may post death notifications"));
+    }
+    let nin = identifiers::normalise_nin(&request.nin).map_err(|e| invalid_identifier(e.to_string()))?;
+    let date_of_death = Date::from_str(&request.date_of_death).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-date", "Invalid date", e.to_string()))?;
+    if request.reference.trim().is_empty() || request.reference.chars().count() > REFERENCE_MAX_CHARS {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference", "Invalid reference", format!("reference must be 1 to {REFERENCE_MAX_CHARS} characters")));
+    }
+    let principal = caller.principal();
+    let key = model::identifier_key(IdentifierType::Nin, &nin);
+    let submission = Submission { command_type: "DeathNotification", topic: HMRC_TOPIC, key, subject: caller.claims.sub.clone(), status_query: Some(format!("nin={nin}")) };
+    let payload = HmrcPayload::DeathNotification(DeathNotification { nin, date_of_death, reference: request.reference.clone() });
+    submit(&state, &headers, submission, &request, |event_id, idempotency_key| HmrcCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+fn payment_submission(command_type: &'static str, caller: &Caller, account: &str) -> Submission {
+    let status_query = (account != caller.claims.sub).then(|| format!("user_id={account}"));
+    Submission { command_type, topic: PAYMENTS_TOPIC, key: account.to_string(), subject: caller.claims.sub.clone(), status_query }
+}
+
+/// The account a command acts on: the caller's own, or one an operator names.
+fn acting_account(caller: &Caller, named: Option<&str>) -> Result<String, Problem> {
+    match named {
+        None => Ok(caller.user()?.user_id.clone()),
+        Some(user_id) if caller.may_act_for(user_id) => Ok(user_id.to_string()),
+        Some(user_id) => Err(forbidden(&format!("`{}` may not act on the account of `{user_id}`", caller.claims.sub))),
+    }
+}
+
+/// True for ids of the form Sluice derives: `u_` and 20 lower-case hex digits.
+pub fn is_user_id(id: &str) -> bool {
+    id.strip_prefix("u_").is_some_and(|hex| hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// An amount as the API takes it: a decimal string, positive, two decimal places at most.
+pub fn amount(text: &str) -> Result<Decimal, Problem> {
+    let invalid = |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-amount", "Invalid amount", detail);
+    let amount = Decimal::from_str(text.trim()).map_err(|_| invalid(format!("`{text}` is not a decimal amount such as \"12.50\"")))?;
+    model::check_amount(amount).map_err(invalid)?;
+    Ok(amount)
+}
+
+fn currency(state: &SharedState, given: Option<&str>) -> Result<String, Problem> {
+    let expected = &state.settings.pipeline.currency;
+    match given {
+        None => Ok(expected.clone()),
+        Some(code) if code == expected => Ok(code.to_string()),
+        Some(code) => Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-currency", "Unsupported currency", format!("accounts hold {expected}, not `{code}`"))),
+    }
+}
+
+fn check_reference(reference: Option<&str>) -> Result<(), Problem> {
+    match reference {
+        Some(text) if text.chars().count() > REFERENCE_MAX_CHARS || text.chars().any(char::is_control) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-reference",
+            "Invalid reference",
+            format!("a reference is at most {REFERENCE_MAX_CHARS} printable characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn invalid_payee(detail: &str) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-payee", "Invalid payee", detail)
+}
+
+fn invalid_identifier(detail: String) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-identifier", "Invalid identifier", detail)
+}
+
+/// A 403 `forbidden`.
+pub fn forbidden(detail: &str) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_strings_positive_and_cent_precise() {
+        assert_eq!(amount("12.50").unwrap(), Decimal::new(1250, 2));
+        for (bad, needle) in [("-1.00", "positive"), ("0", "positive"), ("1.001", "two decimal places"), ("12,50", "not a decimal"), ("1e3", "not a decimal")] {
+            let problem = amount(bad).unwrap_err();
+            assert_eq!(problem.type_uri, "https://sluice.dev/problems/invalid-amount");
+            assert!(problem.detail.contains(needle), "{bad}: {}", problem.detail);
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_tell_retries_from_new_requests() {
+        let table = IdempotencyTable::default();
+        let first = fingerprint("Transfer", "u_1", &serde_json::json!({"amount": "1.00"}));
+        let other = fingerprint("Transfer", "u_1", &serde_json::json!({"amount": "2.00"}));
+        assert_eq!(table.seen("u_1", "k", &first), Seen::Never);
+        let id = derived_id("u_1", "k", &first);
+        table.remember("u_1", "k", &first, &id);
+        assert_eq!(table.seen("u_1", "k", &first), Seen::SameRequest(id.clone()));
+        assert_eq!(table.seen("u_1", "k", &other), Seen::OtherRequest);
+        assert_eq!(table.seen("u_2", "k", &first), Seen::Never, "keys are scoped by caller");
+        assert_eq!(derived_id("u_1", "k", &first), id, "a retry after a restart is the same command");
+        assert_ne!(derived_id("u_1", "k", &other), id);
+    }
+
+    #[test]
+    fn user_ids() {
+        assert!(is_user_id(&model::user_id_for_email("a@b.co")));
+        assert!(!is_user_id("u_123"));
+        assert!(!is_user_id("alice"));
+    }
+}

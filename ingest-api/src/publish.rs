@@ -1,0 +1,105 @@
+//! Publishing: a command is Avro-encoded through the Schema Registry (Confluent wire format,
+//! TopicNameStrategy) and produced with `acks=all` and the idempotent producer; the API
+//! answers only after the broker acknowledged it. A command is one record, so it is either
+//! written or not: if the registry or the broker cannot be reached the client gets a 503 and
+//! may retry with the same `Idempotency-Key`, which has one effect.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sluice_schemas::{AvroRecord, Codec, CodecError};
+
+use crate::problem::Problem;
+
+/// How long the producer tries to deliver a record before the request fails with 503. Below
+/// the request timeout, so a stuck broker is reported as such.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a readiness probe waits for the broker and the registry.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Produces Avro records to Kafka.
+pub struct Publisher {
+    producer: FutureProducer,
+    codec: Codec,
+    registry_url: String,
+    http: reqwest::Client,
+}
+
+impl Publisher {
+    /// A producer on `bootstrap_servers` and a codec on the registry at `registry_url`.
+    pub fn new(bootstrap_servers: &str, registry_url: &str) -> Result<Publisher, String> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            // Kafka's (and Kafka Streams') partitioner, so keys land where the processors'
+            // tasks and interactive queries expect them.
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
+            .set("client.id", "sluice-ingest")
+            .create()
+            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        let codec = Codec::new(registry_url).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().map_err(|e| e.to_string())?;
+        Ok(Publisher { producer, codec, registry_url: registry_url.trim_end_matches('/').to_string(), http })
+    }
+
+    /// Encodes `record` for `topic` and produces it keyed by `key`; resolves when the broker
+    /// acknowledged it (all in-sync replicas).
+    pub async fn publish<T: AvroRecord>(&self, topic: &str, key: &str, record: &T, headers: &[(&str, &str)]) -> Result<(), Problem> {
+        let payload = self.codec.encode(topic, record).await.map_err(encode_problem)?;
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+        for (name, value) in headers {
+            owned = owned.insert(rdkafka::message::Header { key: name, value: Some(*value) });
+        }
+        let message = FutureRecord::to(topic).key(key).payload(&payload).headers(owned);
+        self.producer.send(message, DELIVERY_TIMEOUT).await.map(|_| ()).map_err(|(error, _)| {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable", format!("the command was not written to `{topic}`: {error}; retry with the same Idempotency-Key"))
+                .retry_after(1)
+        })
+    }
+
+    /// Encodes and produces without waiting for the acknowledgement (the access log).
+    pub async fn publish_detached<T: AvroRecord>(&self, topic: &str, key: &str, record: &T) -> Result<(), String> {
+        let payload = self.codec.encode(topic, record).await.map_err(|e| e.to_string())?;
+        self.producer.send_result(FutureRecord::to(topic).key(key).payload(&payload)).map(|_| ()).map_err(|(error, _)| error.to_string())
+    }
+
+    /// `Ok` when the broker answers a metadata request and the registry lists its subjects.
+    pub async fn probe(&self) -> Result<(), Vec<String>> {
+        let mut failures = Vec::new();
+        let producer = self.producer.clone();
+        let broker = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, PROBE_TIMEOUT).map(|_| ())).await;
+        match broker {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(format!("broker: {error}")),
+            Err(error) => failures.push(format!("broker probe: {error}")),
+        }
+        match self.http.get(format!("{}/subjects", self.registry_url)).send().await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => failures.push(format!("schema registry: answered {}", response.status())),
+            Err(error) => failures.push(format!("schema registry: {error}")),
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Waits up to `timeout` for records still in flight (at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}
+
+fn encode_problem(error: CodecError) -> Problem {
+    if error.is_poison() {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding-failed", "Command could not be encoded", error.to_string())
+    } else {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "registry-unavailable", "Schema Registry unavailable", format!("{error}; nothing was written, retry")).retry_after(1)
+    }
+}
