@@ -140,6 +140,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let mut child = sluice()
         .args(["dev", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
         .arg("--state-dir")
         .arg(dir.join("state"))
         .stdout(Stdio::piped())
@@ -544,6 +545,8 @@ struct Pipeline {
     keys: JwtKeys,
     producer: BaseProducer,
     dir: PathBuf,
+    /// Base URL of the HTTP API.
+    api: String,
     _broker: sluice_testkit::Broker,
 }
 
@@ -554,8 +557,9 @@ impl Pipeline {
         let dir = temp_dir(name);
         let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
+        let http = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let mut child = sluice()
-            .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--state-dir"])
+            .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"])
             .arg(dir.join("state"))
             .env("SLUICE__APPLICATION_ID", "e2e")
             .env("SLUICE__JWT_SECRET", E2E_SECRET)
@@ -571,7 +575,8 @@ impl Pipeline {
         let codec = Codec::new(&format!("http://{registry}")).unwrap();
         let keys = JwtKeys::hs256("sluice", "sluice-api", "k1", E2E_SECRET).unwrap();
         let producer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
-        Pipeline { child, servers, codec, io, keys, producer, dir, _broker: broker }
+        assert!(banner.contains(&format!("HTTP API         http://{http}")), "{banner}");
+        Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), _broker: broker }
     }
 
     fn token(&self, subject: &str, role: &str) -> String {
@@ -818,3 +823,8 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ---------------------------------------------------------------- the HTTP API on sluice dev
+
+#[path = "cli/api.rs"]
+mod api;

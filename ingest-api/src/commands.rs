@@ -478,7 +478,13 @@ pub fn is_user_id(id: &str) -> bool {
 /// An amount as the API takes it: a decimal string, positive, two decimal places at most.
 pub fn amount(text: &str) -> Result<Decimal, Problem> {
     let invalid = |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-amount", "Invalid amount", detail);
-    let amount = Decimal::from_str(text.trim()).map_err(|_| invalid(format!("`{text}` is not a decimal amount such as \"12.50\"")))?;
+    let not_decimal = || invalid(format!("`{text}` is not a decimal amount such as \"12.50\""));
+    let digits = text.trim().strip_prefix('-').unwrap_or(text.trim());
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    if whole.is_empty() || fraction.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(not_decimal());
+    }
+    let amount = Decimal::from_str(text.trim()).map_err(|_| not_decimal())?;
     model::check_amount(amount).map_err(invalid)?;
     Ok(amount)
 }

@@ -60,3 +60,130 @@ pub fn routes() -> OpenApiRouter<SharedState> {
 pub async fn serve(api: Arc<OpenApiDoc>) -> impl IntoResponse {
     Json(api.as_ref().clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use sluice_processors::jwt::TokenUse;
+    use sluice_processors::JwtKeys;
+    use sluice_streams::interactive::{InteractiveQueries, LocalStores};
+    use sluice_streams::Topology;
+    use tower::ServiceExt;
+
+    use crate::{ApiSettings, AppState, SharedState};
+
+    const SECRET: &str = "a-test-secret-of-at-least-32-chars";
+
+    /// The API over the repository's topology, a broker that is never reached and no running tasks.
+    fn state(rate_limit_per_s: u32, burst: u32) -> SharedState {
+        let topology = Topology::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
+        let pipeline = crate::pipeline_settings(&topology).unwrap();
+        let iq = InteractiveQueries::new(Arc::new(topology), LocalStores::default(), "test");
+        Arc::new(AppState {
+            keys: Arc::new(JwtKeys::hs256("sluice", "sluice-api", "k1", SECRET).unwrap()),
+            queries: crate::queries::StoreQueries::new(iq, "test"),
+            publisher: crate::publish::Publisher::new("127.0.0.1:1", "http://127.0.0.1:1").unwrap(),
+            idempotency: Default::default(),
+            limiter: crate::ops::RateLimiter::new(rate_limit_per_s, burst),
+            settings: ApiSettings {
+                access_ttl_s: 900,
+                refresh_ttl_s: 3600,
+                body_limit_bytes: 1024,
+                request_timeout: Duration::from_secs(5),
+                rate_limit_per_s,
+                rate_limit_burst: burst,
+                pipeline,
+                instance: "test".to_string(),
+            },
+            metrics: None,
+        })
+    }
+
+    async fn call(state: &SharedState, method: Method, path: &str, token: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = crate::app(Arc::clone(state)).oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_is_routed_and_nothing_else_is() {
+        let state = state(0, 0);
+        let doc = serde_json::to_value(super::routes().split_for_parts().1).unwrap();
+        let mut operations = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+                let concrete = path.replace("{id}", "c-1");
+                let (status, body) = call(&state, Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), &concrete, None, "{}").await;
+                let problem = body["type"].as_str().unwrap_or_default();
+                assert!(!problem.ends_with("/not-found") && !problem.ends_with("/method-not-allowed"), "{method} {path} is documented but not routed: {status}");
+            }
+        }
+        operations.sort();
+        let expected = [
+            "GET /health",
+            "GET /metrics",
+            "GET /ready",
+            "GET /v1/accounts/me",
+            "GET /v1/accounts/me/transactions",
+            "GET /v1/auth/me",
+            "GET /v1/commands/{id}",
+            "PATCH /v1/auth/me",
+            "POST /v1/auth/change-password",
+            "POST /v1/auth/login",
+            "POST /v1/auth/logout",
+            "POST /v1/auth/refresh",
+            "POST /v1/auth/register",
+            "POST /v1/deposits",
+            "POST /v1/hmrc/death-notifications",
+            "POST /v1/identity/verifications",
+            "POST /v1/payments/{id}/refund",
+            "POST /v1/transfers",
+            "POST /v1/withdrawals",
+        ];
+        assert_eq!(operations, expected);
+        let (status, body) = call(&state, Method::GET, "/v1/unknown", None, "").await;
+        assert_eq!((status, body["type"].as_str()), (StatusCode::NOT_FOUND, Some("https://sluice.dev/problems/not-found")));
+        let (status, _) = call(&state, Method::GET, "/v1/transfers", None, "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn a_principal_over_its_rate_gets_429_with_retry_after() {
+        let state = state(1, 2);
+        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        // An incomplete deposit is refused after the rate check, so nothing is published.
+        for _ in 0..2 {
+            assert_eq!(call(&state, Method::POST, "/v1/deposits", Some(&token), "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let (status, body) = call(&state, Method::POST, "/v1/deposits", Some(&token), "{}").await;
+        assert_eq!((status, body["type"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("https://sluice.dev/problems/rate-limited")));
+        assert_eq!(body["retry_after_s"], 1);
+        let other = state.keys.issue("ops-2", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        assert_eq!(call(&state, Method::POST, "/v1/deposits", Some(&other), "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY, "limits are per principal");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_down_gives_503_and_nothing_half_written() {
+        let state = state(0, 0);
+        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        let user = sluice_processors::model::user_id_for_email("a@b.co");
+        let body = format!(r#"{{"user_id": "{user}", "amount": "10.00"}}"#);
+        let (status, problem) = call(&state, Method::POST, "/v1/deposits", Some(&token), &body).await;
+        assert_eq!((status, problem["type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("https://sluice.dev/problems/registry-unavailable")), "{problem}");
+        let (status, problem) = call(&state, Method::GET, "/ready", None, "").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("broker") && detail.contains("schema registry") && detail.contains("stores"), "{detail}");
+    }
+}
