@@ -90,7 +90,8 @@ pub async fn submit<T: AvroRecord>(
     build: impl FnOnce(String, Option<String>) -> T,
 ) -> Result<Response, Problem> {
     let idempotency_key = idempotency_key(headers)?;
-    let fingerprint = fingerprint(submission.command_type, &submission.key, request);
+    // Only a request with a key needs its fingerprint.
+    let fingerprint = idempotency_key.as_ref().map(|_| fingerprint(submission.command_type, &submission.key, request)).unwrap_or_default();
     let command_id = match &idempotency_key {
         Some(key) => derived_id(&submission.subject, key, &fingerprint),
         None => format!("c-{}", uuid::Uuid::new_v4().simple()),

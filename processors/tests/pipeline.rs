@@ -490,8 +490,13 @@ fn death_notification_freezes_the_holder_and_blocks_claims() {
     let refused = activity.iter().find(|a| a.command_id == forged).unwrap();
     assert_eq!((refused.outcome.as_str(), refused.reason.as_deref()), ("rejected", Some(reasons::FORBIDDEN)));
     assert_eq!(bank.user(&alice).status, UserStatus::Active);
+    // Each notification's outcome is kept by command id, on the NIN's task (GET /v1/commands/{id}?nin=).
+    let forged_status = bank.load::<CommandStatus>("notification-status", &forged, "NIN:AB123456C").unwrap();
+    assert_eq!((forged_status.status, forged_status.reason.as_deref()), (CommandState::Rejected, Some(reasons::FORBIDDEN)));
 
-    bank.death(service("hmrc"), "AB123456C");
+    let notice = bank.death(service("hmrc"), "AB123456C");
+    let notice_status = bank.load::<CommandStatus>("notification-status", &notice, "NIN:AB123456C").unwrap();
+    assert_eq!((notice_status.status, notice_status.command_type.as_str()), (CommandState::Settled, "DeathNotification"));
     assert_eq!(bank.user(&alice).status, UserStatus::Deceased);
     let account = bank.account(&alice);
     assert_eq!((account.status, account.frozen_reason.as_deref()), (AccountStatus::Frozen, Some(reasons::DECEASED)));

@@ -3,6 +3,8 @@
 //! TopicNameStrategy subject (`<topic>-value`); readers fetch the writer's schema by id and
 //! resolve it against their own (schema evolution).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
@@ -81,6 +83,10 @@ impl CodecError {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// Schema id and parsed schema of each (topic, record type) already registered: later
+    /// encodes frame the datum directly instead of going through the converter's cache, whose
+    /// key is the whole schema text.
+    writers: RwLock<HashMap<(String, &'static str), (u32, Arc<Schema>)>>,
 }
 
 impl Codec {
@@ -93,16 +99,32 @@ impl Codec {
                 .build()
                 .map_err(|e| CodecError::Settings(e.error))
         };
-        Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?) })
+        Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?), writers: RwLock::default() })
     }
 
     /// Encodes `record` for `topic`, registering its schema under `<topic>-value` if needed.
     pub async fn encode<T: AvroRecord>(&self, topic: &str, record: &T) -> Result<Vec<u8>, CodecError> {
         let value = record.to_avro()?;
+        let writer = self.writers.read().expect("writers lock").get(&(topic.to_string(), T::FULL_NAME)).cloned();
+        if let Some((id, schema)) = writer {
+            let mut framed = Vec::with_capacity(64);
+            framed.push(MAGIC_BYTE);
+            framed.extend_from_slice(&id.to_be_bytes());
+            apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+                .build()
+                .and_then(|writer| writer.write_value(&mut framed, value))
+                .map_err(|e| CodecError::DatumMismatch { schema: format!("id {id} ({})", T::FULL_NAME), reason: e.to_string() })?;
+            return Ok(framed);
+        }
         let text = crate::schema_text(T::SCHEMA_FILE)?;
         let supplied = SuppliedSchema::new(Some(T::FULL_NAME.to_string()), SchemaType::Avro, text.to_string());
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
-        self.encoder.encode_value(value, &strategy).await.map_err(|e| classify(e, None))
+        let framed = self.encoder.encode_value(value, &strategy).await.map_err(|e| classify(e, None))?;
+        let (id, _) = split_header(&framed)?;
+        if let Ok(schema) = Schema::parse_str(text) {
+            self.writers.write().expect("writers lock").insert((topic.to_string(), T::FULL_NAME), (id, Arc::new(schema)));
+        }
+        Ok(framed)
     }
 
     /// Decodes a Confluent-framed payload into `T`, resolving the writer's schema to `T`'s.
