@@ -38,7 +38,10 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     if let Some(url) = args.schema_registry_url {
         config.schema_registry_url = url;
     }
-    crate::dev::use_dev_secret(&mut config).ok();
+    // Without configured keys, use the secret `sluice dev` generated, as `sluice token` does.
+    if let Ok(Some(file)) = crate::dev::use_dev_secret(&mut config) {
+        println!("JWT keys: the dev secret in {}", file.display());
+    }
     let topology = Arc::new(Topology::from_file(&config.topology).map_err(|e| e.to_string())?);
     let instance = format!("{}-ingest-{}", config.application_id, std::process::id());
     let iq = InteractiveQueries::new(Arc::clone(&topology), LocalStores::default(), &instance);
