@@ -56,10 +56,17 @@ impl Publisher {
             owned = owned.insert(rdkafka::message::Header { key: name, value: Some(*value) });
         }
         let message = FutureRecord::to(topic).key(key).payload(&payload).headers(owned);
-        self.producer.send(message, DELIVERY_TIMEOUT).await.map(|_| ()).map_err(|(error, _)| {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable", format!("the command was not written to `{topic}`: {error}; retry with the same Idempotency-Key"))
+        let unavailable = |why: String| {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable", format!("`{topic}` did not acknowledge the command: {why}; retry with the same Idempotency-Key"))
                 .retry_after(1)
-        })
+        };
+        // librdkafka keeps a record that is in flight to a vanished broker past
+        // `message.timeout.ms`; the API answers within its own bound regardless.
+        match tokio::time::timeout(DELIVERY_TIMEOUT + Duration::from_secs(1), self.producer.send(message, DELIVERY_TIMEOUT)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(unavailable(error.to_string())),
+            Err(_) => Err(unavailable(format!("no acknowledgement within {} s", DELIVERY_TIMEOUT.as_secs() + 1))),
+        }
     }
 
     /// Encodes and produces without waiting for the acknowledgement (the access log).

@@ -307,4 +307,16 @@ fn the_http_api_journey_and_security_table() {
     let openapi = api.get("/openapi.json", None);
     assert_eq!(openapi.body["openapi"].as_str().map(|v| &v[..2]), Some("3."));
     assert!(openapi.body["paths"]["/v1/transfers"]["post"].is_object());
+
+    // The broker goes away: a command is refused with 503 (nothing was written; the client may
+    // retry with its Idempotency-Key) and /ready says which dependency failed.
+    p._broker.stop();
+    let down = api.send("POST", "/v1/transfers", Some(&mallory_token), &[("idempotency-key", "while-down")], transfer(json!("1.00")));
+    assert_eq!((down.status, down.problem_type()), (503, "broker-unavailable"), "{}", down.body);
+    assert!(down.headers.contains_key("retry-after"));
+    let ready = api.get("/ready", None);
+    assert_eq!((ready.status, ready.problem_type()), (503, "not-ready"));
+    assert!(ready.at("/detail").contains("broker"), "{}", ready.body);
+    // Without a broker the processors cannot commit a clean shutdown; end them.
+    let _ = Command::new("kill").arg("-KILL").arg(p.child.id().to_string()).status();
 }
