@@ -86,8 +86,11 @@ pub struct Codec {
     /// Schema id and parsed schema of each (topic, record type) already registered: later
     /// encodes frame the datum directly instead of going through the converter's cache, whose
     /// key is the whole schema text.
-    writers: RwLock<HashMap<(String, &'static str), (u32, Arc<Schema>)>>,
+    writers: RwLock<HashMap<WriterKey, (u32, Arc<Schema>)>>,
 }
+
+/// A topic and the full name of the record type written to it.
+type WriterKey = (String, &'static str);
 
 impl Codec {
     /// A codec talking to the Schema Registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
