@@ -320,7 +320,7 @@ pub struct VerificationRequest {
     #[schema(example = "NIN")]
     pub identifier_type: String,
     /// The identifier; spaces allowed.
-    #[schema(example = "QQ 12 34 56 C")]
+    #[schema(example = "AB 12 34 56 C")]
     pub value: String,
 }
 
@@ -329,7 +329,7 @@ pub struct VerificationRequest {
 #[serde(deny_unknown_fields)]
 pub struct DeathNotificationRequest {
     /// National Insurance number of the deceased.
-    #[schema(example = "QQ123456C")]
+    #[schema(example = "AB123456C")]
     pub nin: String,
     /// `YYYY-MM-DD`.
     #[schema(example = "2026-11-01")]
@@ -346,9 +346,7 @@ pub struct DeathNotificationRequest {
         (status = 429, body = Problem), (status = 503, body = Problem, description = "broker-unavailable, registry-unavailable")))]
 pub async fn transfer(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<TransferRequest>) -> Result<Response, Problem> {
     let payer = acting_account(&caller, request.user_id.as_deref())?;
-    let amount = amount(&request.amount)?;
-    let currency = currency(&state, request.currency.as_deref())?;
-    check_reference(request.reference.as_deref())?;
+    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
     let payee = match (&request.payee_user_id, &request.payee_email) {
         (Some(id), None) if is_user_id(id) => id.clone(),
         (None, Some(email)) if model::is_plausible_email(&model::normalise_email(email)) => model::user_id_for_email(email),
@@ -374,9 +372,7 @@ pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: 
     if !is_user_id(&request.user_id) {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-user-id", "Invalid user id", format!("`{}` is not a user id (u_ + 20 hex digits)", request.user_id)));
     }
-    let amount = amount(&request.amount)?;
-    let currency = currency(&state, request.currency.as_deref())?;
-    check_reference(request.reference.as_deref())?;
+    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Deposit", &caller, &request.user_id);
     let payload = PaymentPayload::Deposit(Deposit { amount, currency, reference: request.reference.clone() });
@@ -389,9 +385,7 @@ pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: 
     responses((status = 202, body = Accepted), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<WithdrawalRequest>) -> Result<Response, Problem> {
     let account = acting_account(&caller, request.user_id.as_deref())?;
-    let amount = amount(&request.amount)?;
-    let currency = currency(&state, request.currency.as_deref())?;
-    check_reference(request.reference.as_deref())?;
+    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Withdrawal", &caller, &account);
     let payload = PaymentPayload::Withdrawal(Withdrawal { amount, currency, reference: request.reference.clone() });
@@ -404,9 +398,7 @@ pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers:
     responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
 pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payment_id): Path<String>, headers: HeaderMap, ApiJson(request): ApiJson<RefundRequest>) -> Result<Response, Problem> {
     let payee = caller.user()?.user_id.clone();
-    let amount = amount(&request.amount)?;
-    let currency = currency(&state, request.currency.as_deref())?;
-    check_reference(request.reason.as_deref())?;
+    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reason.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Refund", &caller, &payee);
     let payload = PaymentPayload::Refund(Refund { payment_id: payment_id.clone(), amount, currency, reason: request.reason.clone() });
@@ -488,6 +480,14 @@ pub fn amount(text: &str) -> Result<Decimal, Problem> {
     let amount = Decimal::from_str(text.trim()).map_err(|_| not_decimal())?;
     model::check_amount(amount).map_err(invalid)?;
     Ok(amount)
+}
+
+/// The amount and currency of a payment, and its free text, checked.
+fn money(state: &SharedState, amount_text: &str, currency_code: Option<&str>, text: Option<&str>) -> Result<(Decimal, String), Problem> {
+    let checked = amount(amount_text)?;
+    let code = currency(state, currency_code)?;
+    check_reference(text)?;
+    Ok((checked, code))
 }
 
 fn currency(state: &SharedState, given: Option<&str>) -> Result<String, Problem> {
