@@ -38,9 +38,13 @@ pub(crate) struct DevArgs {
     /// Address the processors' Prometheus metrics are served on.
     #[arg(long)]
     metrics_listen: Option<String>,
-    /// Address the HTTP API listens on.
+    /// Address the HTTP API (and the web console) listens on.
     #[arg(long)]
     http_listen: Option<String>,
+    /// Seed a few users, deposits and transfers through the API once it is up, so the console
+    /// is not empty (demo users' password: demo-password-1).
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Runs the dev stack until Ctrl-C or SIGTERM.
@@ -82,25 +86,25 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
             Some(broker)
         }
     };
-    let result = serve(&config, broker.as_mut()).await;
+    let result = serve(&config, broker.as_mut(), args.demo).await;
     if let Some(broker) = broker {
         broker.stop().await;
     }
     result
 }
 
-async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>) -> Result<(), String> {
+async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>, demo: bool) -> Result<(), String> {
     if let Some(broker) = broker {
         broker.wait_ready().await?;
     }
     let topology = topics::create_all(config, false).await?;
     let registry = start_registry(config).await?;
-    let result = serve_with_registry(config, &topology, &registry).await;
+    let result = serve_with_registry(config, &topology, &registry, demo).await;
     registry.shutdown().await;
     result
 }
 
-async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry) -> Result<(), String> {
+async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool) -> Result<(), String> {
     let registered = register_schemas(topology, &config.application_id, &registry.url()).await?;
     let mut config = config.clone();
     config.schema_registry_url = registry.url();
@@ -117,21 +121,34 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     }));
     println!();
     println!("  Sluice dev stack is up");
-    println!("  HTTP API         {api_url}   (OpenAPI: {api_url}/openapi.json, metrics: {api_url}/metrics)");
-    println!("  Kafka broker     {}", config.bootstrap_servers);
+    println!("  Web console      {api_url}/");
+    println!("  HTTP API         {api_url}/v1   (OpenAPI: {api_url}/openapi.json)");
+    println!("  Metrics          {api_url}/metrics   (processors also at {metrics_url})");
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
-    println!("  Processors       {} ({} sub-topologies), metrics at {metrics_url}", config.topology.display(), topology.subtopologies.len());
+    println!("  Kafka broker     {}", config.bootstrap_servers);
+    println!("  Processors       {} ({} sub-topologies)", config.topology.display(), topology.subtopologies.len());
     println!("  State dir        {}", config.state_dir.display());
     match &secret_file {
         Some(file) => println!("  JWT secret       {} (HS256; `sluice token` signs with it)", file.display()),
         None => println!("  JWT keys         from the jwt_* settings"),
     }
     println!();
-    println!("  Try:  curl {api_url}/ready");
+    println!("  Try:  open {api_url}/ in a browser, or curl {api_url}/ready");
     println!("        scripts/kcat -L -b {}", config.bootstrap_servers);
     println!("        curl {}/subjects", registry.url());
     println!("  Ctrl-C stops everything.");
     println!();
+    if demo {
+        let keys = crate::run::jwt_keys(&config)?.ok_or("--demo needs JWT keys")?;
+        let operator = keys.issue("demo-operator", &["operator"], sluice_processors::jwt::TokenUse::Access, sluice_streams::runtime::now_ms(), 600, "demo")?;
+        let api = api_url.clone();
+        tokio::spawn(async move {
+            match crate::demo::seed(&api, &operator).await {
+                Ok(()) => println!("demo data ready: alice@demo.sluice, bob@demo.sluice and carol@demo.sluice (password {}) with deposits and transfers", crate::demo::DEMO_PASSWORD),
+                Err(error) => eprintln!("demo data not seeded: {error}"),
+            }
+        });
+    }
     let outcome = tokio::select! {
         () = wait_for_shutdown() => Ok(()),
         finished = streams.finished() => finished,
@@ -279,9 +296,15 @@ impl DevBroker {
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + BROKER_START_TIMEOUT;
         let servers = self.bootstrap_servers();
+        let mut reported = started;
         loop {
+            if reported.elapsed() >= Duration::from_secs(5) {
+                println!("  waiting for the broker on {servers} ({} s)...", started.elapsed().as_secs());
+                reported = Instant::now();
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(20).collect();
@@ -290,7 +313,10 @@ impl DevBroker {
             let probe = servers.clone();
             let ready = tokio::task::spawn_blocking(move || sluice_streams::admin::ping(&probe)).await;
             match ready {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => {
+                    println!("broker ready on {servers} after {:.1} s", started.elapsed().as_secs_f64());
+                    return Ok(());
+                }
                 _ if Instant::now() >= deadline => {
                     return Err(format!("tansu did not answer on {servers} within {BROKER_START_TIMEOUT:?}; see {}", self.log.display()))
                 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_streams::config::SluiceConfig;
 
+mod demo;
 mod dev;
 mod ingest;
 mod load;

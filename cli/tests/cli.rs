@@ -45,7 +45,7 @@ fn topology_describe_prints_both_subtopologies() {
     assert!(stdout.starts_with("Topologies:\n   Sub-topology: 0\n"), "{stdout}");
     assert!(stdout.contains("    Processor: balance-check (stores: [accounts, ledger, payments, command-status, user-dedupe])"), "{stdout}");
     assert!(stdout.contains("   Sub-topology: 1\n    Source: identity-claims-source (topics: [sluice-identity-claim-repartition])"), "{stdout}");
-    assert!(stdout.contains("    Processor: hmrc-death-notification (stores: [identity-claims, identifier-dedupe])"), "{stdout}");
+    assert!(stdout.contains("    Processor: hmrc-death-notification (stores: [identity-claims, identifier-dedupe, notification-status])"), "{stdout}");
 }
 
 #[test]

@@ -11,11 +11,13 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` errors; [`body`]: the JSON body extractor
 //!   that answers with them.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers' annotations.
+//! - [`console`]: the web console at `/`.
 
 pub mod accounts;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod console;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -77,6 +79,7 @@ pub fn app(state: SharedState) -> Router {
     let api = Arc::new(api);
     router
         .route("/openapi.json", axum::routing::get(move || openapi::serve(Arc::clone(&api))))
+        .merge(console::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), ops::observe))

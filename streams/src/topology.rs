@@ -992,7 +992,7 @@ Topologies:
         assert_eq!(processors(0), ["auth-validation", "balance-check", "settlement", "identity-request"]);
         assert_eq!(processors(1), ["identity-verification", "hmrc-death-notification"]);
         assert_eq!(processors(2), ["json-bridge"]);
-        assert_eq!(topology.subtopologies[1].stores, ["identity-claims", "identifier-dedupe"]);
+        assert_eq!(topology.subtopologies[1].stores, ["identity-claims", "identifier-dedupe", "notification-status"]);
         let described = topology.describe("sluice");
         assert!(described.contains("Source: credit-source (topics: [sluice-credit-repartition])"), "{described}");
         let created: Vec<String> = topology.topics_to_create("sluice").into_iter().map(|t| t.name).collect();
