@@ -17,6 +17,7 @@ const TRANSFERS: [(usize, usize, &str, &str); 4] = [(0, 1, "42.50", "lunch"), (1
 /// an operator token for the deposits.
 pub(crate) async fn seed(api: &str, operator: &str) -> Result<(), String> {
     let client = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().map_err(|e| e.to_string())?, api: api.trim_end_matches('/').to_string() };
+    client.wait_ready().await?;
     let mut tokens = Vec::new();
     for (email, name, _) in USERS {
         let (status, body) = client.send("POST", "/v1/auth/register", None, None, json!({"email": email, "password": DEMO_PASSWORD, "full_name": name})).await?;
@@ -61,6 +62,17 @@ impl Client {
         let response = request.send().await.map_err(|e| format!("{path}: {e}"))?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits until the API is ready (every task with stores is running).
+    async fn wait_ready(&self) -> Result<(), String> {
+        for _ in 0..600 {
+            if let Ok((200, _)) = self.send("GET", "/ready", None, None, Value::Null).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err("the API did not become ready within 2 minutes".to_string())
     }
 
     /// Logs in once the registration has been processed.

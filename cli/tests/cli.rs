@@ -138,7 +138,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let broker_port = sluice_testkit::free_port();
     let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
     let mut child = sluice()
-        .args(["dev", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
+        .args(["dev", "--demo", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
         .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
         .arg("--state-dir")
@@ -147,9 +147,15 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let (banner, lines) = read_banner(&mut child);
+    let (banner, mut lines) = read_banner(&mut child);
     assert!(banner.contains("Sluice dev stack is up"), "{banner}");
     assert!(banner.contains(&format!("kcat -L -b 127.0.0.1:{broker_port}")), "{banner}");
+    for url in ["Web console      http://", "HTTP API         http://", "Metrics          http://", "Schema Registry  http://"] {
+        assert!(banner.contains(url), "{url} missing from {banner}");
+    }
+    // --demo seeds users, deposits and transfers through the API once it is ready.
+    let demo = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("demo data")).expect("a line about the demo data");
+    assert!(demo.starts_with("demo data ready: alice@demo.sluice"), "{demo}");
 
     let servers = format!("127.0.0.1:{broker_port}");
     let topics = topics_on(&servers);
