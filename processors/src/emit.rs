@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use sluice_schemas::types::{ActivityLog, Notification, PaymentKind, PaymentRejected, PaymentSettled};
 use sluice_schemas::{AnyRecord, TimestampMillis};
+use sluice_streams::metrics as names;
 use sluice_streams::{ProcessError, ProcessorContext, Record, Value};
 
 use crate::model::{self, stores, CommandState, CommandStatus};
@@ -130,6 +131,12 @@ pub fn activity(ctx: &mut ProcessorContext<'_>, sink: &str, activity: Activity<'
         outcome: activity.outcome.to_string(),
         reason: activity.reason.map(str::to_string),
     };
+    // Observability only (never read back): outcomes by type and reason, and the time from the
+    // command's record timestamp (when the API accepted it) to its outcome.
+    let labels = [("type", log.command_type.clone()), ("outcome", log.outcome.clone())];
+    metrics::counter!(names::COMMANDS_TOTAL, &[labels[0].clone(), labels[1].clone(), ("reason", log.reason.clone().unwrap_or_default())]).increment(1);
+    let latency_ms = sluice_streams::runtime::now_ms().saturating_sub(ctx.timestamp()).max(0);
+    metrics::histogram!(names::COMMAND_LATENCY_SECONDS, &labels).record(latency_ms as f64 / 1000.0);
     send(ctx, sink, activity.user_id, log)
 }
 

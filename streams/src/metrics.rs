@@ -26,6 +26,12 @@ pub const REBALANCES_TOTAL: &str = "sluice_rebalances_total";
 /// Tasks this instance runs.
 pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
 
+/// Commands that reached their final outcome in the pipeline (`type`, `outcome`: settled or
+/// rejected, `reason`: empty when settled).
+pub const COMMANDS_TOTAL: &str = "sluice_commands_total";
+/// Time from a command's record timestamp (accepted by the API) to its final outcome (`type`,
+/// `outcome`): the end-to-end latency of the pipeline.
+pub const COMMAND_LATENCY_SECONDS: &str = "sluice_command_latency_seconds";
 /// HTTP requests answered by the ingest API (`method`, `route`, `status`).
 pub const HTTP_REQUESTS_TOTAL: &str = "sluice_http_requests_total";
 /// Time to answer one HTTP request (`method`, `route`).
@@ -54,6 +60,8 @@ pub fn describe() {
     describe_gauge!(STORE_KEYS, "Entries in a store as of the last commit.");
     describe_counter!(REBALANCES_TOTAL, "Consumer group rebalances this instance took part in.");
     describe_gauge!(ACTIVE_TASKS, "Tasks this instance runs.");
+    describe_counter!(COMMANDS_TOTAL, "Commands that reached their final outcome, by type, outcome and reason.");
+    describe_histogram!(COMMAND_LATENCY_SECONDS, Unit::Seconds, "Time from a command's record timestamp to its final outcome.");
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered by the ingest API.");
     describe_histogram!(HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "Time to answer one HTTP request.");
     describe_counter!(HTTP_COMMANDS_TOTAL, "Commands the ingest API accepted and published.");

@@ -289,6 +289,10 @@ fn the_http_api_journey_and_security_table() {
     assert!(metrics.contains(r#"sluice_http_requests_total{method="POST",route="/v1/transfers",status="401"}"#));
     assert!(metrics.contains(r#"sluice_http_commands_total{type="Transfer"}"#));
     assert!(metrics.contains("sluice_http_request_duration_seconds_bucket"));
+    // The pipeline's outcomes and end-to-end latency, in the same process under sluice dev.
+    assert!(metrics.contains(r#"sluice_commands_total{type="Transfer",outcome="settled",reason=""}"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_commands_total{type="Transfer",outcome="rejected",reason="limit_exceeded"} 1"#));
+    assert!(metrics.contains(r#"sluice_command_latency_seconds_bucket{type="Transfer",outcome="settled""#));
     let tagged = api.call("GET", "/health", None, &[("x-request-id", "req-journey-1")], None);
     assert_eq!(tagged.headers["x-request-id"], "req-journey-1");
     let access = api.wait_for("the access log", || {
