@@ -1,0 +1,167 @@
+"""Checks docker-compose.yml, the Dockerfile and deploy/ without a Docker engine: the files
+parse, every reference names a service and a port that exists, the SLUICE__ variables are
+Sluice's config keys, the sluice commands and flags exist, the Dockerfile builds with the
+README's command, and the Grafana dashboard queries only metrics Sluice records.
+
+Run by scripts/test:  .venv/bin/python -m unittest discover -s deploy -p 'test_*.py'
+"""
+
+import json
+import re
+import unittest
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+# Ports the third-party images listen on by default (not declared in the compose file).
+IMAGE_PORTS = {"prometheus": {9090}, "grafana": {3000}, "akhq": {8080}, "kafdrop": {9000}}
+
+
+def container_ports(name):
+    """Every port a service listens on inside the compose network."""
+    service = SERVICES[name]
+    ports = set(IMAGE_PORTS.get(name, set()))
+    for mapping in service.get("ports", []):
+        ports.add(int(str(mapping).split(":")[-1]))
+    for port in service.get("expose", []):
+        ports.add(int(port))
+    for value in (service.get("environment") or {}).values():
+        if name == "kafka" or name == "schema-registry":
+            ports.update(int(p) for p in re.findall(r"://0\.0\.0\.0:(\d+)", str(value)))
+    return ports
+
+
+def references(text):
+    """(host, port) pairs in a text: host:port and scheme://host:port."""
+    return [(h, int(p)) for h, p in re.findall(r"(?:^|[\s\"'/@,=\[])([a-z][a-z0-9-]*):(\d{2,5})\b", text)]
+
+
+def sluice_config_keys():
+    source = (ROOT / "streams/src/config.rs").read_text()
+    body = source[source.index("pub struct SluiceConfig {"):]
+    body = body[: body.index("\n}\n")]
+    return set(re.findall(r"^\s+pub (\w+):", body, re.M))
+
+
+def cli_flags():
+    flags = set()
+    for path in (ROOT / "cli/src").glob("*.rs"):
+        flags.update(re.findall(r"#\[arg\(long[^\]]*\)\]\s*(?:///[^\n]*\n\s*)*(\w+):", path.read_text()))
+    return {"--" + f.replace("_", "-") for f in flags}
+
+
+def metric_names():
+    source = (ROOT / "streams/src/metrics.rs").read_text()
+    return set(re.findall(r'pub const \w+: &str = "(sluice_\w+)";', source))
+
+
+class Compose(unittest.TestCase):
+    def test_the_stack_has_every_service(self):
+        for name in ["kafka", "schema-registry", "topics", "sluice-processors", "sluice-ingest", "akhq", "kafdrop", "prometheus", "grafana"]:
+            self.assertIn(name, SERVICES)
+
+    def test_kafka_runs_kraft_with_an_internal_and_a_host_listener(self):
+        env = SERVICES["kafka"]["environment"]
+        self.assertIn("controller", env["KAFKA_PROCESS_ROLES"])
+        advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        self.assertEqual(advertised["INTERNAL"], "kafka:29092")
+        self.assertEqual(advertised["EXTERNAL"], "localhost:9092")
+        self.assertIn("9092:9092", SERVICES["kafka"]["ports"])
+        self.assertEqual(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false", "Sluice creates its topics explicitly")
+
+    def test_dependencies_name_services(self):
+        for name, service in SERVICES.items():
+            depends = service.get("depends_on", [])
+            for target in depends:
+                self.assertIn(target, SERVICES, f"{name} depends on unknown {target}")
+                if isinstance(depends, dict):
+                    self.assertIn(depends[target]["condition"], {"service_started", "service_healthy", "service_completed_successfully"})
+                    if depends[target]["condition"] == "service_healthy":
+                        self.assertIn("healthcheck", SERVICES[target], f"{name} waits for {target} to be healthy")
+
+    def test_host_ports_do_not_clash(self):
+        host_ports = [int(str(m).split(":")[0]) for s in SERVICES.values() for m in s.get("ports", [])]
+        self.assertEqual(len(host_ports), len(set(host_ports)), host_ports)
+        self.assertEqual(SERVICES["akhq"]["ports"], ["8080:8080"])
+        self.assertEqual(SERVICES["sluice-ingest"]["ports"], ["8088:8080"], "the API moves off AKHQ's 8080")
+
+    def test_every_reference_names_a_service_and_a_port_it_listens_on(self):
+        texts = {name: yaml.safe_dump({k: v for k, v in service.items() if k in ("environment", "command", "healthcheck")}) for name, service in SERVICES.items()}
+        for path in ["deploy/prometheus.yml", "deploy/akhq.yml", "deploy/grafana/provisioning/datasources/prometheus.yml"]:
+            texts[path] = (ROOT / path).read_text()
+        checked = 0
+        for origin, text in texts.items():
+            for host, port in references(text):
+                if host in ("localhost", "http", "https", "plaintext"):
+                    continue
+                self.assertIn(host, SERVICES, f"{origin} refers to unknown host {host}:{port}")
+                self.assertIn(port, container_ports(host), f"{origin} refers to {host}:{port}, which does not listen there")
+                checked += 1
+        self.assertGreater(checked, 10)
+
+    def test_sluice_services_use_real_config_keys_commands_and_flags(self):
+        keys = sluice_config_keys()
+        flags = cli_flags()
+        for name in ["topics", "sluice-processors", "sluice-ingest"]:
+            service = SERVICES[name]
+            self.assertEqual(service["image"], "sluice:dev")
+            for variable in service["environment"]:
+                self.assertTrue(variable.startswith("SLUICE__"), variable)
+                self.assertIn(variable[len("SLUICE__"):].lower(), keys, f"{name}: {variable} is not a Sluice setting")
+            command = service["command"]
+            self.assertIn(command[0], {"topics", "run", "ingest"})
+            for arg in command[1:]:
+                if arg.startswith("--"):
+                    self.assertIn(arg, flags, f"{name}: sluice {command[0]} has no {arg}")
+
+    def test_mounted_files_exist(self):
+        for name, service in SERVICES.items():
+            for volume in service.get("volumes", []):
+                source = volume.split(":")[0]
+                if source.startswith("./"):
+                    self.assertTrue((ROOT / source).exists(), f"{name} mounts missing {source}")
+
+
+class Dockerfile(unittest.TestCase):
+    def test_it_builds_with_the_readme_command(self):
+        dockerfile = (ROOT / "Dockerfile").read_text()
+        build = re.search(r"^RUN (cargo build .*)$", dockerfile, re.M).group(1)
+        self.assertTrue(build in (ROOT / "README.md").read_text(), f"the README does not build with `{build}`")
+        self.assertIn("COPY --from=build /src/target/release/sluice", dockerfile)
+        for source in re.findall(r"^COPY (?!--)(\S+) ", dockerfile, re.M):
+            if source != ".":
+                self.assertTrue((ROOT / source).exists(), source)
+
+    def test_the_readme_explains_which_ui_is_on_which_port(self):
+        readme = (ROOT / "README.md").read_text()
+        for url in ["http://localhost:8088", "http://localhost:8080", "http://localhost:9000", "http://localhost:8081", "http://localhost:9090", "http://localhost:3000"]:
+            self.assertTrue(url in readme, f"the README does not name {url}")
+
+
+class Dashboard(unittest.TestCase):
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/sluice.json").read_text())
+
+    def test_it_has_the_panels_operators_need(self):
+        titles = {p["title"] for p in self.dashboard["panels"]}
+        for title in ["Throughput by processor", "Commit latency", "End-to-end command latency", "Records lag", "Restore progress", "DLQ rate", "HTTP requests by status", "Commands by outcome"]:
+            self.assertIn(title, titles)
+
+    def test_queries_use_only_metrics_sluice_records(self):
+        known = metric_names()
+        datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"][0]
+        for panel in self.dashboard["panels"]:
+            self.assertEqual(panel["datasource"]["uid"], datasource["uid"])
+            for target in panel["targets"]:
+                for metric in re.findall(r"sluice_\w+", target["expr"]):
+                    base = re.sub(r"_(bucket|sum|count)$", "", metric)
+                    self.assertIn(base, known, f"{panel['title']}: {metric} is not a Sluice metric")
+                if "histogram_quantile" in target["expr"]:
+                    self.assertIn("_seconds_bucket", target["expr"])
+
+
+if __name__ == "__main__":
+    unittest.main()
