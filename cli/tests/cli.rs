@@ -558,6 +558,11 @@ struct Pipeline {
 
 impl Pipeline {
     fn start(name: &str) -> Pipeline {
+        Pipeline::start_as(name, "e2e")
+    }
+
+    /// `sluice dev` with `application_id`.
+    fn start_as(name: &str, application_id: &str) -> Pipeline {
         let broker = sluice_testkit::Broker::start();
         let servers = broker.bootstrap_servers();
         let dir = temp_dir(name);
@@ -567,7 +572,7 @@ impl Pipeline {
         let mut child = sluice()
             .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"])
             .arg(dir.join("state"))
-            .env("SLUICE__APPLICATION_ID", "e2e")
+            .env("SLUICE__APPLICATION_ID", application_id)
             .env("SLUICE__JWT_SECRET", E2E_SECRET)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -834,3 +839,6 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
 
 #[path = "cli/api.rs"]
 mod api;
+
+#[path = "cli/kcat.rs"]
+mod kcat;

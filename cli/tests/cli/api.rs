@@ -127,6 +127,19 @@ fn forged(header: Value, claims: Value) -> String {
     format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
 }
 
+/// Polls `/ready` for up to 90 s.
+pub(super) fn wait_ready(p: &Pipeline) -> bool {
+    let api = Api::new(p);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if api.get("/ready", None).status == 200 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
