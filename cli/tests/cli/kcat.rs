@@ -55,7 +55,7 @@ fn the_readme_kcat_workflow_works_against_the_dev_stack() {
     let alice = model::user_id_for_email("alice@example.com");
     let bob = model::user_id_for_email("bob@example.com");
     let balance = |user: &str| {
-        output.lines().filter(|l| l.starts_with(user) && l.contains(r#""balance""#)).next_back().map(|l| serde_json::from_str::<Account>(&l[user.len() + 1..]).unwrap().balance.to_string())
+        output.lines().rfind(|l| l.starts_with(user) && l.contains(r#""balance""#)).map(|l| serde_json::from_str::<Account>(&l[user.len() + 1..]).unwrap().balance.to_string())
     };
     assert_eq!((balance(&alice).as_deref(), balance(&bob).as_deref()), (Some("210.00"), Some("40.00")), "{output}");
     assert!(output.contains("more than 2 decimal places"), "the DLQ header says why:\n{output}");
