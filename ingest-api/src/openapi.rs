@@ -81,6 +81,10 @@ mod tests {
 
     /// The API over the repository's topology, a broker that is never reached and no running tasks.
     fn state(rate_limit_per_s: u32, burst: u32) -> SharedState {
+        state_with_timeout(rate_limit_per_s, burst, Duration::from_secs(5))
+    }
+
+    fn state_with_timeout(rate_limit_per_s: u32, burst: u32, request_timeout: Duration) -> SharedState {
         let topology = Topology::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
         let pipeline = crate::pipeline_settings(&topology).unwrap();
         let iq = InteractiveQueries::new(Arc::new(topology), LocalStores::default(), "test");
@@ -94,7 +98,7 @@ mod tests {
                 access_ttl_s: 900,
                 refresh_ttl_s: 3600,
                 body_limit_bytes: 1024,
-                request_timeout: Duration::from_secs(5),
+                request_timeout,
                 rate_limit_per_s,
                 rate_limit_burst: burst,
                 pipeline,
@@ -171,6 +175,15 @@ mod tests {
         assert_eq!(body["retry_after_s"], 1);
         let other = state.keys.issue("ops-2", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
         assert_eq!(call(&state, Method::POST, "/v1/deposits", Some(&other), "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY, "limits are per principal");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_gets_503_request_timeout() {
+        // /ready waits up to 2 s for a broker that is not there; the API gives up first.
+        let state = state_with_timeout(0, 0, Duration::from_millis(200));
+        let (status, problem) = call(&state, Method::GET, "/ready", None, "").await;
+        assert_eq!((status, problem["type"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("https://sluice.dev/problems/request-timeout")), "{problem}");
+        assert_eq!(problem["retry_after_s"], 1);
     }
 
     #[tokio::test]
