@@ -83,14 +83,15 @@ impl CodecError {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    /// Schema id and parsed schema of each (topic, record type) already registered: later
-    /// encodes frame the datum directly instead of going through the converter's cache, whose
-    /// key is the whole schema text.
-    writers: RwLock<HashMap<WriterKey, (u32, Arc<Schema>)>>,
+    /// Schema id and parsed schema of each record type (by full name) already registered for a
+    /// topic: later encodes frame the datum directly instead of going through the converter's
+    /// cache, whose key is the whole schema text. Looked up by `&str`, so the hot path
+    /// allocates no key.
+    writers: RwLock<HashMap<&'static str, HashMap<String, Writer>>>,
 }
 
-/// A topic and the full name of the record type written to it.
-type WriterKey = (String, &'static str);
+/// The registered id and the parsed schema a record type is written with.
+type Writer = (u32, Arc<Schema>);
 
 impl Codec {
     /// A codec talking to the Schema Registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
@@ -108,7 +109,7 @@ impl Codec {
     /// Encodes `record` for `topic`, registering its schema under `<topic>-value` if needed.
     pub async fn encode<T: AvroRecord>(&self, topic: &str, record: &T) -> Result<Vec<u8>, CodecError> {
         let value = record.to_avro()?;
-        let writer = self.writers.read().expect("writers lock").get(&(topic.to_string(), T::FULL_NAME)).cloned();
+        let writer = self.writers.read().expect("writers lock").get(T::FULL_NAME).and_then(|topics| topics.get(topic)).cloned();
         if let Some((id, schema)) = writer {
             let mut framed = Vec::with_capacity(64);
             framed.push(MAGIC_BYTE);
@@ -125,7 +126,7 @@ impl Codec {
         let framed = self.encoder.encode_value(value, &strategy).await.map_err(|e| classify(e, None))?;
         let (id, _) = split_header(&framed)?;
         if let Ok(schema) = Schema::parse_str(text) {
-            self.writers.write().expect("writers lock").insert((topic.to_string(), T::FULL_NAME), (id, Arc::new(schema)));
+            self.writers.write().expect("writers lock").entry(T::FULL_NAME).or_default().insert(topic.to_string(), (id, Arc::new(schema)));
         }
         Ok(framed)
     }

@@ -141,8 +141,7 @@ impl InteractiveQueries {
         let instances = self.instances.read().expect("instances lock");
         instances
             .values()
-            .filter(|i| i.instance != self.self_instance && i.tasks.contains(&task))
-            .filter(|i| now_ms - i.updated_at_ms < STALE_AFTER.as_millis() as i64)
+            .filter(|i| self.serves_elsewhere(i, &task, now_ms))
             .max_by_key(|i| i.updated_at_ms)
             .map(|i| Location::Remote(i.application_server.clone()))
             .ok_or_else(|| QueryError::NotAvailable(task, store.to_string()))
@@ -158,15 +157,18 @@ impl InteractiveQueries {
             for partition in 0..sub.partitions {
                 let id = TaskId { subtopology: sub.id, partition };
                 let task = id.to_string();
-                let remote = instances
-                    .values()
-                    .any(|i| i.instance != self.self_instance && i.tasks.contains(&task) && now_ms - i.updated_at_ms < STALE_AFTER.as_millis() as i64);
+                let remote = instances.values().any(|i| self.serves_elsewhere(i, &task, now_ms));
                 if !local.contains(&id) && !remote {
                     missing.push(task);
                 }
             }
         }
         missing
+    }
+
+    /// True if `info` is another instance, heard from within [`STALE_AFTER`], that runs `task`.
+    fn serves_elsewhere(&self, info: &InstanceInfo, task: &str, now_ms: i64) -> bool {
+        info.instance != self.self_instance && info.tasks.iter().any(|t| t == task) && now_ms - info.updated_at_ms < STALE_AFTER.as_millis() as i64
     }
 
     /// How many tasks run in this instance (all restored and processing).
