@@ -114,7 +114,7 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     let metrics_url = crate::run::serve_metrics(&config.metrics_listen, metrics.clone()).await?;
     let api_listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {} for the API: {e}", config.http_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr().map_err(|e| e.to_string())?);
-    let state = crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics), &format!("{}-dev", config.application_id))?;
+    let state = crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics))?;
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(sluice_ingest::serve(api_listener, state, async move {
         let _ = api_stopped.await;
@@ -202,6 +202,15 @@ pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf
         .map_err(|e| format!("no jwt_secret configured and no dev secret at {} ({e}); start `sluice dev` first", file.display()))?;
     config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
     Ok(Some(file))
+}
+
+/// For `sluice run` and `sluice ingest`: without configured keys, use the secret `sluice dev`
+/// generated if there is one (as `sluice token` does), and say so; otherwise leave the settings
+/// to be refused where keys are needed.
+pub(crate) fn fall_back_to_dev_secret(config: &mut SluiceConfig) {
+    if let Ok(Some(file)) = use_dev_secret(config) {
+        println!("JWT keys: the dev secret in {}", file.display());
+    }
 }
 
 /// Starts the embedded Schema Registry on `config.registry_listen`.

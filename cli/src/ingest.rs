@@ -38,10 +38,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     if let Some(url) = args.schema_registry_url {
         config.schema_registry_url = url;
     }
-    // Without configured keys, use the secret `sluice dev` generated, as `sluice token` does.
-    if let Ok(Some(file)) = crate::dev::use_dev_secret(&mut config) {
-        println!("JWT keys: the dev secret in {}", file.display());
-    }
+    crate::dev::fall_back_to_dev_secret(&mut config);
     let topology = Arc::new(Topology::from_file(&config.topology).map_err(|e| e.to_string())?);
     let instance = format!("{}-ingest-{}", config.application_id, std::process::id());
     let iq = InteractiveQueries::new(Arc::clone(&topology), LocalStores::default(), &instance);
@@ -49,7 +46,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     iq.discover(&config.bootstrap_servers, &config.application_id, Arc::clone(&stop)).map_err(|e| format!("interactive-query discovery: {e}"))?;
     let metrics = crate::run::install_metrics()?;
     let queries = StoreQueries::new(iq, &instance);
-    let state = api_state(&config, &topology, queries, Some(metrics), &instance)?;
+    let state = api_state(&config, &topology, queries, Some(metrics))?;
     let listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     println!("sluice ingest: API at http://{} (OpenAPI at /openapi.json), publishing to {}", config.http_listen, config.bootstrap_servers);
     let served = sluice_ingest::serve(listener, state, crate::dev::wait_for_shutdown()).await;
@@ -58,7 +55,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
 }
 
 /// The API's state from the settings.
-pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>, instance: &str) -> Result<SharedState, String> {
+pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>) -> Result<SharedState, String> {
     let keys = crate::run::jwt_keys(config)?.ok_or("the API signs tokens: set jwt_secret (SLUICE__JWT_SECRET), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file")?;
     if !keys.can_issue() {
         return Err("the API signs tokens: set jwt_private_key_file".to_string());
@@ -68,10 +65,7 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         refresh_ttl_s: config.jwt_refresh_ttl_s,
         body_limit_bytes: config.http_body_limit_bytes,
         request_timeout: Duration::from_millis(config.http_request_timeout_ms),
-        rate_limit_per_s: config.http_rate_limit_per_s,
-        rate_limit_burst: config.http_rate_limit_burst,
         pipeline: sluice_ingest::pipeline_settings(topology)?,
-        instance: instance.to_string(),
     };
     let publisher = sluice_ingest::publish::Publisher::new(&config.bootstrap_servers, &config.schema_registry_url)?;
     Ok(Arc::new(AppState {
@@ -79,7 +73,7 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         queries,
         publisher,
         idempotency: Default::default(),
-        limiter: sluice_ingest::ops::RateLimiter::new(settings.rate_limit_per_s, settings.rate_limit_burst),
+        limiter: sluice_ingest::ops::RateLimiter::new(config.http_rate_limit_per_s, config.http_rate_limit_burst),
         settings,
         metrics,
     }))

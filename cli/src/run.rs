@@ -75,10 +75,7 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     if let Some(server) = args.application_server {
         config.application_server = Some(server);
     }
-    // Without configured keys, use the secret `sluice dev` generated, as `sluice token` does.
-    if let Ok(Some(file)) = crate::dev::use_dev_secret(&mut config) {
-        println!("JWT keys: the dev secret in {}", file.display());
-    }
+    crate::dev::fall_back_to_dev_secret(&mut config);
     let mut streams = StreamThread::start(&config).await?;
     if let Some(server) = &config.application_server {
         let queries = streams.queries.clone();

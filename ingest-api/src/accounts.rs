@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sluice_processors::model::{self, roles, stores, Account, CommandState, CommandStatus, LedgerEntry};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{symbol, Caller};
 use crate::commands::forbidden;
 use crate::problem::Problem;
 use crate::SharedState;
@@ -130,7 +130,7 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
             user_id: account.user_id,
             balance: format!("{:.2}", account.balance),
             currency: account.currency,
-            status: serde_json::to_value(account.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            status: symbol(&account.status),
             frozen_reason: account.frozen_reason,
             user_status: profile.status,
             kyc_level: profile.kyc_level,
@@ -216,12 +216,11 @@ pub async fn my_transactions(State(state): State<SharedState>, caller: Caller, Q
 }
 
 fn transaction(entry: &LedgerEntry) -> TransactionResponse {
-    let text = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
     TransactionResponse {
         sequence: entry.sequence,
         command_id: entry.command_id.clone(),
-        kind: text(serde_json::to_value(entry.kind).unwrap_or_default()),
-        direction: text(serde_json::to_value(entry.direction).unwrap_or_default()),
+        kind: symbol(&entry.kind),
+        direction: symbol(&entry.direction),
         amount: format!("{:.2}", entry.amount),
         balance_after: format!("{:.2}", entry.balance_after),
         counterparty: entry.counterparty.clone(),

@@ -207,8 +207,8 @@ impl From<&User> for ProfileResponse {
     }
 }
 
-/// An Avro enum's symbol, as serde writes it.
-fn symbol<T: Serialize>(value: &T) -> String {
+/// An enum's name as serde writes it (e.g. `BASIC`, `open`, `debit`).
+pub(crate) fn symbol<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 

@@ -105,7 +105,6 @@ pub async fn submit<T: AvroRecord>(
             Seen::Never => {}
             Seen::SameRequest(id) => return Ok(accepted(&id, &status_url, true)),
             Seen::OtherRequest => {
-                metrics::counter!(names::HTTP_COMMANDS_REFUSED_TOTAL, "type" => submission.command_type, "problem" => "idempotency-key-reused").increment(1);
                 return Err(Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency-key-reused",

@@ -42,14 +42,8 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     /// Longest time spent on one request.
     pub request_timeout: Duration,
-    /// Average requests per second per principal.
-    pub rate_limit_per_s: u32,
-    /// Burst above the average.
-    pub rate_limit_burst: u32,
     /// The pipeline's business settings (currency).
     pub pipeline: PipelineSettings,
-    /// Name of this instance in logs and `x-sluice-served-by`.
-    pub instance: String,
 }
 
 /// Everything a handler needs.
@@ -62,7 +56,7 @@ pub struct AppState {
     pub publisher: publish::Publisher,
     /// Idempotency keys seen, and commands recently accepted.
     pub idempotency: commands::IdempotencyTable,
-    /// Per-principal token buckets.
+    /// Per-principal token buckets (`http_rate_limit_per_s`, `http_rate_limit_burst`).
     pub limiter: ops::RateLimiter,
     /// Settings.
     pub settings: ApiSettings,

@@ -99,10 +99,7 @@ mod tests {
                 refresh_ttl_s: 3600,
                 body_limit_bytes: 1024,
                 request_timeout,
-                rate_limit_per_s,
-                rate_limit_burst: burst,
                 pipeline,
-                instance: "test".to_string(),
             },
             metrics: None,
         })

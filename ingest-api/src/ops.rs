@@ -18,7 +18,7 @@ use sluice_streams::metrics as names;
 use sluice_streams::runtime::now_ms;
 use utoipa::ToSchema;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemName};
 use crate::SharedState;
 
 /// The access-log topic.
@@ -89,6 +89,9 @@ pub async fn observe(State(state): State<SharedState>, mut request: Request, nex
     let elapsed = started.elapsed();
     metrics::counter!(names::HTTP_REQUESTS_TOTAL, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "method" => method.clone(), "route" => route.clone()).record(elapsed.as_secs_f64());
+    if let Some(ProblemName(problem)) = response.extensions().get::<ProblemName>() {
+        metrics::counter!(names::HTTP_PROBLEMS_TOTAL, "route" => route.clone(), "problem" => problem.clone()).increment(1);
+    }
 
     let subject = context.subject.lock().expect("subject lock").clone();
     let record = AccessLog {

@@ -51,12 +51,19 @@ impl Problem {
     }
 }
 
+/// Set on every problem answer (a response extension): the problem's name, e.g.
+/// `invalid-amount`, so the middleware counts answers by problem without reading bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemName(pub String);
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let name = ProblemName(self.type_uri.strip_prefix(PROBLEM_BASE).unwrap_or(&self.type_uri).to_string());
         let retry = self.retry_after_s;
         let body = serde_json::to_vec(&self).expect("a problem serialises");
         let mut response = (status, body).into_response();
+        response.extensions_mut().insert(name);
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {

@@ -38,8 +38,9 @@ pub const HTTP_REQUESTS_TOTAL: &str = "sluice_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "sluice_http_request_duration_seconds";
 /// Commands the ingest API accepted and published (`type`).
 pub const HTTP_COMMANDS_TOTAL: &str = "sluice_http_commands_total";
-/// Commands the ingest API refused before publishing (`type`, `problem`).
-pub const HTTP_COMMANDS_REFUSED_TOTAL: &str = "sluice_http_commands_refused_total";
+/// Problem answers of the ingest API, by route and problem type name (`route`, `problem`,
+/// e.g. `invalid-amount`): every refusal, counted once where responses leave.
+pub const HTTP_PROBLEMS_TOTAL: &str = "sluice_http_problems_total";
 
 /// Histogram buckets, in seconds, for every latency histogram.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] =
@@ -65,5 +66,5 @@ pub fn describe() {
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered by the ingest API.");
     describe_histogram!(HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "Time to answer one HTTP request.");
     describe_counter!(HTTP_COMMANDS_TOTAL, "Commands the ingest API accepted and published.");
-    describe_counter!(HTTP_COMMANDS_REFUSED_TOTAL, "Commands the ingest API refused before publishing.");
+    describe_counter!(HTTP_PROBLEMS_TOTAL, "Problem answers of the ingest API, by route and problem type.");
 }

@@ -301,6 +301,8 @@ fn the_http_api_journey_and_security_table() {
     assert!(metrics.contains(r#"sluice_http_requests_total{method="POST",route="/v1/transfers",status="202"}"#), "{metrics}");
     assert!(metrics.contains(r#"sluice_http_requests_total{method="POST",route="/v1/transfers",status="401"}"#));
     assert!(metrics.contains(r#"sluice_http_commands_total{type="Transfer"}"#));
+    assert!(metrics.contains(r#"sluice_http_problems_total{route="/v1/transfers",problem="invalid-amount"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_http_problems_total{route="/v1/transfers",problem="idempotency-key-reused"} 1"#));
     assert!(metrics.contains("sluice_http_request_duration_seconds_bucket"));
     // The pipeline's outcomes and end-to-end latency, in the same process under sluice dev.
     assert!(metrics.contains(r#"sluice_commands_total{type="Transfer",outcome="settled",reason=""}"#), "{metrics}");
