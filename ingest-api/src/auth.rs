@@ -235,14 +235,7 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
     // The fingerprint leaves the password out: the hash is salted, the email names the user.
     let fingerprint = serde_json::json!({ "email": email, "full_name": request.full_name });
     let submission = Submission { command_type: "RegisterUser", topic: AUTH_TOPIC, key: user_id.clone(), subject: user_id.clone(), status_query: None };
-    commands::submit(&state, &headers, submission, &fingerprint, |event_id, idempotency_key| AuthCommand {
-        event_id,
-        occurred_at: TimestampMillis(now_ms()),
-        principal,
-        idempotency_key,
-        payload: AuthPayload::RegisterUser(RegisterUser { email, password_hash, full_name: request.full_name }),
-    })
-    .await
+    commands::submit(&state, &headers, submission, &fingerprint, auth_command(principal, AuthPayload::RegisterUser(RegisterUser { email, password_hash, full_name: request.full_name }))).await
 }
 
 /// Log in with email and password; answers an access and a refresh token.
@@ -260,7 +253,7 @@ pub async fn login(State(state): State<SharedState>, Extension(context): Extensi
         _ => return Err(invalid_credentials()),
     };
     if user.status == UserStatus::Deceased {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "account-closed", "Account closed", "this account was closed after a death notification"));
+        return Err(account_closed());
     }
     context.set_subject(&user.user_id);
     issue_tokens(&state, &user.user_id).map(Json)
@@ -275,7 +268,7 @@ pub async fn refresh(State(state): State<SharedState>, Extension(context): Exten
     context.set_subject(&claims.sub);
     let user = current_user(&state, &claims).await?;
     if user.status == UserStatus::Deceased {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "account-closed", "Account closed", "this account was closed after a death notification"));
+        return Err(account_closed());
     }
     issue_tokens(&state, &user.user_id).map(Json)
 }
@@ -287,14 +280,7 @@ pub async fn logout(State(state): State<SharedState>, caller: Caller, headers: H
     let user = caller.user()?.user_id.clone();
     let principal = caller.principal();
     let submission = Submission { command_type: "RevokeSessions", topic: AUTH_TOPIC, key: user.clone(), subject: user, status_query: None };
-    commands::submit(&state, &headers, submission, &serde_json::json!({ "jti": caller.claims.jti }), |event_id, idempotency_key| AuthCommand {
-        event_id,
-        occurred_at: TimestampMillis(now_ms()),
-        principal,
-        idempotency_key,
-        payload: AuthPayload::RevokeSessions(RevokeSessions { reason: Some("logout".to_string()) }),
-    })
-    .await
+    commands::submit(&state, &headers, submission, &serde_json::json!({ "jti": caller.claims.jti }), auth_command(principal, AuthPayload::RevokeSessions(RevokeSessions { reason: Some("logout".to_string()) }))).await
 }
 
 /// Change the password (the current one is checked here); ends every other session.
@@ -309,14 +295,7 @@ pub async fn change_password(State(state): State<SharedState>, caller: Caller, h
     let password_hash = hash_password(request.new_password).await?;
     let principal = caller.principal();
     let submission = Submission { command_type: "ChangePassword", topic: AUTH_TOPIC, key: user.user_id.clone(), subject: user.user_id.clone(), status_query: None };
-    commands::submit(&state, &headers, submission, &serde_json::json!({ "jti": caller.claims.jti }), |event_id, idempotency_key| AuthCommand {
-        event_id,
-        occurred_at: TimestampMillis(now_ms()),
-        principal,
-        idempotency_key,
-        payload: AuthPayload::ChangePassword(ChangePassword { password_hash }),
-    })
-    .await
+    commands::submit(&state, &headers, submission, &serde_json::json!({ "jti": caller.claims.jti }), auth_command(principal, AuthPayload::ChangePassword(ChangePassword { password_hash }))).await
 }
 
 /// The caller's profile.
@@ -345,14 +324,7 @@ pub async fn update_me(State(state): State<SharedState>, caller: Caller, headers
     }
     let principal = caller.principal();
     let submission = Submission { command_type: "UpdateProfile", topic: AUTH_TOPIC, key: user_id.clone(), subject: user_id, status_query: None };
-    commands::submit(&state, &headers, submission, &request, |event_id, idempotency_key| AuthCommand {
-        event_id,
-        occurred_at: TimestampMillis(now_ms()),
-        principal,
-        idempotency_key,
-        payload: AuthPayload::UpdateProfile(UpdateProfile { full_name: request.full_name.clone(), date_of_birth }),
-    })
-    .await
+    commands::submit(&state, &headers, submission, &request, auth_command(principal, AuthPayload::UpdateProfile(UpdateProfile { full_name: request.full_name.clone(), date_of_birth }))).await
 }
 
 fn issue_tokens(state: &SharedState, user_id: &str) -> Result<TokenResponse, Problem> {
@@ -362,6 +334,15 @@ fn issue_tokens(state: &SharedState, user_id: &str) -> Result<TokenResponse, Pro
     let access = state.keys.issue(user_id, &[roles::USER], TokenUse::Access, now, settings.access_ttl_s, &format!("a-{id}")).map_err(Problem::internal)?;
     let refresh = state.keys.issue(user_id, &[roles::USER], TokenUse::Refresh, now, settings.refresh_ttl_s, &format!("r-{id}")).map_err(Problem::internal)?;
     Ok(TokenResponse { access_token: access, refresh_token: refresh, token_type: "Bearer".to_string(), expires_in: settings.access_ttl_s, user_id: user_id.to_string() })
+}
+
+/// The envelope of an auth command, built once its id and idempotency key are known.
+fn auth_command(principal: Principal, payload: AuthPayload) -> impl FnOnce(String, Option<String>) -> AuthCommand {
+    move |event_id, idempotency_key| AuthCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }
+}
+
+fn account_closed() -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "account-closed", "Account closed", "this account was closed after a death notification")
 }
 
 fn invalid_credentials() -> Problem {

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use sluice_processors::identifiers;
 use sluice_processors::model::{self, roles};
 use sluice_schemas::types::{
-    DeathNotification, Deposit, HmrcCommand, HmrcPayload, IdentifierType, IdentityCommand, IdentityPayload, PaymentCommand, PaymentPayload, Refund, Transfer, VerifyIdentity,
+    DeathNotification, Deposit, HmrcCommand, HmrcPayload, IdentifierType, IdentityCommand, IdentityPayload, PaymentCommand, PaymentPayload, Principal, Refund, Transfer, VerifyIdentity,
     Withdrawal,
 };
 use sluice_schemas::{AvroRecord, Date, TimestampMillis};
@@ -91,10 +91,13 @@ pub async fn submit<T: AvroRecord>(
 ) -> Result<Response, Problem> {
     let idempotency_key = idempotency_key(headers)?;
     // Only a request with a key needs its fingerprint.
-    let fingerprint = idempotency_key.as_ref().map(|_| fingerprint(submission.command_type, &submission.key, request)).unwrap_or_default();
-    let command_id = match &idempotency_key {
-        Some(key) => derived_id(&submission.subject, key, &fingerprint),
-        None => format!("c-{}", uuid::Uuid::new_v4().simple()),
+    let (fingerprint, command_id) = match &idempotency_key {
+        Some(key) => {
+            let fingerprint = fingerprint(submission.command_type, &submission.key, request);
+            let command_id = derived_id(&submission.subject, key, &fingerprint);
+            (fingerprint, command_id)
+        }
+        None => (String::new(), format!("c-{}", uuid::Uuid::new_v4().simple())),
     };
     let status_url = match &submission.status_query {
         Some(query) => format!("/v1/commands/{command_id}?{query}"),
@@ -357,7 +360,7 @@ pub async fn transfer(State(state): State<SharedState>, caller: Caller, headers:
     let principal = caller.principal();
     let submission = payment_submission("Transfer", &caller, &payer);
     let payload = PaymentPayload::Transfer(Transfer { payee_user_id: payee, amount, currency, reference: request.reference.clone() });
-    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+    submit(&state, &headers, submission, &request, payment_command(principal, payload)).await
 }
 
 /// Credit an account with money from outside (role `operator`).
@@ -375,7 +378,7 @@ pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: 
     let principal = caller.principal();
     let submission = payment_submission("Deposit", &caller, &request.user_id);
     let payload = PaymentPayload::Deposit(Deposit { amount, currency, reference: request.reference.clone() });
-    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+    submit(&state, &headers, submission, &request, payment_command(principal, payload)).await
 }
 
 /// Pay money out of an account.
@@ -388,7 +391,7 @@ pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers:
     let principal = caller.principal();
     let submission = payment_submission("Withdrawal", &caller, &account);
     let payload = PaymentPayload::Withdrawal(Withdrawal { amount, currency, reference: request.reference.clone() });
-    submit(&state, &headers, submission, &request, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+    submit(&state, &headers, submission, &request, payment_command(principal, payload)).await
 }
 
 /// Send (part of) a settled transfer back to its payer; the caller must be its payee.
@@ -402,7 +405,7 @@ pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payme
     let submission = payment_submission("Refund", &caller, &payee);
     let payload = PaymentPayload::Refund(Refund { payment_id: payment_id.clone(), amount, currency, reason: request.reason.clone() });
     let fingerprinted = (&payment_id, &request);
-    submit(&state, &headers, submission, &fingerprinted, |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+    submit(&state, &headers, submission, &fingerprinted, payment_command(principal, payload)).await
 }
 
 /// Verify a UK identifier (NIN or NHS number); success raises KYC to FULL.
@@ -446,6 +449,11 @@ pub async fn death_notification(
     let submission = Submission { command_type: "DeathNotification", topic: HMRC_TOPIC, key, subject: caller.claims.sub.clone(), status_query: Some(format!("nin={nin}")) };
     let payload = HmrcPayload::DeathNotification(DeathNotification { nin, date_of_death, reference: request.reference.clone() });
     submit(&state, &headers, submission, &request, |event_id, idempotency_key| HmrcCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
+}
+
+/// The envelope of a payment command, built once its id and idempotency key are known.
+fn payment_command(principal: Principal, payload: PaymentPayload) -> impl FnOnce(String, Option<String>) -> PaymentCommand {
+    move |event_id, idempotency_key| PaymentCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }
 }
 
 fn payment_submission(command_type: &'static str, caller: &Caller, account: &str) -> Submission {
