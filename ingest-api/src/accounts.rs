@@ -124,7 +124,7 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
     let user = caller.user()?;
     let served = state.queries.get(stores::ACCOUNTS, &user.user_id).await?;
     let account = served.value.map(|bytes| serde_json::from_slice::<Account>(&bytes)).transpose().map_err(|e| Problem::internal(format!("unreadable account: {e}")))?;
-    let profile = crate::auth::ProfileResponse::from(user);
+    let (user_status, kyc_level) = (symbol(&user.status), symbol(&user.kyc_level));
     Ok(Json(match account {
         Some(account) => AccountResponse {
             user_id: account.user_id,
@@ -132,8 +132,8 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
             currency: account.currency,
             status: symbol(&account.status),
             frozen_reason: account.frozen_reason,
-            user_status: profile.status,
-            kyc_level: profile.kyc_level,
+            user_status,
+            kyc_level,
         },
         None => AccountResponse {
             user_id: user.user_id.clone(),
@@ -141,8 +141,8 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
             currency: state.settings.pipeline.currency.clone(),
             status: "not_opened".to_string(),
             frozen_reason: None,
-            user_status: profile.status,
-            kyc_level: profile.kyc_level,
+            user_status,
+            kyc_level,
         },
     }))
 }
