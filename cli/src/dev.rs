@@ -2,19 +2,14 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice_registry::{Registry, RegistryConfig};
 use sluice_streams::config::SluiceConfig;
 use sluice_streams::Topology;
-use tokio::process::{Child, Command};
 
 use crate::run::StreamThread;
 use crate::topics;
-
-/// How long the dev broker may take to answer after it was started.
-const BROKER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Flags of `sluice dev`.
 #[derive(clap::Args)]
@@ -75,7 +70,7 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
     }
     std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
 
-    let mut broker = match args.bootstrap_servers {
+    let broker = match args.bootstrap_servers {
         Some(servers) => {
             config.bootstrap_servers = servers;
             None
@@ -86,17 +81,14 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
             Some(broker)
         }
     };
-    let result = serve(&config, broker.as_mut(), args.demo).await;
+    let result = serve(&config, args.demo).await;
     if let Some(broker) = broker {
         broker.stop().await;
     }
     result
 }
 
-async fn serve(config: &SluiceConfig, broker: Option<&mut DevBroker>, demo: bool) -> Result<(), String> {
-    if let Some(broker) = broker {
-        broker.wait_ready().await?;
-    }
+async fn serve(config: &SluiceConfig, demo: bool) -> Result<(), String> {
     let topology = topics::create_all(config, false).await?;
     let registry = start_registry(config).await?;
     let result = serve_with_registry(config, &topology, &registry, demo).await;
@@ -265,12 +257,10 @@ pub(crate) async fn wait_for_shutdown() {
     }
 }
 
-/// A tansu broker with durable sqlite storage, owned by `sluice dev`.
-struct DevBroker {
-    port: u16,
-    child: Child,
-    log: PathBuf,
-}
+/// The Apache Kafka broker `sluice dev` starts (unless `--bootstrap-servers` names one): a
+/// single KRaft node with durable data in `dir`, stopped cleanly with the stack, or by its
+/// supervisor if this process dies (see `sluice_testkit`).
+struct DevBroker(sluice_testkit::Broker);
 
 impl DevBroker {
     async fn start(port: u16, dir: &Path) -> Result<DevBroker, String> {
@@ -279,71 +269,21 @@ impl DevBroker {
                 "port {port} on 127.0.0.1 is in use; stop what holds it, pass --broker-port, or use that broker with --bootstrap-servers 127.0.0.1:{port}"
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tansu = sluice_testkit::tansu_binary();
-        let log = dir.join("tansu.log");
-        let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let listener = format!("tcp://127.0.0.1:{port}");
-        // tansu resolves the sqlite path against its working directory, so run it in `dir`.
-        let storage = "sqlite://tansu.db?maintenance_interval=30s";
-        println!("starting tansu broker on 127.0.0.1:{port} (data: {}, log: {})", dir.display(), log.display());
-        let child = Command::new(&tansu)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", storage])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {} ({e}); install it with scripts/install-tansu.sh", tansu.display()))?;
-        Ok(DevBroker { port, child, log })
+        println!("starting Apache Kafka on 127.0.0.1:{port} (data: {}, log: {})", dir.display(), dir.join("broker.log").display());
+        let started = Instant::now();
+        let dir = dir.to_path_buf();
+        let broker = tokio::task::spawn_blocking(move || sluice_testkit::Broker::start_durable(port, &dir)).await.map_err(|e| e.to_string())??;
+        println!("broker ready on {} after {:.1} s", broker.bootstrap_servers(), started.elapsed().as_secs_f64());
+        Ok(DevBroker(broker))
     }
 
     fn bootstrap_servers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.0.bootstrap_servers()
     }
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        let deadline = started + BROKER_START_TIMEOUT;
-        let servers = self.bootstrap_servers();
-        let mut reported = started;
-        loop {
-            if reported.elapsed() >= Duration::from_secs(5) {
-                println!("  waiting for the broker on {servers} ({} s)...", started.elapsed().as_secs());
-                reported = Instant::now();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(20).collect();
-                return Err(format!("tansu exited ({status}) before it was ready; last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-            }
-            let probe = servers.clone();
-            let ready = tokio::task::spawn_blocking(move || sluice_streams::admin::ping(&probe)).await;
-            match ready {
-                Ok(Ok(())) => {
-                    println!("broker ready on {servers} after {:.1} s", started.elapsed().as_secs_f64());
-                    return Ok(());
-                }
-                _ if Instant::now() >= deadline => {
-                    return Err(format!("tansu did not answer on {servers} within {BROKER_START_TIMEOUT:?}; see {}", self.log.display()))
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    }
-
-    /// Asks tansu to stop (SIGTERM), then kills it if it has not exited in 5 s.
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
-                println!("broker stopped");
-                return;
-            }
-        }
-        let _ = self.child.kill().await;
-        println!("broker killed");
+    /// Stops the broker cleanly (its data stays for the next start).
+    async fn stop(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.stop()).await;
+        println!("broker stopped");
     }
 }

@@ -21,14 +21,14 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_streams::builtin::register_builtins;
-use sluice_streams::runtime::{next_seek_back, now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
+use sluice_streams::runtime::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
 use sluice_streams::topology::TopicSpec;
 use sluice_streams::{ProcessorRegistry, Topology};
 
 /// Flags of `sluice load`.
 #[derive(clap::Args)]
 pub(crate) struct LoadArgs {
-    /// Use this broker (host:port); default: start a private in-memory tansu broker.
+    /// Use this broker (host:port); default: start a private Apache Kafka broker.
     #[arg(long)]
     bootstrap_servers: Option<String>,
     /// Records per throughput phase.
@@ -90,7 +90,7 @@ pub(crate) async fn run(args: LoadArgs) -> Result<(), String> {
     let broker = match &args.bootstrap_servers {
         Some(_) => None,
         None => {
-            println!("starting a private in-memory tansu broker...");
+            println!("starting a private Apache Kafka broker...");
             Some(tokio::task::spawn_blocking(sluice_testkit::Broker::start).await.map_err(|e| e.to_string())?)
         }
     };
@@ -264,27 +264,18 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
         .set("group.id", "load-relay")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|e| e.to_string())?;
     let producer = producer(servers)?;
-    // Next offset to relay per partition. tansu 0.6 answers a fetch inside a record batch with
-    // the next batch (or nothing, for the last one), so the relay re-assigns further back
-    // whenever a record skips ahead or nothing arrives, as the runtime does; records already
-    // relayed are skipped.
+    // Next offset to relay per partition (what is committed).
     let mut positions = [0i64; PARTITIONS as usize];
-    let mut steps = [0i64; PARTITIONS as usize];
-    let assign = |positions: &[i64], steps: &[i64]| -> Result<(), String> {
-        let mut list = TopicPartitionList::new();
-        for (partition, (position, step)) in positions.iter().zip(steps).enumerate() {
-            list.add_partition_offset("load.relay.in", partition as i32, Offset::Offset((position - step).max(0))).map_err(|e| e.to_string())?;
-        }
-        consumer.assign(&list).map_err(|e| e.to_string())
-    };
-    assign(&positions, &steps)?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition_offset("load.relay.in", partition, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&list).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut last_commit = Instant::now();
-    let mut last_message = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut relayed = 0usize;
     let mut at_end = [false; PARTITIONS as usize];
@@ -293,23 +284,10 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
             return Err(format!("relay: {relayed} of {records} records after 600 s"));
         }
         match consumer.poll(Duration::from_millis(10)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                at_end[partition as usize] = true;
-                last_message = Instant::now();
-            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => at_end[partition as usize] = true,
             Some(Ok(message)) => {
-                last_message = Instant::now();
                 let partition = message.partition() as usize;
                 at_end[partition] = false;
-                if message.offset() < positions[partition] {
-                    continue;
-                }
-                if message.offset() > positions[partition] {
-                    steps[partition] = next_seek_back(steps[partition]);
-                    assign(&positions, &steps)?;
-                    continue;
-                }
-                steps[partition] = 0;
                 let mut record = BaseRecord::to("load.relay.out").payload(message.payload().unwrap_or_default());
                 if let Some(key) = message.key() {
                     record = record.key(key);
@@ -321,15 +299,8 @@ fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(us
                 positions[partition] = message.offset() + 1;
                 relayed += 1;
             }
-            _ if last_message.elapsed() > Duration::from_millis(500) => {
-                // Nothing arrives but records remain: stuck inside a partition's last batch.
-                last_message = Instant::now();
-                for step in &mut steps {
-                    *step = next_seek_back(*step);
-                }
-                assign(&positions, &steps)?;
-            }
-            _ => {}
+            Some(Err(error)) => return Err(format!("relay: {error}")),
+            None => {}
         }
         producer.poll(Duration::ZERO);
         if last_commit.elapsed() >= commit_interval || relayed == records || at_end.iter().all(|e| *e) {
@@ -364,8 +335,6 @@ fn latency(servers: &str, args: &LoadArgs) -> Result<(Vec<f64>, Vec<f64>), Strin
         .set("bootstrap.servers", servers)
         .set("group.id", "load-latency")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .set("fetch.error.backoff.ms", "5")
         .create()
         .map_err(|e| e.to_string())?;
     // The inputs too: their latency is the broker's own produce-to-consume time, the floor

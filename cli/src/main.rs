@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole stack locally: a tansu broker (unless --bootstrap-servers is given),
+    /// Run the whole stack locally: an Apache Kafka broker (unless --bootstrap-servers is given),
     /// every topic, and the Schema Registry with every schema registered.
     Dev(dev::DevArgs),
     /// Run the stream processors of the topology against a broker (one stream thread; run

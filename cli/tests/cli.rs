@@ -167,7 +167,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     for subject in ["auth.commands-value", "payments.settled-value", "sluice.dlq-value", "sluice-credit-repartition-value"] {
         assert!(subjects.contains(&format!("\"{subject}\"")), "{subject} not registered: {subjects}");
     }
-    assert!(dir.join("broker/tansu.db").exists(), "dev broker keeps durable sqlite data");
+    assert!(dir.join("broker/data/meta.properties").exists(), "the dev broker keeps its formatted KRaft data");
 
     // SIGTERM (as Ctrl-C would) stops the registry and the broker, and sluice exits 0.
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -306,7 +306,16 @@ fn committed_total(servers: &str, group: &str, topic: &str, partitions: i32) -> 
     for p in 0..partitions {
         list.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    // A fresh broker answers NotCoordinator / CoordinatorNotAvailable while it loads the
+    // offsets topic: ask again until it knows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let committed = loop {
+        match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
+            Ok(committed) => break committed,
+            Err(error) => assert!(Instant::now() < deadline, "committed offsets of {group}: {error}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     committed.elements().iter().map(|e| if let Offset::Offset(o) = e.offset() { o } else { 0 }).sum()
 }
 

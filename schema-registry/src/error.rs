@@ -77,7 +77,7 @@ pub enum RegistryError {
     #[error("HTTP 405 Method Not Allowed")]
     MethodNotAllowed,
     /// The broker refused or failed an operation on the `_schemas` topic. Confluent error 50001.
-    #[error("Error in the backend data store: {context}")]
+    #[error("Error in the backend data store: {context}: {source}")]
     Kafka {
         /// What the registry was doing.
         context: String,

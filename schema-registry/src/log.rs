@@ -94,9 +94,18 @@ impl SchemaLog {
     pub(crate) async fn catch_up(&self) -> Result<(), RegistryError> {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        // fetch_watermarks blocks on a broker round trip.
-        let (_, high) = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, PARTITION, ADMIN_TIMEOUT))
-            .await
+        // fetch_watermarks blocks on a broker round trip. A partition just created (or moving
+        // leader) answers NotLeaderForPartition for a moment: ask again until the deadline.
+        let (_, high) = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + ADMIN_TIMEOUT;
+            loop {
+                match consumer.fetch_watermarks(&topic, PARTITION, ADMIN_TIMEOUT) {
+                    Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    answer => return answer,
+                }
+            }
+        })
+        .await
             .map_err(|error| RegistryError::StoreTimeout(format!("watermark lookup did not finish: {error}")))?
             .map_err(|source| kafka("reading the end offset of the schemas topic", source))?;
         self.wait_applied(high).await

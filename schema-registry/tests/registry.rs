@@ -1,4 +1,4 @@
-//! The registry against a real (tansu) broker, over HTTP, the way clients use it. Each test
+//! The registry against a real Apache Kafka broker, over HTTP, the way clients use it. Each test
 //! keeps its state in its own `_schemas-<test>` topic, so tests share the broker but not state.
 
 use std::collections::{BTreeMap, HashSet};

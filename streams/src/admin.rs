@@ -89,6 +89,7 @@ pub async fn create_topics(bootstrap_servers: &str, specs: &[TopicSpec]) -> Resu
             }
         }
     }
+    wait_for_leaders(&admin, &created)?;
     let now = partition_counts(&admin, bootstrap_servers)?;
     let mut outcomes = Vec::new();
     for spec in specs {
@@ -101,6 +102,32 @@ pub async fn create_topics(bootstrap_servers: &str, specs: &[TopicSpec]) -> Resu
         outcomes.push((spec.name.clone(), outcome));
     }
     Ok(outcomes)
+}
+
+/// Waits until every partition of `topics` is served by its leader: Kafka answers CreateTopics
+/// before the new partitions are, and a client that uses them at once gets
+/// UnknownTopicOrPartition or NotLeaderForPartition.
+fn wait_for_leaders(admin: &AdminClient<DefaultClientContext>, topics: &[String]) -> Result<(), AdminError> {
+    let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
+    let client = admin.inner();
+    for topic in topics {
+        loop {
+            let metadata = client.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
+            let ready = metadata.topics().iter().any(|t| {
+                t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0 && client.fetch_watermarks(topic, p.id(), BROKER_TIMEOUT).is_ok())
+            });
+            if ready {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(AdminError::CreateFailed { topic: topic.clone(), reason: format!("created, but its partitions have no leader after {BROKER_TIMEOUT:?}") });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
 }
 
 /// Partition count of every topic on the broker.

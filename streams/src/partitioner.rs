@@ -7,6 +7,21 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
 }
 
+/// Checks that a keyed record arrived on the partition Kafka's partitioner gives its key; the
+/// error says how to fix the producer. A task sees only its partition's keys, so a record on
+/// another partition would be judged against state it does not hold.
+pub fn check_partition(key: &[u8], partition: i32, partitions: i32) -> Result<(), String> {
+    let expected = partition_for_key(key, partitions);
+    if expected == partition {
+        return Ok(());
+    }
+    Err(format!(
+        "key {:?} belongs on partition {expected} of {partitions} (murmur2, Kafka's default partitioner) but arrived on partition {partition}: \
+         produce with Kafka's partitioner (librdkafka clients such as kcat default to CRC32; set partitioner=murmur2_random)",
+        String::from_utf8_lossy(key)
+    ))
+}
+
 /// Kafka's murmur2 (seed 0x9747b28c).
 pub fn murmur2(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;
@@ -53,6 +68,16 @@ mod tests {
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
         assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
         assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn a_record_on_another_partition_than_its_key_hashes_to_is_refused() {
+        let key = b"alice";
+        let home = partition_for_key(key, 4);
+        assert_eq!(check_partition(key, home, 4), Ok(()));
+        let error = check_partition(key, (home + 1) % 4, 4).unwrap_err();
+        assert!(error.contains(&format!("belongs on partition {home} of 4")), "{error}");
+        assert!(error.contains("partitioner=murmur2_random"), "{error}");
     }
 
     #[test]

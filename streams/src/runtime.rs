@@ -113,8 +113,6 @@ pub enum RuntimeError {
 struct StreamContext {
     assignment_changed: AtomicBool,
     revoked: Mutex<Vec<(String, i32)>>,
-    /// High watermark per partition, from the latest statistics.
-    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for StreamContext {
@@ -122,14 +120,10 @@ impl ClientContext for StreamContext {
     /// broker round trip) feed `sluice_records_lag`: high watermark minus the consumer's
     /// position, per input partition.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let mut high_watermarks = self.high_watermarks.lock().expect("watermarks lock");
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
                 if *partition < 0 {
                     continue; // librdkafka's internal unassigned partition
-                }
-                if p.hi_offset >= 0 {
-                    high_watermarks.insert((topic.clone(), *partition), p.hi_offset);
                 }
                 if p.consumer_lag >= 0 {
                     metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
@@ -241,14 +235,8 @@ impl KafkaStreams {
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
             .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
-            // tansu answers a waiting fetch only when fetch.wait.max.ms runs out, not when data
-            // arrives: a short wait keeps end-to-end latency low (at the cost of idle fetches).
-            .set("fetch.wait.max.ms", "10")
-            // ...and treats some of tansu's answers at the log end as errors: do not back off
-            // 500 ms after them.
-            .set("fetch.error.backoff.ms", "10")
-            // Static membership (KIP-345): a restarted instance takes its partitions back at once
-            // (tansu does not evict a dead member when its session times out).
+            // Static membership (KIP-345): an instance restarted within the session timeout takes
+            // its partitions back without a rebalance; a dead one is evicted when it expires.
             .set("group.instance.id", instance)
             .create_with_context(StreamContext::default())?;
         let producer: FutureProducer = ClientConfig::new()
@@ -258,6 +246,13 @@ impl KafkaStreams {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
+            .create()?;
+        // Kafka Streams' restore consumer: no group, assigned one changelog partition at a time.
+        let restore_consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", format!("{}-restore", self.config.application_id))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
             .create()?;
         let sources: Vec<String> = self
             .topology
@@ -274,6 +269,7 @@ impl KafkaStreams {
             instance: instance.to_string(),
             consumer,
             producer,
+            restore_consumer,
             codec,
             io,
             tasks: BTreeMap::new(),
@@ -287,10 +283,7 @@ impl KafkaStreams {
                 .chain(self.topology.repartitions.iter().map(|r| (crate::topology::repartition_topic(&self.config.application_id, &r.name), r.schema.clone())))
                 .collect(),
             last_commit: Instant::now(),
-            seek_back: HashMap::new(),
             pending_seeks: Vec::new(),
-            last_fetched: HashMap::new(),
-            last_stall_check: Instant::now(),
             last_heartbeat: Instant::now(),
         };
         let result = thread.run_loop(shutdown, failed);
@@ -305,6 +298,7 @@ struct StreamThread<'a> {
     instance: String,
     consumer: BaseConsumer<StreamContext>,
     producer: FutureProducer,
+    restore_consumer: BaseConsumer,
     codec: Option<Codec>,
     io: tokio::runtime::Runtime,
     tasks: BTreeMap<TaskId, Task>,
@@ -312,34 +306,13 @@ struct StreamThread<'a> {
     /// Schema file per external topic (None: raw bytes).
     schemas: HashMap<String, Option<String>>,
     last_commit: Instant,
-    /// How far back the next seek goes, per partition fetched past its task's position.
-    seek_back: HashMap<(String, i32), i64>,
     /// Seeks to task positions not yet accepted by the consumer (retried every loop).
     pending_seeks: Vec<(String, i32, i64)>,
-    /// When a record of each input partition last arrived (any offset).
-    last_fetched: HashMap<(String, i32), Instant>,
-    last_stall_check: Instant,
     last_heartbeat: Instant,
 }
 
-/// A partition whose task position is below its high watermark but that delivered nothing
-/// for this long is stuck (tansu returns nothing for a fetch inside its last batch): seek back.
-const STALL_AFTER: Duration = Duration::from_secs(2);
-
 /// How often librdkafka reports statistics, which refresh the records-lag gauges.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// First step of the seek-back search (doubled on every miss).
-const SEEK_BACK_START: i64 = 256;
-
-/// The next, doubled, seek-back distance after `step` (0: none yet).
-pub fn next_seek_back(step: i64) -> i64 {
-    if step == 0 {
-        SEEK_BACK_START
-    } else {
-        step.saturating_mul(2)
-    }
-}
 
 impl StreamThread<'_> {
     fn config(&self) -> &StreamsConfig {
@@ -363,9 +336,6 @@ impl StreamThread<'_> {
             if self.last_heartbeat.elapsed() >= HEARTBEAT {
                 self.publish_instance();
             }
-            if self.last_stall_check.elapsed() >= STALL_AFTER {
-                self.unstick_stalled_partitions();
-            }
             if self.last_commit.elapsed() >= commit_interval {
                 let started = Instant::now();
                 self.commit()?;
@@ -373,37 +343,6 @@ impl StreamThread<'_> {
             }
         }
         Ok(())
-    }
-
-    /// tansu 0.6 answers a fetch at an offset inside the partition's last record batch with
-    /// nothing at all (there is no next batch to skip to), so a task resumed at such a
-    /// position waits forever. A partition below its high watermark that delivered nothing for
-    /// [`STALL_AFTER`] is sought back, further each time, like a fetch that landed past the
-    /// position.
-    fn unstick_stalled_partitions(&mut self) {
-        self.last_stall_check = Instant::now();
-        let high_watermarks = self.consumer.context().high_watermarks.lock().expect("watermarks lock").clone();
-        let mut stalled = Vec::new();
-        for (id, task) in &self.tasks {
-            for (topic, position) in task.inputs() {
-                let key = (topic.to_string(), id.partition);
-                let behind = high_watermarks.get(&key).is_some_and(|high| *high > position);
-                let quiet = self.last_fetched.get(&key).is_none_or(|at| at.elapsed() >= STALL_AFTER);
-                if behind && quiet {
-                    stalled.push((key, position));
-                }
-            }
-        }
-        for ((topic, partition), position) in stalled {
-            let step = self.seek_back.entry((topic.clone(), partition)).or_insert(0);
-            *step = next_seek_back(*step);
-            let target = position.saturating_sub(*step).max(0);
-            tracing::info!(%topic, partition, position, target, "no records below the high watermark; seeking back");
-            if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(target), Duration::from_millis(100)) {
-                tracing::debug!(%topic, partition, %error, "seek not accepted yet; retrying");
-            }
-            self.last_fetched.insert((topic, partition), Instant::now());
-        }
     }
 
     /// Seeks assigned partitions to their tasks' positions; keeps the ones the consumer cannot
@@ -448,8 +387,8 @@ impl StreamThread<'_> {
                 let complete = inputs.iter().all(|t| assigned.contains(&(t.clone(), partition)));
                 if complete && !self.tasks.contains_key(&id) {
                     let task = self.create_task(id, &inputs)?;
-                    // Start fetching at the task's resume position, not wherever the group's
-                    // offsets say (after a restart tansu may not serve them promptly).
+                    // Start fetching at the task's resume position: it can be ahead of the
+                    // group's committed offset (state committed, offsets commit failed).
                     for (topic, position) in task.inputs() {
                         self.pending_seeks.push((topic.to_string(), partition, position));
                     }
@@ -510,7 +449,7 @@ impl StreamThread<'_> {
         for (store, logged) in &stores {
             if *logged {
                 let from = state.checkpoint().changelog_offsets.get(store).copied().unwrap_or(0);
-                records.extend(read_changelog(&self.config().bootstrap_servers, app, &changelog_topic(app, store), store, id.partition, from, &id.to_string())?);
+                records.extend(read_changelog(&self.restore_consumer, &changelog_topic(app, store), store, id.partition, from, &id.to_string())?);
             }
         }
         let total = records.len();
@@ -525,37 +464,24 @@ impl StreamThread<'_> {
     fn process_message(&mut self, message: &OwnedMessage) -> Result<(), RuntimeError> {
         let partition = message.partition();
         let offset = message.offset();
-        // One owned key per record, for the per-partition bookkeeping below.
-        let key = (message.topic().to_string(), partition);
-        let topic = &key.0;
+        let topic = message.topic();
         let Some(id) = self.tasks.iter().find(|(id, task)| id.partition == partition && task.position(topic).is_some()).map(|(id, _)| *id) else {
             tracing::warn!(%topic, partition, offset, "record for a partition without a task; skipped (it will be redelivered to its owner)");
             return Ok(());
         };
-        match self.last_fetched.get_mut(&key) {
-            Some(at) => *at = Instant::now(),
-            None => {
-                self.last_fetched.insert(key.clone(), Instant::now());
-            }
-        }
         let position = self.tasks[&id].position(topic).unwrap_or(0);
         if offset < position {
             // Processed before the last crash and already in local state (see module docs).
+            // Offsets above the position are normal: compaction, retention and transaction
+            // markers leave gaps.
             return Ok(());
         }
-        if offset > position {
-            // Never skip input. tansu 0.6 answers a fetch at an offset inside a record batch
-            // with the *next* batch, so seeking to the position itself can land past it again:
-            // seek further back each time (records below the position are skipped above).
-            let step = self.seek_back.entry(key.clone()).or_insert(0);
-            *step = next_seek_back(*step);
-            let target = position.saturating_sub(*step).max(0);
-            tracing::debug!(%topic, partition, offset, position, target, "fetched past the task position; seeking back");
-            self.consumer.seek(topic, partition, Offset::Offset(target), Duration::from_secs(10))?;
-            return Ok(());
+        let metadata = RecordMetadata { topic: Arc::from(topic), partition, offset };
+        let partitions = self.streams.topology.subtopologies[id.subtopology].partitions;
+        if let Some(Err(reason)) = message.key().map(|key| crate::partitioner::check_partition(key, partition, partitions)) {
+            let policy = self.config().deserialization_error_policy;
+            return self.handle_error(id, &metadata, message, ProcessError::poison("wrong_partition", reason), policy);
         }
-        self.seek_back.remove(&key);
-        let metadata = RecordMetadata { topic: Arc::from(topic.as_str()), partition, offset };
         let record = match self.decode(message) {
             Ok(record) => record,
             Err(error) => {
@@ -784,67 +710,33 @@ impl StreamThread<'_> {
     }
 }
 
-/// Reads a changelog partition from `from` to its end (no consumer group commits).
-///
-/// The end is the high watermark of the fetch responses (partition EOF): tansu 0.6's
-/// ListOffsets can report a stale end (measured: 6,166 for a partition holding 6,847). tansu also answers a fetch at an offset inside a record
-/// batch with the next batch, so whenever a record comes past the next expected offset (or
-/// fetches come back empty short of the end) the reader assigns earlier and earlier until the
-/// expected record arrives; records before it are skipped.
-fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partition: i32, from: i64, task: &str) -> Result<Vec<(i64, ChangelogRecord)>, RuntimeError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{app}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // Reaching the end is what a restore waits for: do not let the broker hold empty fetches.
-        .set("fetch.wait.max.ms", "10")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    // The end offset is only an estimate on tansu (see above): good enough for progress.
-    let (low, estimated_end) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+/// Reads a changelog partition from `from` to its end offset, as the broker reports it when
+/// the restore starts (no consumer group, no commits). Offsets may have gaps (compaction).
+fn read_changelog(consumer: &BaseConsumer, topic: &str, store: &str, partition: i32, from: i64, task: &str) -> Result<Vec<(i64, ChangelogRecord)>, RuntimeError> {
+    let (low, end) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let start = from.max(low);
     let remaining = metrics::gauge!(crate::metrics::RESTORE_RECORDS_REMAINING, "task" => task.to_string());
-    remaining.set((estimated_end - start).max(0) as f64);
-    let store: Arc<str> = Arc::from(store);
+    remaining.set((end - start).max(0) as f64);
     let mut records = Vec::new();
+    if start >= end {
+        return Ok(records);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&list)?;
+    let store: Arc<str> = Arc::from(store);
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut step = 0i64;
     let mut next = start;
-    let mut idle_polls = 0;
-    let assign = |offset: i64| -> Result<(), RuntimeError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        consumer.assign(&list)?;
-        Ok(())
-    };
-    let seek_back = |next: i64, step: &mut i64| -> Result<(), RuntimeError> {
-        *step = next_seek_back(*step);
-        assign(next.saturating_sub(*step).max(low))
-    };
-    assign(start)?;
-    loop {
+    while next < end {
         if Instant::now() > deadline {
-            return Err(RuntimeError::Config(format!("restoring {topic}-{partition}: stuck at offset {next}")));
+            return Err(RuntimeError::Config(format!("restoring {topic}-{partition}: at offset {next} of {end} after 300 s")));
         }
         match consumer.poll(Duration::from_millis(200)) {
-            // librdkafka reports EOF once its fetch position reaches the fetch high watermark;
-            // records reached it contiguously (gaps seek back first), so this is the end.
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(message)) => {
-                idle_polls = 0;
-                if message.offset() > next {
-                    seek_back(next, &mut step)?;
-                    continue;
-                }
-                if message.offset() < next {
-                    continue;
-                }
-                step = 0;
                 next = message.offset() + 1;
                 if next % 1000 == 0 {
-                    remaining.set((estimated_end - next).max(0) as f64);
+                    remaining.set((end - next).max(0) as f64);
                 }
                 let headers = message.headers().map(|list| list.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect::<Vec<_>>()).unwrap_or_default();
                 let source = SourceOffset::from_headers(headers).unwrap_or_else(SourceOffset::none);
@@ -854,15 +746,14 @@ fn read_changelog(bootstrap: &str, app: &str, topic: &str, store: &str, partitio
                 ));
             }
             None => {
-                // Empty fetches short of the end: the position is inside a batch.
-                idle_polls += 1;
-                if idle_polls >= 5 {
-                    idle_polls = 0;
-                    seek_back(next, &mut step)?;
+                // Nothing left below the end (the last records were compacted away).
+                if consumer.position()?.elements_for_topic(topic).iter().any(|e| matches!(e.offset(), Offset::Offset(o) if o >= end)) {
+                    break;
                 }
             }
         }
     }
+    consumer.unassign()?;
     Ok(records)
 }
 

@@ -1,4 +1,4 @@
-//! Engine features against a real broker (tansu, started per test binary).
+//! Engine features against a real broker (Apache Kafka, started per test binary).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,13 +1,19 @@
-//! `sluice-testkit`: broker support for tests (and [`tansu_binary`] for `sluice dev`). [`broker()`] starts one private tansu broker per test
-//! binary on a free loopback port (in-memory storage) and stops it when the binary exits;
-//! [`Broker::start`] gives a test its own broker that stops on drop.
+//! `sluice-testkit`: real Apache Kafka brokers on loopback, for tests, `sluice load` and
+//! `sluice dev`.
 //!
-//! tansu must be installed (`scripts/install-tansu.sh`); `$TANSU` overrides where it is.
+//! [`broker()`] starts one broker per test binary on a free port, with its data in a
+//! temporary folder; [`Broker::start`] gives a test a private one; [`Broker::start_durable`]
+//! keeps its data in a folder of the caller's (`sluice dev`). Every broker is a single KRaft
+//! node run by `scripts/broker.sh run` (which installs Kafka from Maven Central on first use,
+//! see `scripts/install-kafka.sh`) under a small supervisor shell: when this process ends, for
+//! any reason (a failed test, `kill -9`), the supervisor's stdin closes and it stops the broker
+//! and removes a temporary broker's folder. Nothing needs signal handling in tests.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,51 +22,57 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// How long a broker may take to accept Kafka requests after it was spawned.
-const BROKER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a broker may take to answer Kafka requests once its JVM was started (the install
+/// of Kafka on a fresh machine happens before this clock starts).
+pub const BROKER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A tansu broker on 127.0.0.1, stopped when dropped (or, for [`broker()`], when the test
-/// process exits: its supervisor shell kills tansu once our end of its stdin closes).
+/// The supervisor: starts the broker in the background, reports its pid, then waits for one
+/// line on stdin. `keep` stops the broker and keeps its folder (a restart follows); anything
+/// else, EOF included, stops it and, for a temporary broker, removes the folder.
+const SUPERVISOR: &str = r#"script="$1" port="$2" dir="$3" temporary="$4"
+"$script" run "$port" "$dir" </dev/null & pid=$!
+echo "$pid"
+read -r command
+kill -TERM "$pid" 2>/dev/null
+for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+if [ "$temporary" = yes ] && [ "$command" != keep ]; then rm -rf "$dir"; fi
+exit 0"#;
+
+/// A single-node Kafka broker on 127.0.0.1.
 pub struct Broker {
     port: u16,
-    supervisor: Mutex<Option<(Child, ChildStdin)>>,
+    dir: PathBuf,
+    temporary: bool,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    supervisor: Child,
+    stdin: ChildStdin,
+    /// The broker's pid (the JVM's, once `broker.sh run` has exec'd it).
+    pid: u32,
 }
 
 impl Broker {
-    /// Starts a broker with in-memory storage on a free port and waits until it answers a
-    /// metadata request.
+    /// Starts a broker on a free port with its data in a new temporary folder (removed when
+    /// the broker is dropped or this process ends), and waits until it answers.
     pub fn start() -> Broker {
-        Broker::start_with_storage("memory://tansu/")
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("sluice-kafka-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst)));
+        let broker = Broker { port: free_port(), dir, temporary: true, running: Mutex::new(None) };
+        broker.launch().unwrap_or_else(|e| panic!("{e}"));
+        broker
     }
 
-    /// Starts a broker with the given tansu `--storage-engine` URL (e.g. `sqlite://PATH`).
-    pub fn start_with_storage(storage_engine: &str) -> Broker {
-        let port = free_port();
-        let tansu = tansu_binary();
-        let listener = format!("tcp://127.0.0.1:{port}");
-        // The shell starts tansu, then blocks reading stdin; EOF (our process ended or the
-        // Broker was dropped) makes it kill tansu. This needs no signal handling in tests.
-        let script = r#"tansu="$1"; shift; "$tansu" broker "$@" >&2 & pid=$!; echo started; read _ignored; kill $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0"#;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&tansu)
-            .args(["--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", storage_engine])
-            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".to_string()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn tansu ({}): {e}; run scripts/install-tansu.sh", tansu.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let mut started = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut started)
-            .expect("supervisor shell reports start");
-        let broker = Broker { port, supervisor: Mutex::new(Some((child, stdin))) };
-        broker.wait_ready();
-        broker
+    /// Starts a broker on `port` whose data lives in `dir` (formatted on first use, kept
+    /// across restarts), and waits until it answers.
+    pub fn start_durable(port: u16, dir: &Path) -> Result<Broker, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let broker = Broker { port, dir, temporary: false, running: Mutex::new(None) };
+        broker.launch()?;
+        Ok(broker)
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
@@ -71,6 +83,16 @@ impl Broker {
     /// The broker's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The broker's log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("broker.log")
+    }
+
+    /// The pid of the broker's JVM, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.running.lock().expect("broker lock").as_ref().map(|r| r.pid)
     }
 
     /// Creates a topic (delete policy, 1 day retention); an existing topic is left as it is.
@@ -92,43 +114,96 @@ impl Broker {
         }
     }
 
-    /// Stops the broker now.
+    /// Stops the broker cleanly (SIGTERM; its data stays for [`Broker::restart`]).
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.supervisor.lock().expect("supervisor lock").take() {
+        self.halt("keep\n");
+    }
+
+    /// Starts the stopped broker again on the same port with the same data.
+    pub fn restart(&self) -> Result<(), String> {
+        self.launch()
+    }
+
+    fn halt(&self, command: &str) {
+        if let Some(Running { mut supervisor, mut stdin, .. }) = self.running.lock().expect("broker lock").take() {
+            let _ = stdin.write_all(command.as_bytes());
             drop(stdin);
-            let _ = child.wait();
+            let _ = supervisor.wait();
         }
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr} within {BROKER_START_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(50));
+    fn launch(&self) -> Result<(), String> {
+        let mut running = self.running.lock().expect("broker lock");
+        if running.is_some() {
+            return Ok(());
         }
+        install_kafka()?;
+        let mut supervisor = Command::new("sh")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("sh")
+            .arg(scripts_dir().join("broker.sh"))
+            .arg(self.port.to_string())
+            .arg(&self.dir)
+            .arg(if self.temporary { "yes" } else { "no" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot spawn the broker's supervisor shell: {e}"))?;
+        let stdin = supervisor.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(supervisor.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .map_err(|e| format!("the broker's supervisor did not report: {e}"))?;
+        let pid = line.trim().parse().map_err(|_| format!("the broker's supervisor reported {line:?}"))?;
+        *running = Some(Running { supervisor, stdin, pid });
+        drop(running);
+        self.wait_ready().inspect_err(|_| self.halt("keep\n"))
+    }
+
+    /// Polls Metadata until the broker lists itself; fails early, with the log's tail, if
+    /// the JVM exits first.
+    fn wait_ready(&self) -> Result<(), String> {
+        let started = Instant::now();
+        let deadline = started + BROKER_START_TIMEOUT;
+        let pid = self.pid().expect("broker launched");
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap_servers())
+            .set("log_level", "0")
             .create()
-            .expect("metadata client");
+            .map_err(|e| format!("metadata client: {e}"))?;
         loop {
-            match consumer.fetch_metadata(None, Duration::from_secs(2)) {
-                Ok(metadata) if !metadata.brokers().is_empty() => return,
-                Ok(_) | Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-                Ok(_) => panic!("tansu on {addr} reports no brokers"),
-                Err(e) => panic!("tansu on {addr} does not answer metadata requests: {e}"),
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(format!("Kafka on {} exited before it was ready; last lines of {}:\n{}", self.bootstrap_servers(), self.log_file().display(), self.log_tail(20)));
             }
+            if let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_millis(500)) {
+                if !metadata.brokers().is_empty() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("Kafka did not answer on {} within {BROKER_START_TIMEOUT:?}; see {}:\n{}", self.bootstrap_servers(), self.log_file().display(), self.log_tail(20)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.stop();
+        self.halt("done\n");
     }
 }
 
-/// The broker shared by every test of this test binary, started on first use.
+/// The broker shared by every test of this test binary, started on first use. Tests that share
+/// it use their own topic names and application ids.
 pub fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(Broker::start)
@@ -139,19 +214,27 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 
-/// Where the tansu binary is: `$TANSU`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
-pub fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return PathBuf::from(path);
+/// A name no other test of this run uses: `<prefix>-<pid>-<n>`, for topics and application ids
+/// on a shared broker.
+pub fn unique(prefix: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The repository's `scripts/` folder (`$SLUICE_SCRIPTS` overrides it).
+pub fn scripts_dir() -> PathBuf {
+    std::env::var_os("SLUICE_SCRIPTS").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts"))
+}
+
+/// Runs `scripts/install-kafka.sh` (quick once Kafka is installed); its progress goes to stderr.
+pub fn install_kafka() -> Result<PathBuf, String> {
+    let script = scripts_dir().join("install-kafka.sh");
+    let output = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({}): Kafka is not installed", script.display(), output.status));
     }
-    if let Some(path) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("tansu")).find(|candidate| candidate.is_file())
-    }) {
-        return path;
-    }
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
-        .unwrap_or_default();
-    home.join("bin").join("tansu")
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
