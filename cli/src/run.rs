@@ -123,14 +123,15 @@ impl StreamThread {
             bootstrap_servers: config.bootstrap_servers.clone(),
             schema_registry_url: needs_registry.then(|| config.schema_registry_url.clone()),
             state_dir: config.state_dir.clone(),
-            group_instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(config)),
+            instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(config)),
+            static_membership: config.group_instance_id.is_some(),
             commit_interval_ms: config.commit_interval_ms,
             deserialization_error_policy: config.deserialization_exception_handler,
             processing_error_policy: config.processing_exception_handler,
             application_server: config.application_server.clone(),
             num_stream_threads: config.num_stream_threads,
         };
-        let instance = streams_config.group_instance_id.clone();
+        let instance = streams_config.instance_id.clone();
         let streams = KafkaStreams::new(topology, processor_registry(config)?, streams_config).map_err(|e| e.to_string())?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let iq = streams.interactive_queries();

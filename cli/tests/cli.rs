@@ -251,6 +251,27 @@ fn produce(servers: &str, topic: &str, records: &[(String, i64, String)]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// Produces `crc-0` .. `crc-15` (value 1) with librdkafka's default partitioner, as kcat or a
+/// client left on its defaults would; returns, sorted, the keys that landed on another partition
+/// than Kafka's murmur2 gives them.
+fn produce_with_librdkafka_default_partitioner(servers: &str, topic: &str, partitions: i32) -> Vec<String> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
+    let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut misrouted = Vec::new();
+    for i in 0..16 {
+        let key = format!("crc-{i}");
+        let headers = OwnedHeaders::new().insert(Header { key: "event_id", value: Some(key.as_bytes()) });
+        let record = FutureRecord::to(topic).key(&key).payload("1").headers(headers);
+        let delivered = io.block_on(producer.send(record, Duration::from_secs(10))).map_err(|(e, _)| e).unwrap();
+        if delivered.partition != sluice_streams::partitioner::partition_for_key(key.as_bytes(), partitions) {
+            misrouted.push(key);
+        }
+    }
+    misrouted.sort();
+    misrouted
+}
+
 /// A consumed record: key, value and headers, as text.
 type Consumed = (String, String, Vec<(String, String)>);
 
@@ -502,11 +523,30 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     producer.send(BaseRecord::to("payments.commands").key("alice").payload("{\"not\": \"avro\"}")).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     produce(&servers, "amounts", &[("alice".into(), 2, "e2".into())]);
+    // A librdkafka producer on its default partitioner (CRC32, not Kafka's murmur2): the records
+    // that land on another partition than their key hashes to are dead-lettered, the others
+    // are processed.
+    let misrouted = produce_with_librdkafka_default_partitioner(&servers, "amounts", 2);
+    assert!(!misrouted.is_empty() && misrouted.len() < 16, "CRC32 and murmur2 disagree on some of the keys: {misrouted:?}");
 
     wait_until("processing continued past both bad records", 90, || last_totals(&servers).get("alice") == Some(&7));
-    wait_until("both bad records are dead-lettered", 60, || consume_all(&servers, "sluice.dlq").len() == 2);
+    wait_until("the bad and the misrouted records are dead-lettered", 60, || consume_all(&servers, "sluice.dlq").len() == 2 + misrouted.len());
+    let totals = last_totals(&servers);
+    for i in 0..16 {
+        let key = format!("crc-{i}");
+        let expected = if misrouted.contains(&key) { None } else { Some(&1) };
+        assert_eq!(totals.get(&key), expected, "{key}: processed only where it arrived on its murmur2 partition");
+    }
     let dead = consume_all(&servers, "sluice.dlq");
     let header = |record: &Consumed, name: &str| record.2.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (wrong_partition, dead): (Vec<Consumed>, Vec<Consumed>) = dead.into_iter().partition(|r| header(r, "sluice.error.class") == "wrong_partition");
+    let mut refused: Vec<String> = wrong_partition.iter().map(|r| r.0.clone()).collect();
+    refused.sort();
+    assert_eq!(refused, misrouted);
+    for record in &wrong_partition {
+        let message = header(record, "sluice.error.message");
+        assert!(message.contains("murmur2") && message.contains("set partitioner=murmur2_random"), "{message}");
+    }
     let mut classes: Vec<(String, String)> = dead.iter().map(|r| (header(r, "sluice.error.topic"), header(r, "sluice.error.class"))).collect();
     classes.sort();
     assert_eq!(classes, [("amounts".to_string(), "invalid_record".to_string()), ("payments.commands".to_string(), "deserialization".to_string())]);
@@ -520,9 +560,10 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     wait_until("the lag gauges are published", 30, || http_get(&metrics, "/metrics").contains("sluice_records_lag{"));
     let scrape = http_get(&metrics, "/metrics");
     for expected in [
-        "sluice_process_records_total{processor=\"sum\"} 3",
+        &format!("sluice_process_records_total{{processor=\"sum\"}} {}", 3 + 16 - misrouted.len()),
         "sluice_dlq_records_total{reason=\"invalid_record\"} 1",
         "sluice_dlq_records_total{reason=\"deserialization\"} 1",
+        &format!("sluice_dlq_records_total{{reason=\"wrong_partition\"}} {}", misrouted.len()),
         "sluice_active_tasks 2",
         "sluice_rebalances_total 1",
         "# TYPE sluice_commit_latency_seconds histogram",
@@ -660,6 +701,10 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
+        // A failed test keeps its folder: the assertion names dev.log in it.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

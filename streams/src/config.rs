@@ -36,8 +36,10 @@ pub struct SluiceConfig {
     /// interactive queries over its stores (and answers queries routed from other instances).
     /// No default: not served.
     pub application_server: Option<String>,
-    /// Kafka `group.instance.id` (static membership): stable across restarts of one instance,
-    /// unique per instance. Default `<application_id>-<hash of the state_dir path>`.
+    /// Kafka `group.instance.id`: set it (stable across restarts of one instance, unique per
+    /// instance) for static membership (KIP-345). Default: none, members join dynamically as
+    /// in Kafka Streams; the instance is then named `<application_id>-<hash of the state_dir
+    /// path>` in interactive-query discovery.
     pub group_instance_id: Option<String>,
     /// Kafka Streams `num.stream.threads`: stream threads per instance. Default 1.
     pub num_stream_threads: usize,

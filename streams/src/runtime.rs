@@ -62,8 +62,14 @@ pub struct StreamsConfig {
     pub schema_registry_url: Option<String>,
     /// `state.dir`.
     pub state_dir: PathBuf,
-    /// `group.instance.id`: stable per instance (restarts keep it), unique across instances.
-    pub group_instance_id: String,
+    /// This instance's name, unique in the application and stable across its restarts: the key
+    /// of its interactive-query discovery entry, and its `group.instance.id` with
+    /// [`StreamsConfig::static_membership`].
+    pub instance_id: String,
+    /// Static group membership (KIP-345, `group.instance.id` = the instance id): an instance
+    /// restarted within `session.timeout.ms` takes its partitions back without a rebalance.
+    /// Off by default, as in Kafka Streams: members join dynamically.
+    pub static_membership: bool,
     /// `commit.interval.ms`.
     pub commit_interval_ms: u64,
     /// `deserialization.exception.handler`.
@@ -72,7 +78,7 @@ pub struct StreamsConfig {
     pub processing_error_policy: ErrorPolicy,
     /// Kafka Streams `num.stream.threads`: stream threads (consumers) in this instance; tasks
     /// are spread over them by the group's assignment. Thread `i` of an instance with several
-    /// uses `group.instance.id` `<group_instance_id>-<i>`.
+    /// is named `<instance_id>-<i>`.
     pub num_stream_threads: usize,
     /// Kafka Streams `application.server`: the base URL this instance serves store queries
     /// at, published for interactive-query routing. `None`: not published.
@@ -106,6 +112,10 @@ pub enum RuntimeError {
     /// Configuration problem.
     #[error("{0}")]
     Config(String),
+    /// The consumer hit a fatal error (e.g. fenced by another member with its
+    /// `group.instance.id`); this stream thread cannot go on.
+    #[error("the consumer failed: {0}")]
+    ConsumerFailed(String),
 }
 
 /// Rebalance events, recorded by the consumer context and handled by the stream thread.
@@ -179,7 +189,7 @@ impl KafkaStreams {
     /// Interactive queries over this instance's stores (and, once
     /// [`InteractiveQueries::discover`] runs, routing to the other instances').
     pub fn interactive_queries(&self) -> InteractiveQueries {
-        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.group_instance_id)
+        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.instance_id)
     }
 
     /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,
@@ -188,12 +198,12 @@ impl KafkaStreams {
         let threads = self.config.num_stream_threads.max(1);
         let failed = AtomicBool::new(false);
         if threads == 1 {
-            return self.run_thread(&self.config.group_instance_id, shutdown, &failed);
+            return self.run_thread(&self.config.instance_id, shutdown, &failed);
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|i| {
-                    let (failed, instance) = (&failed, format!("{}-{i}", self.config.group_instance_id));
+                    let (failed, instance) = (&failed, format!("{}-{i}", self.config.instance_id));
                     std::thread::Builder::new()
                         .name(format!("sluice-stream-{i}"))
                         .spawn_scoped(scope, move || {
@@ -217,14 +227,15 @@ impl KafkaStreams {
         })
     }
 
-    /// One stream thread: its own consumer (member `instance` of the group) and producer.
+    /// One stream thread (named `instance`): its own consumer, producer and restore consumer.
     fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), RuntimeError> {
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| RuntimeError::Config(e.to_string()))?;
         let codec = match &self.config.schema_registry_url {
             Some(url) => Some(Codec::new(url).map_err(|e| RuntimeError::Config(e.to_string()))?),
             None => None,
         };
-        let consumer: BaseConsumer<StreamContext> = ClientConfig::new()
+        let mut consumer_config = ClientConfig::new();
+        consumer_config
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", &self.config.application_id)
             .set("partition.assignment.strategy", "range")
@@ -234,11 +245,11 @@ impl KafkaStreams {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
-            .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
-            // Static membership (KIP-345): an instance restarted within the session timeout takes
-            // its partitions back without a rebalance; a dead one is evicted when it expires.
-            .set("group.instance.id", instance)
-            .create_with_context(StreamContext::default())?;
+            .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string());
+        if self.config.static_membership {
+            consumer_config.set("group.instance.id", instance);
+        }
+        let consumer: BaseConsumer<StreamContext> = consumer_config.create_with_context(StreamContext::default())?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("enable.idempotence", "true")
@@ -284,6 +295,8 @@ impl KafkaStreams {
                 .collect(),
             last_commit: Instant::now(),
             pending_seeks: Vec::new(),
+            consumer_errors: ErrorLog::default(),
+            committed: HashMap::new(),
             last_heartbeat: Instant::now(),
         };
         let result = thread.run_loop(shutdown, failed);
@@ -308,7 +321,32 @@ struct StreamThread<'a> {
     last_commit: Instant,
     /// Seeks to task positions not yet accepted by the consumer (retried every loop).
     pending_seeks: Vec<(String, i32, i64)>,
+    consumer_errors: ErrorLog,
+    /// The input offsets this thread last committed to the group.
+    committed: HashMap<(String, i32), i64>,
     last_heartbeat: Instant,
+}
+
+/// Logs transient consumer errors (a broker away answers every poll with one) once per kind
+/// and then at most every 10 s.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, Instant)>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn report(&mut self, error: &rdkafka::error::KafkaError) {
+        let text = error.to_string();
+        match &self.last {
+            Some((last, at)) if *last == text && at.elapsed() < Duration::from_secs(10) => self.suppressed += 1,
+            _ => {
+                tracing::warn!(%error, repeated = self.suppressed, "consumer error");
+                self.last = Some((text, Instant::now()));
+                self.suppressed = 0;
+            }
+        }
+    }
 }
 
 /// How often librdkafka reports statistics, which refresh the records-lag gauges.
@@ -330,7 +368,12 @@ impl StreamThread<'_> {
             self.handle_rebalance()?;
             match message {
                 Some(Ok(message)) => self.process_message(&message)?,
-                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                Some(Err(error)) => {
+                    if let Some((_, reason)) = self.consumer.client().fatal_error() {
+                        return Err(RuntimeError::ConsumerFailed(reason));
+                    }
+                    self.consumer_errors.report(&error);
+                }
                 None => {}
             }
             if self.last_heartbeat.elapsed() >= HEARTBEAT {
@@ -362,6 +405,7 @@ impl StreamThread<'_> {
     fn handle_rebalance(&mut self) -> Result<(), RuntimeError> {
         let revoked: Vec<(String, i32)> = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("revoked lock"));
         if !revoked.is_empty() {
+            self.committed.retain(|partition, _| !revoked.contains(partition));
             let ids: Vec<TaskId> = self.tasks.keys().copied().filter(|id| revoked.iter().any(|(_, p)| *p == id.partition)).collect();
             for id in ids {
                 if let Some(task) = self.tasks.remove(&id) {
@@ -653,15 +697,24 @@ impl StreamThread<'_> {
                 }
             }
             tracing::debug!(task = %id, positions = ?task.positions(), changelog = ?stores, "task committed");
-            for ((topic, partition), position) in task.positions() {
-                offsets.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+            for (partition, position) in task.positions() {
+                if self.committed.get(&partition) != Some(&position) {
+                    offsets.add_partition_offset(&partition.0, partition.1, Offset::Offset(position))?;
+                }
             }
         }
-        // 3. Commit the consumer offsets.
+        // 3. Commit the consumer offsets that moved (an idle thread sends no commits).
         if offsets.count() > 0 {
-            if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            match self.consumer.commit(&offsets, CommitMode::Sync) {
+                Ok(()) => {
+                    for e in offsets.elements() {
+                        if let Offset::Offset(position) = e.offset() {
+                            self.committed.insert((e.topic().to_string(), e.partition()), position);
+                        }
+                    }
+                }
                 // State is durable; the next commit (or a restore) catches the offsets up.
-                tracing::warn!(%error, "consumer offset commit failed");
+                Err(error) => tracing::warn!(%error, "consumer offset commit failed"),
             }
         }
         Ok(())
