@@ -5,8 +5,8 @@
 //! Discovery works on any broker: every instance with an `application_server` publishes its
 //! tasks to the compacted topic `<application.id>-instances` after each rebalance and every
 //! [`HEARTBEAT`]; a background reader keeps the latest entry per instance. Entries older than
-//! [`STALE_AFTER`] are ignored (tansu never evicts a dead group member, so its last claim would
-//! otherwise stand).
+//! [`STALE_AFTER`] are ignored: an instance killed without a clean shutdown leaves its last
+//! claim on the topic, and the group may already have given its tasks to another.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -147,6 +147,9 @@ try {
   for (let i = 0; i < 10; i++) await deposit(me, "1.00");
   await page.reload();
   await page.locator("#balance").filter({ hasText: "85.00 GBP" }).waitFor();
+  // The history renders after the balance (its own request): wait for the newest deposit's row
+  // (balance after it: 85.00) before counting rows.
+  await page.locator("#transactions tbody tr").first().filter({ hasText: "85.00" }).waitFor();
   assert.equal(await page.locator("#transactions tbody tr").count(), 10);
   assert.equal(await page.getByRole("button", { name: "Newer" }).isDisabled(), true);
   await page.getByRole("button", { name: "Older" }).click();
