@@ -199,6 +199,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.halt("done\n");
+        // A broker stopped earlier (Broker::stop) left its folder for a restart.
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
