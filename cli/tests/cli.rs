@@ -9,6 +9,31 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
@@ -137,16 +162,18 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let dir = temp_dir("dev");
     let broker_port = sluice_testkit::free_port();
     let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
-    let mut child = sluice()
-        .args(["dev", "--demo", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
-        .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        sluice()
+            .args(["dev", "--demo", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let (banner, mut lines) = read_banner(&mut child);
     assert!(banner.contains("Sluice dev stack is up"), "{banner}");
     assert!(banner.contains(&format!("kcat -L -b 127.0.0.1:{broker_port}")), "{banner}");
@@ -384,7 +411,7 @@ fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
     produce(&servers, "increments", &first);
     let spawn = |log: &str| {
         let log = std::fs::File::create(dir.join(log)).unwrap();
-        sluice().args(["run", "--config", cfg]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+        Running(sluice().args(["run", "--config", cfg]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap())
     };
     let mut child = spawn("run1.log");
     wait_until("the first batch is processed and committed", 90, || committed_total(&servers, "crash", "increments", 4) >= 1_500);
@@ -511,9 +538,9 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     .unwrap();
     let cfg = config.to_str().unwrap();
     assert!(run(&["topics", "create", "--config", cfg]).status.success());
-    let mut registry_process = sluice().args(["registry", "--config", cfg, "--listen", &registry]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut registry_process = Running(sluice().args(["registry", "--config", cfg, "--listen", &registry]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     wait_until("the registry answers", 60, || TcpStream::connect(&registry).is_ok());
-    let mut processor = sluice().args(["run", "--config", cfg]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut processor = Running(sluice().args(["run", "--config", cfg]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
 
     produce(&servers, "amounts", &[("alice".into(), 5, "e1".into())]);
     // A poison pill: not an integer (the record itself is fine).
@@ -594,7 +621,7 @@ const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoa
 /// `sluice dev` on its own broker, with a known JWT secret, and a way to send kcat-style JSON
 /// commands and read Avro outcomes.
 struct Pipeline {
-    child: std::process::Child,
+    child: Running,
     servers: String,
     codec: Codec,
     io: tokio::runtime::Runtime,
@@ -619,16 +646,18 @@ impl Pipeline {
         let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let http = format!("127.0.0.1:{}", sluice_testkit::free_port());
-        let mut child = sluice()
-            .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"])
-            .arg(dir.join("state"))
-            .env("SLUICE__APPLICATION_ID", application_id)
-            .env("SLUICE__JWT_SECRET", E2E_SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            sluice()
+                .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"])
+                .arg(dir.join("state"))
+                .env("SLUICE__APPLICATION_ID", application_id)
+                .env("SLUICE__JWT_SECRET", E2E_SECRET)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         let (banner, lines) = read_banner(&mut child);
         assert!(banner.contains("Processors       topology.toml (3 sub-topologies)"), "{banner}");
         std::thread::spawn(move || lines.for_each(drop));
@@ -833,12 +862,12 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
     let records = increments(0, 2_000);
     produce(&servers, "increments", &records);
     let expected = reference(&records);
-    let mut instances: Vec<std::process::Child> = configs
+    let mut instances: Vec<Running> = configs
         .iter()
         .enumerate()
         .map(|(i, config)| {
             let log = std::fs::File::create(dir.join(format!("run-{i}.log"))).unwrap();
-            sluice().args(["run", "--config", config.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+            Running(sluice().args(["run", "--config", config.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap())
         })
         .collect();
     wait_until("every input is committed", 120, || committed_total(&servers, "iq", "increments", 4) == 2_000);

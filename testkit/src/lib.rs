@@ -12,6 +12,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -149,6 +150,9 @@ impl Broker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group: Ctrl-C in a terminal reaches `sluice dev`, which closes
+            // its processors and then stops the broker, not the broker under them.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot spawn the broker's supervisor shell: {e}"))?;
         let stdin = supervisor.stdin.take().expect("piped stdin");
