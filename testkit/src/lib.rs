@@ -211,7 +211,7 @@ impl Drop for Broker {
 }
 
 /// The broker shared by every test of this test binary, started on first use. Tests that share
-/// it use their own topic names and application ids.
+/// it each use their own topic names, application ids and group ids.
 pub fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(Broker::start)
@@ -220,13 +220,6 @@ pub fn broker() -> &'static Broker {
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
-}
-
-/// A name no other test of this run uses: `<prefix>-<pid>-<n>`, for topics and application ids
-/// on a shared broker.
-pub fn unique(prefix: &str) -> String {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst))
 }
 
 /// The repository's `scripts/` folder (`$SLUICE_SCRIPTS` overrides it).
