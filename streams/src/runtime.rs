@@ -112,6 +112,14 @@ pub enum RuntimeError {
     /// Configuration problem.
     #[error("{0}")]
     Config(String),
+    /// A wall-clock punctuation failed (it has no input record to dead-letter or skip).
+    #[error("punctuating task {task}: {error}")]
+    Punctuation {
+        /// The task.
+        task: String,
+        /// The error.
+        error: ProcessError,
+    },
     /// The consumer hit a fatal error (e.g. fenced by another member with its
     /// `group.instance.id`); this stream thread cannot go on.
     #[error("the consumer failed: {0}")]
@@ -297,6 +305,7 @@ impl KafkaStreams {
             pending_seeks: Vec::new(),
             consumer_errors: ErrorLog::default(),
             committed: HashMap::new(),
+            last_wall_clock_punctuation: Instant::now(),
             last_heartbeat: Instant::now(),
         };
         let result = thread.run_loop(shutdown, failed);
@@ -324,8 +333,13 @@ struct StreamThread<'a> {
     consumer_errors: ErrorLog,
     /// The input offsets this thread last committed to the group.
     committed: HashMap<(String, i32), i64>,
+    last_wall_clock_punctuation: Instant,
     last_heartbeat: Instant,
 }
+
+/// How often the stream thread advances its tasks' wall clocks: the resolution of wall-clock
+/// punctuation.
+const WALL_CLOCK_TICK: Duration = Duration::from_millis(10);
 
 /// Logs transient consumer errors (a broker away answers every poll with one) once per kind
 /// and then at most every 10 s.
@@ -376,6 +390,9 @@ impl StreamThread<'_> {
                 }
                 None => {}
             }
+            if self.last_wall_clock_punctuation.elapsed() >= WALL_CLOCK_TICK {
+                self.punctuate_wall_clock()?;
+            }
             if self.last_heartbeat.elapsed() >= HEARTBEAT {
                 self.publish_instance();
             }
@@ -384,6 +401,21 @@ impl StreamThread<'_> {
                 self.commit()?;
                 metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
             }
+        }
+        Ok(())
+    }
+
+    /// Advances every task's wall clock, firing its due wall-clock punctuations
+    /// (`schedule(..., WallClockTime)`), and sends what they forwarded. Stream-time
+    /// punctuations fire as records are processed.
+    fn punctuate_wall_clock(&mut self) -> Result<(), RuntimeError> {
+        self.last_wall_clock_punctuation = Instant::now();
+        let now = now_ms();
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let task = self.tasks.get_mut(&id).expect("task exists");
+            task.advance_wall_clock(now).map_err(|error| RuntimeError::Punctuation { task: id.to_string(), error })?;
+            self.send_outputs(id)?;
         }
         Ok(())
     }

@@ -482,3 +482,89 @@ fn typed_avro_records_flow_through_processors() {
     assert_eq!((event.command_id.as_str(), event.amount), ("cmd-1", Decimal::new(12_550, 2)));
     assert_eq!(driver.store_get("balances", "user-1").unwrap().as_deref(), Some(&b"125.50"[..]));
 }
+
+// ---------------------------------------------------------------- the runtime, on the broker
+
+/// Every record of `topic` so far (values as text), read from the beginning.
+fn values_of(servers: &str, topic: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let mut values = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    values
+}
+
+#[test]
+fn both_punctuation_clocks_fire_in_production() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use sluice_streams::runtime::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let broker = sluice_testkit::broker();
+    let servers = broker.bootstrap_servers();
+    let topology = Topology::parse(TICKER, "ticker.toml").unwrap();
+    let app = "ticker-runtime";
+    let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    io.block_on(create_topics(&servers, &topology.topics_to_create(app))).unwrap();
+    let state_dir = std::env::temp_dir().join(format!("sluice-ticker-{}", std::process::id()));
+    let config = StreamsConfig {
+        application_id: app.to_string(),
+        bootstrap_servers: servers.clone(),
+        schema_registry_url: None,
+        state_dir: state_dir.clone(),
+        instance_id: "ticker-0".to_string(),
+        static_membership: false,
+        commit_interval_ms: 100,
+        deserialization_error_policy: ErrorPolicy::Fail,
+        processing_error_policy: ErrorPolicy::Fail,
+        num_stream_threads: 1,
+        application_server: None,
+    };
+    let streams = KafkaStreams::new(topology, registry(), config).unwrap();
+    let shutdown = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| streams.run(&shutdown));
+        // Stream time: records 0, 5, 12 and 35 ms past a base fire the 10 ms schedule at 12 and 35
+        // past it; wall-clock time fires every second with no input at all.
+        let base = now_ms();
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+        for offset in [0, 5, 12, 35] {
+            producer.send(BaseRecord::to("events").key("e").payload("x").timestamp(base + offset)).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let ticks = loop {
+            let ticks = values_of(&servers, "ticks");
+            if ticks.iter().filter(|t| t.starts_with("wall:")).count() >= 2 && ticks.iter().filter(|t| t.starts_with("stream:")).count() >= 2 {
+                break ticks;
+            }
+            assert!(std::time::Instant::now() < deadline, "ticks so far: {ticks:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+        let stream: Vec<&String> = ticks.iter().filter(|t| t.starts_with("stream:")).collect();
+        assert_eq!(stream, [&format!("stream:{}", base + 12), &format!("stream:{}", base + 35)]);
+        let wall: Vec<i64> = ticks.iter().filter_map(|t| t.strip_prefix("wall:")).map(|t| t.parse().unwrap()).collect();
+        assert!(wall.windows(2).all(|pair| pair[1] - pair[0] >= 1000), "one wall-clock tick a second: {wall:?}");
+        assert!(wall[0] >= base - 60_000 && wall[0] <= now_ms(), "wall-clock ticks carry the wall clock: {wall:?}");
+    });
+    std::fs::remove_dir_all(state_dir).unwrap();
+}
