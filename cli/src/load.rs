@@ -3,7 +3,7 @@
 //! 1. **relay**: a plain rdkafka consume-produce loop (no state), flushing the producer and
 //!    committing offsets every `commit_interval_ms`: the ceiling of any processor.
 //! 2. **aggregation**: the balance aggregation (`keyed-sum` with a changelogged store and a
-//!    dedupe store) run by the Sluice runtime with the commit protocol of DESIGN §5.3.
+//!    dedupe store) run by the Sluice runtime with the commit protocol of docs/guarantees.md.
 //! 3. **latency**: the aggregation at a moderate, fixed rate; end-to-end latency from the
 //!    input record's timestamp (set when produced) to the output's arrival at a consumer.
 //!

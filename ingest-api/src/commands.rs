@@ -1,5 +1,5 @@
 //! Commands: each endpoint checks its body and the caller's right to act, builds the Avro
-//! envelope, publishes it to its command topic keyed as DESIGN §3, and answers `202 Accepted`
+//! envelope, publishes it to its command topic keyed as docs/architecture.md (topics and keys) says, and answers `202 Accepted`
 //! with the command id and a status URL. The pipeline decides the rest (funds, KYC, payees).
 //!
 //! `Idempotency-Key`: the command id is derived from the caller, the key and the request's
@@ -72,7 +72,7 @@ pub struct Submission {
     pub command_type: &'static str,
     /// Command topic.
     pub topic: &'static str,
-    /// Record key (DESIGN §3).
+    /// Record key (docs/architecture.md, topics and keys).
     pub key: String,
     /// The caller's subject (scopes idempotency keys).
     pub subject: String,

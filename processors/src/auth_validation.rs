@@ -1,4 +1,4 @@
-//! `auth-validation` (DESIGN §4): owns the `users` store. Registers users, changes passwords,
+//! `auth-validation` (docs/architecture.md, the pipeline): owns the `users` store. Registers users, changes passwords,
 //! revokes sessions and updates profiles; gates every payment and identity command (principal
 //! owns the account or holds a service role, user active, token not revoked, KYC level allows
 //! it) before passing it on; applies identity results (KYC `full`) and deceased notices.

@@ -1,4 +1,4 @@
-//! `balance-check` (DESIGN §4), on the payer's task: settles deposits and withdrawals, debits
+//! `balance-check` (docs/architecture.md, the pipeline), on the payer's task: settles deposits and withdrawals, debits
 //! transfers and refunds and sends their credit leg to the payee's task, and applies what comes
 //! back (a confirmation, or a reversal that re-credits the payer). Also freezes the account of
 //! a deceased user.

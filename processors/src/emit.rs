@@ -1,6 +1,6 @@
 //! Outputs shared by the processors: typed records to named sinks, command statuses, the audit
 //! trail, notifications and payment outcomes. Every derived record's `event_id` is a function
-//! of its cause (DESIGN §3), so a replay produces the same ids and consumers can dedupe.
+//! of its cause (docs/architecture.md, topics and keys), so a replay produces the same ids and consumers can dedupe.
 
 use rust_decimal::Decimal;
 use sluice_schemas::types::{ActivityLog, Notification, PaymentKind, PaymentRejected, PaymentSettled};

@@ -1,4 +1,4 @@
-//! `hmrc-death-notification` (DESIGN §4), per identifier: marks a NIN deceased. If a user
+//! `hmrc-death-notification` (docs/architecture.md, the pipeline), per identifier: marks a NIN deceased. If a user
 //! verified it, a deceased notice goes to that user's task, which freezes the user and the
 //! account; if nobody did, the record stays so that a later claim is refused.
 

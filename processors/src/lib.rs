@@ -1,4 +1,4 @@
-//! `sluice-processors`: the fintech pipeline of DESIGN §4 as [`Processor`]s wired by
+//! `sluice-processors`: the fintech pipeline (docs/architecture.md, the pipeline) as [`Processor`]s wired by
 //! `topology.toml`:
 //!
 //! | kind | task | does |
@@ -11,7 +11,7 @@
 //! | `hmrc-death-notification` | per identifier | marks a NIN deceased, freezes its holder |
 //! | `json-bridge` | stateless | kcat JSON commands with a JWT header to Avro, or the DLQ |
 //!
-//! Processors are deterministic (DESIGN §5.1): ids derive from the causing record, time is the
+//! Processors are deterministic (docs/guarantees.md, Determinism): ids derive from the causing record, time is the
 //! record's timestamp (tokens in the bridge are judged at it too).
 
 pub mod accounts;

@@ -1,4 +1,4 @@
-//! `settlement` (DESIGN §4), on the payee's task: credits the payee of a transfer or refund,
+//! `settlement` (docs/architecture.md, the pipeline), on the payee's task: credits the payee of a transfer or refund,
 //! emits `payments.settled` and a notification, and confirms to the payer's task; if the payee
 //! is unknown, frozen or deceased, sends the money back to the payer's task instead.
 

@@ -1,5 +1,5 @@
 //! The fintech pipeline of topology.toml, run by the TopologyTestDriver: every rule of
-//! DESIGN §4 and each rejection reason, the kcat JSON bridge, and a property test of the
+//! the pipeline (docs/architecture.md) and each rejection reason, the kcat JSON bridge, and a property test of the
 //! ledger invariants over random command sequences.
 
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! [`DedupeStore`]: processed event ids with a retention (DESIGN §5.5), on any
+//! [`DedupeStore`]: processed event ids with a retention (docs/guarantees.md, Deduplication), on any
 //! [`KeyValueStore`], so its writes are changelogged and restored like any other state.
 
 use crate::store::KeyValueStore;

@@ -1,4 +1,4 @@
-//! `sluice-state`: state stores for Sluice processors (DESIGN §5, §6).
+//! `sluice-state`: state stores for Sluice processors (docs/architecture.md, docs/guarantees.md).
 //!
 //! - [`KeyValueStore`]: the store API processors see (get, put, delete, range, prefix scan,
 //!   approximate count), implemented by [`SledStore`].

@@ -152,13 +152,13 @@ impl TaskState {
         self.stores.iter().any(|s| !s.buffer.is_empty())
     }
 
-    /// Applies every buffered write and the new checkpoint in one atomic sled batch (DESIGN
-    /// §5.3 step 2). `input_offsets` are the next offsets to consume; `changelog_offsets` the
+    /// Applies every buffered write and the new checkpoint in one atomic sled batch (docs/guarantees.md, the
+    /// commit protocol, step 2). `input_offsets` are the next offsets to consume; `changelog_offsets` the
     /// next changelog offset per store after the records just delivered.
     pub fn commit(&mut self, input_offsets: &[(&str, i32, i64)], changelog_offsets: &[(&str, i64)]) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();
         for store in &mut self.stores {
-            assert!(store.changelog.is_empty(), "store `{}`: drain and deliver the changelog before committing (DESIGN §5.3)", store.name());
+            assert!(store.changelog.is_empty(), "store `{}`: drain and deliver the changelog before committing (docs/guarantees.md, the commit protocol)", store.name());
             store.forget_last_read();
             let mut count = store.count.get();
             for (key, buffered) in std::mem::take(&mut store.buffer) {
@@ -211,7 +211,7 @@ impl TaskState {
 
     /// Brings the stores up to date from changelog records `(changelog offset, record)` read
     /// in offset order from the checkpointed changelog offsets (everything after a wipe), in
-    /// batches of [`RESTORE_BATCH_SIZE`] (DESIGN §5.4).
+    /// batches of [`RESTORE_BATCH_SIZE`] (docs/guarantees.md, Restore).
     ///
     /// The state is made to reflect exactly the inputs before the *resume position* of each
     /// input partition: the later of the local checkpoint and `committed` (the consumer

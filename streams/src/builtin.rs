@@ -11,7 +11,7 @@ use crate::record::{Record, Value};
 use crate::registry::{ProcessorConfig, ProcessorRegistry};
 use crate::task::ProcessorContext;
 
-/// Header carrying a record's event id (DESIGN §3).
+/// Header carrying a record's event id (docs/architecture.md, topics and keys).
 pub const EVENT_ID_HEADER: &str = "event_id";
 
 /// Registers the built-in kinds (`keyed-sum`).

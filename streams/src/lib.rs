@@ -49,7 +49,7 @@ pub fn dead_letter(
     }
 }
 
-/// The `sluice.error.*` headers of a dead letter (DESIGN §3).
+/// The `sluice.error.*` headers of a dead letter (docs/architecture.md, topics and keys).
 pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError) -> Vec<(String, String)> {
     vec![
         ("sluice.error.topic".to_string(), metadata.topic.to_string()),

@@ -9,7 +9,7 @@ use crate::task::ProcessorContext;
 
 /// A node of the topology that processes records. Only `process` is required; `init` (to
 /// schedule punctuations), `punctuate` and `close` have defaults. Processors must be
-/// deterministic (DESIGN §5.1): output depends only on the input record and the stores.
+/// deterministic (docs/guarantees.md, Determinism): output depends only on the input record and the stores.
 pub trait Processor: Send {
     /// Called once before the first record, e.g. to [`ProcessorContext::schedule`].
     fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {

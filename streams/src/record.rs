@@ -55,7 +55,7 @@ impl From<&str> for Value {
 /// Record headers, in order (Kafka allows repeated names).
 pub type Headers = Vec<(String, Vec<u8>)>;
 
-/// A key-value record with a timestamp and headers. Keys are UTF-8 strings (DESIGN §3).
+/// A key-value record with a timestamp and headers. Keys are UTF-8 strings (docs/architecture.md, topics and keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// The key; `None` for records without one.

@@ -1,5 +1,5 @@
-//! [`KafkaStreams`]: runs a topology against a Kafka broker with the guarantee of DESIGN §5
-//! (exactly-once effects without broker transactions).
+//! [`KafkaStreams`]: runs a topology against a Kafka broker with the guarantee of docs/guarantees.md
+//! (deduplicated effects without broker transactions).
 //!
 //! One stream thread: a consumer in the group `application.id` (range assignor, so
 //! co-partitioned partitions land together), tasks created on assignment and dropped on
@@ -675,7 +675,7 @@ impl StreamThread<'_> {
         Ok(())
     }
 
-    /// The commit protocol (DESIGN §5.3).
+    /// The commit protocol (docs/guarantees.md, the commit protocol).
     fn commit(&mut self) -> Result<(), RuntimeError> {
         self.last_commit = Instant::now();
         let app = self.config().application_id.clone();

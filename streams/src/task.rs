@@ -317,7 +317,7 @@ impl Task {
     }
 
     /// Commits state with the current positions and the given next changelog offsets
-    /// (DESIGN §5.3 step 2; outputs and changelog must have been delivered first).
+    /// (docs/guarantees.md, the commit protocol, step 2; outputs and changelog must have been delivered first).
     pub fn commit(&mut self, changelog_offsets: &[(&str, i64)]) -> Result<(), StateError> {
         let inputs: Vec<(&str, i32, i64)> = self.inputs.iter().map(|input| (input.topic.as_str(), self.id.partition, input.position)).collect();
         self.state.commit(&inputs, changelog_offsets)

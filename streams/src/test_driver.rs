@@ -310,7 +310,7 @@ impl TopologyTestDriver {
         }
     }
 
-    /// The commit protocol of DESIGN §5.3: deliver changelog records, then commit task state
+    /// The commit protocol (docs/guarantees.md): deliver changelog records, then commit task state
     /// with input positions, then the consumer offsets.
     pub fn commit(&mut self) -> Result<(), DriverError> {
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
