@@ -113,8 +113,13 @@ pub struct Task {
     outputs: Vec<OutputRecord>,
     schedules: Vec<Schedule>,
     stream_time: Option<i64>,
+    /// Stream time at which expired dedupe entries are purged next (None: at the next record).
+    next_dedupe_purge: Option<i64>,
     wall_clock: i64,
 }
+
+/// How far stream time advances between two purges of expired dedupe entries.
+pub const DEDUPE_PURGE_INTERVAL_MS: i64 = 60_000;
 
 /// One input topic-partition of a task.
 struct TaskInput {
@@ -190,6 +195,7 @@ impl Task {
             outputs: Vec::new(),
             schedules: Vec::new(),
             stream_time: None,
+            next_dedupe_purge: None,
             wall_clock,
         };
         for i in 0..task.nodes.len() {
@@ -261,7 +267,30 @@ impl Task {
         }
         self.inputs[input].position = offset + 1;
         self.stream_time = Some(self.stream_time.map_or(timestamp, |t| t.max(timestamp)));
+        self.purge_expired_dedupe()?;
         self.punctuate(PunctuationType::StreamTime)
+    }
+
+    /// Deletes the dedupe entries older than their store's retention, by stream time, once
+    /// every [`DEDUPE_PURGE_INTERVAL_MS`] of it. The deletes are changelogged like any write
+    /// (as tombstones not caused by an input, so a restore always applies them).
+    fn purge_expired_dedupe(&mut self) -> Result<(), ProcessError> {
+        let Some(now) = self.stream_time else { return Ok(()) };
+        if self.next_dedupe_purge.is_some_and(|next| now < next) {
+            return Ok(());
+        }
+        self.next_dedupe_purge = Some(now.saturating_add(DEDUPE_PURGE_INTERVAL_MS));
+        self.state.set_source(&SourceOffset::none());
+        for (name, retention) in &self.dedupe_retention {
+            if !self.state.store_names().any(|store| store == name) {
+                continue; // another sub-topology's store
+            }
+            let purged = DedupeStore::new(self.state.store_mut(name)?, *retention).purge_expired(now)?;
+            if purged > 0 {
+                tracing::debug!(task = %self.id, store = %name, purged, "expired dedupe entries purged");
+            }
+        }
+        Ok(())
     }
 
     /// Marks a record as handled without effect (dead-lettered or skipped by the handler).

