@@ -554,10 +554,15 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     // that land on another partition than their key hashes to are dead-lettered, the others
     // are processed.
     let misrouted = produce_with_librdkafka_default_partitioner(&servers, "amounts", 2);
+    // A poison pill near the message limit, with a large key: its dead letter (the key twice, the
+    // value, the headers) would exceed the limit whole, so it keeps a bounded part of each.
+    let (big_key, big_value) = ("k".repeat(100_000), "y".repeat(850_000));
+    producer.send(BaseRecord::to("amounts").key(big_key.as_str()).payload(big_value.as_str())).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
     assert!(!misrouted.is_empty() && misrouted.len() < 16, "CRC32 and murmur2 disagree on some of the keys: {misrouted:?}");
 
     wait_until("processing continued past both bad records", 90, || last_totals(&servers).get("alice") == Some(&7));
-    wait_until("the bad and the misrouted records are dead-lettered", 60, || consume_all(&servers, "sluice.dlq").len() == 2 + misrouted.len());
+    wait_until("the bad and the misrouted records are dead-lettered", 60, || consume_all(&servers, "sluice.dlq").len() == 3 + misrouted.len());
     let totals = last_totals(&servers);
     for i in 0..16 {
         let key = format!("crc-{i}");
@@ -566,6 +571,13 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     }
     let dead = consume_all(&servers, "sluice.dlq");
     let header = |record: &Consumed, name: &str| record.2.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (big, dead): (Vec<Consumed>, Vec<Consumed>) = dead.into_iter().partition(|r| r.0.len() > 1000);
+    assert_eq!(big.len(), 1);
+    assert_eq!(header(&big[0], "sluice.error.truncated"), "key: first 4096 of 100000 bytes, value: first 65536 of 850000 bytes");
+    assert_eq!(header(&big[0], "sluice.error.class"), "invalid_record");
+    assert_eq!(big[0].0.len(), 4096, "the record key is bounded too");
+    let letter_bytes: Vec<usize> = consume_raw(&servers, "sluice.dlq").iter().filter(|r| r.0.len() > 1000).map(|r| r.1.len()).collect();
+    assert!(letter_bytes.len() == 1 && letter_bytes[0] < 80_000, "the dead letter's value is bounded: {letter_bytes:?} bytes");
     let (wrong_partition, dead): (Vec<Consumed>, Vec<Consumed>) = dead.into_iter().partition(|r| header(r, "sluice.error.class") == "wrong_partition");
     let mut refused: Vec<String> = wrong_partition.iter().map(|r| r.0.clone()).collect();
     refused.sort();
@@ -587,8 +599,8 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     wait_until("the lag gauges are published", 30, || http_get(&metrics, "/metrics").contains("sluice_records_lag{"));
     let scrape = http_get(&metrics, "/metrics");
     for expected in [
-        &format!("sluice_process_records_total{{processor=\"sum\"}} {}", 3 + 16 - misrouted.len()),
-        "sluice_dlq_records_total{reason=\"invalid_record\"} 1",
+        &format!("sluice_process_records_total{{processor=\"sum\"}} {}", 4 + 16 - misrouted.len()),
+        "sluice_dlq_records_total{reason=\"invalid_record\"} 2",
         "sluice_dlq_records_total{reason=\"deserialization\"} 1",
         &format!("sluice_dlq_records_total{{reason=\"wrong_partition\"}} {}", misrouted.len()),
         "sluice_active_tasks 2",

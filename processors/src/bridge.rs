@@ -101,7 +101,7 @@ impl Processor for JsonBridge {
                     _ => None,
                 };
                 let letter = dead_letter(&metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), value);
-                let headers = dlq_headers(&metadata, &error).into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                let headers = dlq_headers(&metadata, &error, record.key.as_deref().map(str::as_bytes), value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
                 let key = record.key.clone();
                 ctx.forward_to(DLQ_SINK, Record { key, value: Value::record(letter), timestamp: record.timestamp, headers })
             }

@@ -43,19 +43,57 @@ pub fn dead_letter(
         source_partition: metadata.partition,
         source_offset: metadata.offset,
         error_class: error.class().to_string(),
-        error_message: error.to_string(),
-        key: key.map(|k| Blob(k.to_vec())),
-        value: value.map(|v| Blob(v.to_vec())),
+        error_message: bounded_message(error),
+        key: key.map(|k| Blob(bounded(k, DEAD_LETTER_KEY_LIMIT).to_vec())),
+        value: value.map(|v| Blob(bounded(v, DEAD_LETTER_VALUE_LIMIT).to_vec())),
     }
 }
 
+/// The most bytes of the original key a dead letter keeps (its record key and its copy).
+pub const DEAD_LETTER_KEY_LIMIT: usize = 4 * 1024;
+/// The most bytes of the original value a dead letter keeps: with the key and the headers it
+/// stays far below the broker's message limit, whatever the original's size. The
+/// `sluice.error.{topic,partition,offset}` headers locate the whole original.
+pub const DEAD_LETTER_VALUE_LIMIT: usize = 64 * 1024;
+
+/// The most bytes of an error message a dead letter keeps (a message may quote the record).
+pub const DEAD_LETTER_MESSAGE_LIMIT: usize = 1024;
+
+/// The error's message, cut to [`DEAD_LETTER_MESSAGE_LIMIT`] bytes at a character boundary.
+fn bounded_message(error: &ProcessError) -> String {
+    let mut message = error.to_string();
+    if message.len() > DEAD_LETTER_MESSAGE_LIMIT {
+        let mut end = DEAD_LETTER_MESSAGE_LIMIT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
+}
+
+/// The first `limit` bytes of `bytes`.
+pub fn bounded(bytes: &[u8], limit: usize) -> &[u8] {
+    &bytes[..bytes.len().min(limit)]
+}
+
 /// The `sluice.error.*` headers of a dead letter (docs/architecture.md, topics and keys).
-pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError) -> Vec<(String, String)> {
-    vec![
+/// `sluice.error.truncated` says what [`dead_letter`] cut from the original key and value.
+pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<(String, String)> {
+    let mut headers = vec![
         ("sluice.error.topic".to_string(), metadata.topic.to_string()),
         ("sluice.error.partition".to_string(), metadata.partition.to_string()),
         ("sluice.error.offset".to_string(), metadata.offset.to_string()),
         ("sluice.error.class".to_string(), error.class().to_string()),
-        ("sluice.error.message".to_string(), error.to_string()),
-    ]
+        ("sluice.error.message".to_string(), bounded_message(error)),
+    ];
+    let cut: Vec<String> = [("key", key, DEAD_LETTER_KEY_LIMIT), ("value", value, DEAD_LETTER_VALUE_LIMIT)]
+        .into_iter()
+        .filter_map(|(part, bytes, limit)| bytes.filter(|b| b.len() > limit).map(|b| format!("{part}: first {limit} of {} bytes", b.len())))
+        .collect();
+    if !cut.is_empty() {
+        headers.push(("sluice.error.truncated".to_string(), cut.join(", ")));
+    }
+    headers
 }

@@ -619,15 +619,15 @@ impl StreamThread<'_> {
                 let payload = match &self.codec {
                     Some(codec) => self.io.block_on(codec.encode(DLQ_TOPIC, &letter)).map_err(|e| RuntimeError::Config(format!("encoding a dead letter: {e}")))?,
                     // Without a registry the DLQ keeps the original bytes; the headers say why.
-                    None => message.payload().unwrap_or_default().to_vec(),
+                    None => crate::bounded(message.payload().unwrap_or_default(), crate::DEAD_LETTER_VALUE_LIMIT).to_vec(),
                 };
                 let mut headers = OwnedHeaders::new();
-                for (name, value) in crate::dlq_headers(metadata, &error) {
+                for (name, value) in crate::dlq_headers(metadata, &error, message.key(), message.payload()) {
                     headers = headers.insert(Header { key: &name, value: Some(value.as_bytes()) });
                 }
                 let mut record = FutureRecord::to(DLQ_TOPIC).payload(&payload).headers(headers);
                 if let Some(key) = message.key() {
-                    record = record.key(key);
+                    record = record.key(crate::bounded(key, crate::DEAD_LETTER_KEY_LIMIT));
                 }
                 self.send(record, None)?;
             }

@@ -292,7 +292,7 @@ impl TopologyTestDriver {
             ProcessingErrorPolicy::Dlq => {
                 let letter = crate::dead_letter(metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
                 let mut dead = Record { key: record.key.clone(), value: Value::record(letter), timestamp: record.timestamp, headers: Vec::new() };
-                for (name, value) in crate::dlq_headers(metadata, &error) {
+                for (name, value) in crate::dlq_headers(metadata, &error, record.key.as_deref().map(str::as_bytes), record.value.as_bytes()) {
                     dead.headers.push((name, value.into_bytes()));
                 }
                 self.append(DLQ_TOPIC, dead)?;
