@@ -132,7 +132,7 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     println!();
     if demo {
         let keys = crate::run::jwt_keys(&config)?.ok_or("--demo needs JWT keys")?;
-        let operator = keys.issue("demo-operator", &["operator"], sluice_processors::jwt::TokenUse::Access, sluice_streams::runtime::now_ms(), 600, "demo")?;
+        let operator = keys.issue("demo-operator", &["operator"], sluice_processors::jwt::TokenUse::Access, sluice_streams::now_ms(), 600, "demo")?;
         let api = api_url.clone();
         tokio::spawn(async move {
             match crate::demo::seed(&api, &operator).await {

@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_streams::builtin::register_builtins;
-use sluice_streams::runtime::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
+use sluice_streams::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
 use sluice_streams::topology::TopicSpec;
 use sluice_streams::{ProcessorRegistry, Topology};
 
@@ -129,17 +129,11 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
     let state_dir = std::env::temp_dir().join(format!("sluice-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state_dir);
     let config = StreamsConfig {
-        application_id: APP.to_string(),
-        bootstrap_servers: servers.to_string(),
-        schema_registry_url: None,
-        state_dir: state_dir.clone(),
         instance_id: format!("load-{}", std::process::id()),
-        static_membership: false,
         commit_interval_ms: args.commit_interval_ms,
         deserialization_error_policy: ErrorPolicy::Dlq,
         processing_error_policy: ErrorPolicy::Dlq,
-        application_server: None,
-        num_stream_threads: 1,
+        ..StreamsConfig::new(APP, servers, state_dir.clone())
     };
     let mut registry = ProcessorRegistry::new();
     register_builtins(&mut registry);

@@ -201,7 +201,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             }
             dev::use_dev_secret(&mut config)?;
             let keys = run::jwt_keys(&config)?.ok_or("no JWT keys configured")?;
-            let now_ms = sluice_streams::runtime::now_ms();
+            let now_ms = sluice_streams::now_ms();
             let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
             let jti = format!("cli-{now_ms}-{}", std::process::id());
             let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;

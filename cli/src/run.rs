@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice_processors::{JwtKeys, JwtSettings};
 use sluice_streams::builtin::register_builtins;
 use sluice_streams::config::SluiceConfig;
-use sluice_streams::runtime::{KafkaStreams, StreamsConfig};
+use sluice_streams::{KafkaStreams, StreamsConfig};
 use sluice_streams::{ProcessorRegistry, Topology};
 
 /// Flags of `sluice run`.
@@ -108,7 +108,7 @@ pub(crate) struct StreamThread {
     pub(crate) queries: sluice_ingest::queries::StoreQueries,
     shutdown: Arc<AtomicBool>,
     /// `None` once [`StreamThread::finished`] saw it end.
-    worker: Option<tokio::task::JoinHandle<Result<(), sluice_streams::runtime::RuntimeError>>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), sluice_streams::RuntimeError>>>,
 }
 
 impl StreamThread {
@@ -130,6 +130,9 @@ impl StreamThread {
             processing_error_policy: config.processing_exception_handler,
             application_server: config.application_server.clone(),
             num_stream_threads: config.num_stream_threads,
+            max_task_idle_ms: config.max_task_idle_ms,
+            retry_backoff_ms: config.retry_backoff_ms,
+            retry_backoff_max_ms: config.retry_backoff_max_ms,
         };
         let instance = streams_config.instance_id.clone();
         let streams = KafkaStreams::new(topology, processor_registry(config)?, streams_config).map_err(|e| e.to_string())?;
@@ -166,7 +169,7 @@ impl StreamThread {
         outcome
     }
 
-    fn outcome(finished: Result<Result<(), sluice_streams::runtime::RuntimeError>, tokio::task::JoinError>) -> Result<(), String> {
+    fn outcome(finished: Result<Result<(), sluice_streams::RuntimeError>, tokio::task::JoinError>) -> Result<(), String> {
         match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),

@@ -22,7 +22,7 @@ use sluice_processors::jwt::{self, Claims, TokenError, TokenUse};
 use sluice_processors::model::{self, roles, stores, User};
 use sluice_schemas::types::{AuthCommand, AuthPayload, ChangePassword, Principal, RegisterUser, RevokeSessions, UpdateProfile, UserStatus};
 use sluice_schemas::{Date, TimestampMillis};
-use sluice_streams::runtime::now_ms;
+use sluice_streams::now_ms;
 use utoipa::ToSchema;
 
 use crate::body::ApiJson;

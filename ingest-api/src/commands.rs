@@ -28,7 +28,7 @@ use sluice_schemas::types::{
 };
 use sluice_schemas::{AvroRecord, Date, TimestampMillis};
 use sluice_streams::metrics as names;
-use sluice_streams::runtime::now_ms;
+use sluice_streams::now_ms;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;

@@ -162,7 +162,7 @@ mod tests {
     #[tokio::test]
     async fn a_principal_over_its_rate_gets_429_with_retry_after() {
         let state = state(1, 2);
-        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::now_ms(), 60, "t").unwrap();
         // An incomplete deposit is refused after the rate check, so nothing is published.
         for _ in 0..2 {
             assert_eq!(call(&state, Method::POST, "/v1/deposits", Some(&token), "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY);
@@ -170,7 +170,7 @@ mod tests {
         let (status, body) = call(&state, Method::POST, "/v1/deposits", Some(&token), "{}").await;
         assert_eq!((status, body["type"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("https://sluice.dev/problems/rate-limited")));
         assert_eq!(body["retry_after_s"], 1);
-        let other = state.keys.issue("ops-2", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        let other = state.keys.issue("ops-2", &["operator"], TokenUse::Access, sluice_streams::now_ms(), 60, "t").unwrap();
         assert_eq!(call(&state, Method::POST, "/v1/deposits", Some(&other), "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY, "limits are per principal");
     }
 
@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn a_broker_that_is_down_gives_503_and_nothing_half_written() {
         let state = state(0, 0);
-        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::runtime::now_ms(), 60, "t").unwrap();
+        let token = state.keys.issue("ops", &["operator"], TokenUse::Access, sluice_streams::now_ms(), 60, "t").unwrap();
         let user = sluice_processors::model::user_id_for_email("a@b.co");
         let body = format!(r#"{{"user_id": "{user}", "amount": "10.00"}}"#);
         let (status, problem) = call(&state, Method::POST, "/v1/deposits", Some(&token), &body).await;

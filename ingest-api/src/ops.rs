@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sluice_schemas::types::AccessLog;
 use sluice_schemas::TimestampMillis;
 use sluice_streams::metrics as names;
-use sluice_streams::runtime::now_ms;
+use sluice_streams::now_ms;
 use utoipa::ToSchema;
 
 use crate::problem::{Problem, ProblemName};

@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use sluice_streams::interactive::{InteractiveQueries, Location, QueryError};
-use sluice_streams::runtime::now_ms;
+use sluice_streams::now_ms;
 
 use crate::problem::Problem;
 

@@ -135,7 +135,7 @@ pub fn activity(ctx: &mut ProcessorContext<'_>, sink: &str, activity: Activity<'
     // command's record timestamp (when the API accepted it) to its outcome.
     let labels = [("type", log.command_type.clone()), ("outcome", log.outcome.clone())];
     metrics::counter!(names::COMMANDS_TOTAL, &[labels[0].clone(), labels[1].clone(), ("reason", log.reason.clone().unwrap_or_default())]).increment(1);
-    let latency_ms = sluice_streams::runtime::now_ms().saturating_sub(ctx.timestamp()).max(0);
+    let latency_ms = sluice_streams::now_ms().saturating_sub(ctx.timestamp()).max(0);
     metrics::histogram!(names::COMMAND_LATENCY_SECONDS, &labels).record(latency_ms as f64 / 1000.0);
     send(ctx, sink, activity.user_id, log)
 }

@@ -11,7 +11,7 @@ use sluice_processors::model::{self, reasons, Account, AccountStatus, CommandSta
 use sluice_processors::JwtKeys;
 use sluice_schemas::types::*;
 use sluice_schemas::{Date, FromAny, TimestampMillis};
-use sluice_streams::test_driver::ProcessingErrorPolicy;
+use sluice_streams::ErrorPolicy;
 use sluice_streams::{ProcessorRegistry, Record, TestDriverConfig, Topology, TopologyTestDriver, Value};
 
 const SECRET: &str = "test-secret-test-secret-test-secret";
@@ -48,7 +48,7 @@ impl Bank {
         let mut registry = ProcessorRegistry::new();
         sluice_processors::register(&mut registry, Some(keys()));
         let mut config = TestDriverConfig::new(name);
-        config.processing_error_policy = ProcessingErrorPolicy::Dlq;
+        config.processing_error_policy = ErrorPolicy::Dlq;
         Bank { driver: TopologyTestDriver::new(topology, registry, config).unwrap(), now_ms: START_MS, commands: 0 }
     }
 

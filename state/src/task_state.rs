@@ -41,6 +41,15 @@ pub struct RestoreStats {
     pub batches: u64,
 }
 
+impl RestoreStats {
+    /// Adds another batch's figures.
+    pub fn add(&mut self, other: RestoreStats) {
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.batches += other.batches;
+    }
+}
+
 /// The state of one task: its stores, buffered writes, and checkpoint.
 pub struct TaskState {
     dir: PathBuf,
@@ -211,7 +220,8 @@ impl TaskState {
 
     /// Brings the stores up to date from changelog records `(changelog offset, record)` read
     /// in offset order from the checkpointed changelog offsets (everything after a wipe), in
-    /// batches of [`RESTORE_BATCH_SIZE`] (docs/guarantees.md, Restore).
+    /// batches of [`RESTORE_BATCH_SIZE`] (docs/guarantees.md, Restore): [`TaskState::resume_positions`],
+    /// then [`TaskState::restore_batch`] per batch, then [`TaskState::finish_restore`].
     ///
     /// The state is made to reflect exactly the inputs before the *resume position* of each
     /// input partition: the later of the local checkpoint and `committed` (the consumer
@@ -226,22 +236,52 @@ impl TaskState {
         records: impl IntoIterator<Item = (i64, ChangelogRecord)>,
         committed: &BTreeMap<(String, i32), i64>,
     ) -> Result<RestoreStats, StateError> {
+        let resume = self.resume_positions(committed);
+        let mut stats = RestoreStats::default();
+        let mut batch = Vec::with_capacity(RESTORE_BATCH_SIZE.min(4096));
+        for record in records {
+            batch.push(record);
+            if batch.len() == RESTORE_BATCH_SIZE {
+                stats.add(self.restore_batch(std::mem::take(&mut batch), &resume)?);
+            }
+        }
+        if !batch.is_empty() {
+            stats.add(self.restore_batch(batch, &resume)?);
+        }
+        self.finish_restore(resume)?;
+        Ok(stats)
+    }
+
+    /// Where processing resumes after a restore: per input partition, the later of the local
+    /// checkpoint and `committed`.
+    pub fn resume_positions(&self, committed: &BTreeMap<(String, i32), i64>) -> BTreeMap<(String, i32), i64> {
         let mut resume = self.checkpoint.input_offsets.clone();
         for (partition, offset) in committed {
             let entry = resume.entry(partition.clone()).or_insert(*offset);
             *entry = (*entry).max(*offset);
         }
+        resume
+    }
+
+    /// Applies one batch of changelog records (in offset order per store; any number, though
+    /// [`RESTORE_BATCH_SIZE`] bounds what a restore holds in memory) against the resume
+    /// positions, coalescing writes to the same key, and checkpoints the next changelog offset
+    /// of each store the batch touched. A restore cut short resumes from there.
+    pub fn restore_batch(
+        &mut self,
+        records: impl IntoIterator<Item = (i64, ChangelogRecord)>,
+        resume: &BTreeMap<(String, i32), i64>,
+    ) -> Result<RestoreStats, StateError> {
         // Lookups without allocating per record: few input partitions, few stores.
         let thresholds: Vec<(&str, i32, i64)> = resume.iter().map(|((t, p), o)| (t.as_str(), *p, *o)).collect();
         let prefixes: Vec<(String, Vec<u8>)> = self.stores.iter().map(|s| (s.name().to_string(), s.prefix().to_vec())).collect();
         let mut next_offsets: Vec<Option<i64>> = vec![None; prefixes.len()];
         let mut stats = RestoreStats::default();
         let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mut in_batch = 0;
         let mut full = Vec::new();
         let mut last_store = 0;
         for (offset, record) in records {
-            if prefixes[last_store].0.as_str() != &*record.store {
+            if prefixes.get(last_store).is_none_or(|(name, _)| name.as_str() != &*record.store) {
                 last_store = prefixes.iter().position(|(name, _)| name.as_str() == &*record.store).ok_or_else(|| StateError::UnknownStore(record.store.to_string()))?;
             }
             next_offsets[last_store] = Some(offset + 1);
@@ -263,27 +303,30 @@ impl TaskState {
                 }
             }
             stats.applied += 1;
-            in_batch += 1;
-            if in_batch == RESTORE_BATCH_SIZE {
-                let last = self.apply_chunks(&mut pending)?;
-                self.apply_restore_batch(last, &prefixes, &next_offsets)?;
-                stats.batches += 1;
-                in_batch = 0;
-            }
         }
-        let mut batch = self.apply_chunks(&mut pending)?;
+        if next_offsets.iter().all(Option::is_none) {
+            return Ok(stats);
+        }
+        let batch = self.apply_chunks(&mut pending)?;
+        self.apply_restore_batch(batch, &prefixes, &next_offsets)?;
+        stats.batches = 1;
+        Ok(stats)
+    }
+
+    /// Ends a restore: the resume positions become the checkpoint's input offsets.
+    pub fn finish_restore(&mut self, resume: BTreeMap<(String, i32), i64>) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
         for ((topic, partition), offset) in &resume {
             batch.insert(input_key(topic, *partition), &offset.to_be_bytes());
         }
-        self.apply_restore_batch(batch, &prefixes, &next_offsets)?;
-        stats.batches += u64::from(in_batch > 0);
+        self.tree.apply_batch(batch)?;
         self.checkpoint.input_offsets = resume;
         for store in &mut self.stores {
             store.count.set(None);
             store.forget_last_read();
         }
         self.needs_restore = false;
-        Ok(stats)
+        Ok(())
     }
 
     /// Writes coalesced writes in key order and flushes them; returns an empty batch for the

@@ -9,7 +9,7 @@
 use crate::processor::{ProcessError, Processor};
 use crate::record::{Record, Value};
 use crate::registry::{ProcessorConfig, ProcessorRegistry};
-use crate::task::ProcessorContext;
+use crate::stream_task::ProcessorContext;
 
 /// Header carrying a record's event id (docs/architecture.md, topics and keys).
 pub const EVENT_ID_HEADER: &str = "event_id";

@@ -47,10 +47,20 @@ pub struct SluiceConfig {
     pub commit_interval_ms: u64,
     /// Kafka Streams `deserialization.exception.handler`: `dlq`, `log_and_continue` or `fail`.
     /// Default `dlq`.
-    pub deserialization_exception_handler: crate::runtime::ErrorPolicy,
+    pub deserialization_exception_handler: crate::task_manager::ErrorPolicy,
     /// Kafka Streams `processing.exception.handler` for poison pills: `dlq`,
     /// `log_and_continue` or `fail`. Default `dlq`.
-    pub processing_exception_handler: crate::runtime::ErrorPolicy,
+    pub processing_exception_handler: crate::task_manager::ErrorPolicy,
+    /// Kafka Streams `max.task.idle.ms`: how long a task with records on some inputs waits
+    /// for an empty input that is caught up, so that records are processed in timestamp order
+    /// across topics (docs/architecture.md, timestamp synchronization). A task always waits
+    /// for records already on the broker; -1 does not even wait for those. Default 0.
+    pub max_task_idle_ms: i64,
+    /// Kafka `retry.backoff.ms`: the first wait after a retriable failure (registry or broker
+    /// unavailable) before the record is retried. Default 100.
+    pub retry_backoff_ms: i64,
+    /// Kafka `retry.backoff.max.ms`: waits double up to this. Default 1000.
+    pub retry_backoff_max_ms: i64,
     /// JWT `iss` the ingest API issues and every checker requires. Default `sluice`.
     pub jwt_issuer: String,
     /// JWT `aud` the ingest API issues and every checker requires. Default `sluice-api`.
@@ -111,8 +121,11 @@ impl Default for SluiceConfig {
             group_instance_id: None,
             num_stream_threads: 1,
             commit_interval_ms: 100,
-            deserialization_exception_handler: crate::runtime::ErrorPolicy::Dlq,
-            processing_exception_handler: crate::runtime::ErrorPolicy::Dlq,
+            deserialization_exception_handler: crate::task_manager::ErrorPolicy::Dlq,
+            processing_exception_handler: crate::task_manager::ErrorPolicy::Dlq,
+            max_task_idle_ms: 0,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1000,
             jwt_issuer: "sluice".to_string(),
             jwt_audience: "sluice-api".to_string(),
             jwt_algorithm: "HS256".to_string(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sluice_state::{StoreReader, TaskState};
 
 use crate::partitioner::partition_for_key;
-use crate::task::TaskId;
+use crate::stream_task::TaskId;
 use crate::topology::Topology;
 
 /// How often an instance re-publishes its tasks.

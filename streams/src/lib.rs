@@ -1,27 +1,46 @@
-//! `sluice-streams`: the Sluice stream-processing engine, named after Kafka Streams: the
-//! [`topology::Topology`] read from `topology.toml`, and (as it grows) tasks, the runtime,
-//! the commit protocol and the test driver.
+//! `sluice-streams`: the Sluice stream-processing engine, named after Kafka Streams
+//! (docs/architecture.md): the [`topology::Topology`] read from `topology.toml`;
+//! [`KafkaStreams`] and its [`stream_thread`]s; the [`task_manager::TaskManager`] that both the
+//! runtime and the [`TopologyTestDriver`] drive; [`StreamTask`]s with their
+//! [`partition_group::PartitionGroup`]s; the [`record_collector`] and the
+//! [`changelog_reader`].
 
 pub mod admin;
 pub mod builtin;
+pub mod changelog_reader;
 pub mod config;
+pub mod error;
 pub mod interactive;
+pub mod kafka_streams;
 pub mod metrics;
+pub mod partition_group;
 pub mod partitioner;
 pub mod processor;
 pub mod record;
-pub mod runtime;
+pub mod record_collector;
+pub mod record_deserializer;
 pub mod registry;
-pub mod task;
+pub mod serde;
+pub mod stream_task;
+pub mod stream_thread;
+pub mod task_manager;
 pub mod test_driver;
 pub mod topology;
 
+pub use error::StreamsError;
+pub use kafka_streams::{KafkaStreams, RuntimeError, StreamsConfig};
 pub use processor::{ErrorAction, FnProcessor, ProcessError, Processor, Punctuation, PunctuationType};
 pub use record::{Headers, OutputRecord, Record, RecordMetadata, Value};
 pub use registry::{ProcessorConfig, ProcessorRegistry};
-pub use task::{ProcessorContext, Task, TaskError, TaskId};
+pub use stream_task::{ProcessorContext, StreamTask, TaskError, TaskId};
+pub use task_manager::ErrorPolicy;
 pub use test_driver::{TestDriverConfig, TopologyTestDriver};
 pub use topology::{Topology, TopologyError};
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// Topic dead letters go to.
 pub const DLQ_TOPIC: &str = "sluice.dlq";

@@ -25,6 +25,9 @@ pub const STORE_KEYS: &str = "sluice_store_keys";
 pub const REBALANCES_TOTAL: &str = "sluice_rebalances_total";
 /// Tasks this instance runs.
 pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
+/// Retriable failures (registry or broker away) after which the stream thread backed off and
+/// redid its work from the last commit (`reason`: `process` or `send`).
+pub const TASK_RETRIES_TOTAL: &str = "sluice_task_retries_total";
 
 /// Commands that reached their final outcome in the pipeline (`type`, `outcome`: settled or
 /// rejected, `reason`: empty when settled).
@@ -61,6 +64,7 @@ pub fn describe() {
     describe_gauge!(STORE_KEYS, "Entries in a store as of the last commit.");
     describe_counter!(REBALANCES_TOTAL, "Consumer group rebalances this instance took part in.");
     describe_gauge!(ACTIVE_TASKS, "Tasks this instance runs.");
+    describe_counter!(TASK_RETRIES_TOTAL, "Retriable failures after which the stream thread backed off and retried.");
     describe_counter!(COMMANDS_TOTAL, "Commands that reached their final outcome, by type, outcome and reason.");
     describe_histogram!(COMMAND_LATENCY_SECONDS, Unit::Seconds, "Time from a command's record timestamp to its final outcome.");
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests answered by the ingest API.");

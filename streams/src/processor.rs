@@ -5,7 +5,7 @@ use std::fmt;
 use sluice_state::StateError;
 
 use crate::record::Record;
-use crate::task::ProcessorContext;
+use crate::stream_task::ProcessorContext;
 
 /// A node of the topology that processes records. Only `process` is required; `init` (to
 /// schedule punctuations), `punctuate` and `close` have defaults. Processors must be

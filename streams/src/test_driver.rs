@@ -1,20 +1,31 @@
 //! [`TopologyTestDriver`]: runs a topology in-process, without a broker or threads, in the
-//! spirit of Kafka Streams' (KIP-470). Topics are in-memory logs (partitioned with Kafka's
-//! murmur2 partitioner); repartition topics loop back into the topology as on a broker;
-//! changelog topics receive every store write at commit; the wall clock is the driver's.
-//! [`TopologyTestDriver::crash`] simulates `kill -9` and a restart that restores tasks.
+//! spirit of Kafka Streams' (KIP-470). It drives the same [`TaskManager`] as the runtime's
+//! stream thread (task creation and restore, the partition groups' timestamp order, error
+//! handling, punctuation, the commit protocol); only the I/O is in memory: topics are logs
+//! (partitioned with Kafka's murmur2 partitioner), repartition topics loop back into the
+//! topology as on a broker, changelog topics receive every store write at commit, and the
+//! wall clock is the driver's. [`TopologyTestDriver::crash`] simulates `kill -9` and a restart
+//! that restores tasks.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_state::{ChangelogRecord, KeyValueStore, SourceOffset, TaskState};
+use sluice_state::{ChangelogRecord, KeyValueStore, SourceOffset};
 
+use crate::changelog_reader::{ChangelogConsumer, ChangelogPartition};
+use crate::error::StreamsError;
+use crate::interactive::LocalStores;
+use crate::partition_group::{FetchState, StampedRecord};
 use crate::partitioner::partition_for_key;
-use crate::processor::{ErrorAction, ProcessError};
-use crate::record::{OutputRecord, Record, RecordMetadata, Value};
+use crate::processor::ProcessError;
+use crate::record::{Record, RecordMetadata, Value};
+use crate::record_collector::{ChangelogOffsets, RecordCollector, SendError};
+use crate::record_deserializer::{dead_letter_record, RecordDeserializer};
 use crate::registry::ProcessorRegistry;
-use crate::task::{Task, TaskError, TaskId};
+use crate::stream_task::TaskId;
+use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::{changelog_topic, StoreKind, Topology};
 
 /// A store entry: key and value bytes.
@@ -22,17 +33,8 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 pub use crate::DLQ_TOPIC;
 
-/// What the driver does with a record whose processing fails with a poison pill (Kafka
-/// Streams' `processing.exception.handler`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessingErrorPolicy {
-    /// Write a DeadLetter to `sluice.dlq` and continue.
-    Dlq,
-    /// Skip the record and continue.
-    LogAndContinue,
-    /// Return the error.
-    Fail,
-}
+/// Errors of the driver: the engine's.
+pub type DriverError = StreamsError;
 
 /// Driver settings.
 #[derive(Debug, Clone)]
@@ -43,8 +45,10 @@ pub struct TestDriverConfig {
     pub state_dir: PathBuf,
     /// Commit after this many piped records (1 = after every record, as Kafka's driver does).
     pub commit_every_records: usize,
-    /// Poison-pill policy.
-    pub processing_error_policy: ProcessingErrorPolicy,
+    /// Kafka Streams `processing.exception.handler` (poison pills).
+    pub processing_error_policy: ErrorPolicy,
+    /// Kafka Streams `max.task.idle.ms`, judged by the driver's wall clock.
+    pub max_task_idle_ms: i64,
     /// Initial wall clock, milliseconds.
     pub wall_clock_start_ms: i64,
 }
@@ -58,7 +62,8 @@ impl TestDriverConfig {
             application_id: "test".to_string(),
             state_dir,
             commit_every_records: 1,
-            processing_error_policy: ProcessingErrorPolicy::Fail,
+            processing_error_policy: ErrorPolicy::Fail,
+            max_task_idle_ms: 0,
             wall_clock_start_ms: 0,
         }
     }
@@ -98,51 +103,122 @@ pub enum RestartMode {
     WipeState,
 }
 
+/// topic -> partitions -> records (offset = index).
+type Logs = BTreeMap<String, Vec<Vec<LogRecord>>>;
+
+/// A record fetched from an in-memory topic.
+#[derive(Debug, Clone)]
+pub struct FetchedRecord {
+    offset: i64,
+    record: Record,
+}
+
+impl StampedRecord for FetchedRecord {
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.record.key.as_deref().map(str::as_bytes)
+    }
+}
+
+/// The driver's records are typed already; dead letters carry the typed `DeadLetter`.
+struct InMemorySerde;
+
+impl RecordDeserializer<FetchedRecord> for InMemorySerde {
+    fn deserialize(&self, _metadata: &RecordMetadata, raw: &FetchedRecord) -> Result<Record, ProcessError> {
+        Ok(raw.record.clone())
+    }
+
+    fn dead_letter(&self, metadata: &RecordMetadata, raw: &FetchedRecord, error: &ProcessError) -> Record {
+        let (key, value) = (raw.record.key.as_deref().map(str::as_bytes), raw.record.value.as_bytes());
+        let letter = crate::dead_letter(metadata, raw.record.timestamp, error, key, value);
+        dead_letter_record(metadata, key, value, raw.record.timestamp, Value::record(letter), error)
+    }
+}
+
+/// Appends to the in-memory topics.
+struct InMemoryCollector<'a> {
+    logs: &'a RefCell<Logs>,
+    wall_clock: i64,
+    offsets: ChangelogOffsets,
+}
+
+impl RecordCollector for InMemoryCollector<'_> {
+    fn send(&mut self, topic: &str, record: &Record) -> Result<(), SendError> {
+        let mut logs = self.logs.borrow_mut();
+        let parts = logs.get_mut(topic).ok_or_else(|| SendError::Fatal(StreamsError::UnknownTopic(topic.to_string())))?;
+        let partition = record.key.as_deref().map_or(0, |key| partition_for_key(key.as_bytes(), parts.len() as i32));
+        parts[partition as usize].push(LogRecord { record: record.clone(), changelog: None });
+        Ok(())
+    }
+
+    fn send_changelog(&mut self, task: TaskId, topic: &str, change: ChangelogRecord) -> Result<(), SendError> {
+        let mut logs = self.logs.borrow_mut();
+        let log = logs.get_mut(topic).and_then(|parts| parts.get_mut(task.partition as usize)).ok_or_else(|| SendError::Fatal(StreamsError::UnknownTopic(topic.to_string())))?;
+        let store = Arc::clone(&change.store);
+        // The Record form is built when read (see `LogRecord::to_record`).
+        log.push(LogRecord { record: Record { key: None, value: Value::Null, timestamp: self.wall_clock, headers: Vec::new() }, changelog: Some(change) });
+        self.offsets.insert((task, store), log.len() as i64);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<ChangelogOffsets, SendError> {
+        Ok(std::mem::take(&mut self.offsets))
+    }
+}
+
+/// Reads the in-memory changelog topics.
+struct InMemoryChangelog<'a> {
+    logs: &'a RefCell<Logs>,
+}
+
+impl ChangelogConsumer for InMemoryChangelog<'_> {
+    fn watermarks(&mut self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, String> {
+        Ok(self.logs.borrow().get(topic).and_then(|parts| parts.get(partition as usize)).map(|log| (0, log.len() as i64)))
+    }
+
+    fn read(&mut self, partitions: &[ChangelogPartition], _changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+        let logs = self.logs.borrow();
+        let mut records = Vec::new();
+        for (index, p) in partitions.iter().enumerate() {
+            let Some(log) = logs.get(&p.topic).and_then(|parts| parts.get(p.partition as usize)) else { continue };
+            for offset in p.next..p.end.min(log.len() as i64) {
+                if records.len() >= max {
+                    return Ok(records);
+                }
+                if let Some(change) = &log[offset as usize].changelog {
+                    records.push((index, offset, change.clone()));
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {
+        partition.next >= partition.end
+    }
+}
+
 /// In-process test driver. See the module docs.
 pub struct TopologyTestDriver {
-    topology: Topology,
-    registry: ProcessorRegistry,
+    topology: Arc<Topology>,
     config: TestDriverConfig,
-    tasks: BTreeMap<TaskId, Task>,
-    /// topic -> partitions -> records (offset = index).
-    logs: BTreeMap<String, Vec<Vec<LogRecord>>>,
+    tasks: TaskManager<FetchedRecord>,
+    logs: RefCell<Logs>,
+    /// The driver's consumer position (next offset to fetch) per input topic-partition.
+    fetched: BTreeMap<(String, i32), i64>,
     /// Committed consumer offsets (next offset), per input topic-partition.
     committed: BTreeMap<(String, i32), i64>,
     /// Read cursors of `read_output`, per topic-partition.
     cursors: BTreeMap<(String, i32), usize>,
     wall_clock: i64,
     uncommitted_records: usize,
-    /// Task ids, in order (the keys of `tasks`).
-    task_ids: Vec<TaskId>,
-}
-
-/// Errors of the driver.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// A task could not be built.
-    #[error(transparent)]
-    Task(#[from] TaskError),
-    /// Processing failed (policy `Fail`, or a retriable/fatal error).
-    #[error("processing {topic}-{partition}@{offset} failed: {error}")]
-    Process {
-        /// Input topic.
-        topic: String,
-        /// Input partition.
-        partition: i32,
-        /// Input offset.
-        offset: i64,
-        /// The error.
-        error: ProcessError,
-    },
-    /// Unknown processor kinds.
-    #[error("{}", .0.join("\n"))]
-    Registry(Vec<String>),
-    /// A topic the topology does not know.
-    #[error("unknown topic `{0}`")]
-    UnknownTopic(String),
-    /// State failure.
-    #[error(transparent)]
-    State(#[from] sluice_state::StateError),
 }
 
 impl TopologyTestDriver {
@@ -154,66 +230,48 @@ impl TopologyTestDriver {
             logs.insert(topic.name.clone(), vec![Vec::new(); usize::try_from(topic.partitions).unwrap_or(1)]);
         }
         logs.entry(DLQ_TOPIC.to_string()).or_insert_with(|| vec![Vec::new()]);
+        let topology = Arc::new(topology);
+        let manager_config = TaskManagerConfig {
+            application_id: config.application_id.clone(),
+            state_dir: config.state_dir.clone(),
+            deserialization_error_policy: ErrorPolicy::Fail,
+            processing_error_policy: config.processing_error_policy,
+            max_task_idle_ms: config.max_task_idle_ms,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1000,
+        };
+        let tasks = TaskManager::new(Arc::clone(&topology), Arc::new(registry), manager_config, LocalStores::default());
         let wall_clock = config.wall_clock_start_ms;
         let mut driver = TopologyTestDriver {
             topology,
-            registry,
             config,
-            tasks: BTreeMap::new(),
-            logs,
+            tasks,
+            logs: RefCell::new(logs),
+            fetched: BTreeMap::new(),
             committed: BTreeMap::new(),
             cursors: BTreeMap::new(),
             wall_clock,
             uncommitted_records: 0,
-            task_ids: Vec::new(),
         };
         driver.start_tasks()?;
         Ok(driver)
     }
 
-    fn task_dir(&self, id: TaskId) -> PathBuf {
-        id.state_dir(&self.config.state_dir, &self.config.application_id)
-    }
-
-    /// Opens every task's state, restores what needs restoring, and builds the tasks.
+    /// Creates every task and restores it (from the local checkpoint, all of the changelog
+    /// after a wipe); the driver's consumer resumes at the tasks' resume positions.
     fn start_tasks(&mut self) -> Result<(), DriverError> {
-        let ids: Vec<TaskId> = self
-            .topology
-            .subtopologies
-            .iter()
-            .flat_map(|sub| (0..sub.partitions).map(move |partition| TaskId { subtopology: sub.id, partition }))
-            .collect();
-        for id in ids {
-            let stores = self.topology.task_stores(id.subtopology);
-            let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-            let mut state = TaskState::open(&self.task_dir(id), &store_refs)?;
-            // Replay each changelog from the local checkpoint (all of it after a wipe).
-            let mut records = Vec::new();
-            for (store, logged) in &stores {
-                if !logged {
-                    continue;
-                }
-                let from = state.checkpoint().changelog_offsets.get(store).copied().unwrap_or(0);
-                let log = &self.logs[&changelog_topic(&self.config.application_id, store)][usize::try_from(id.partition).unwrap_or(0)];
-                for (offset, entry) in log.iter().enumerate().skip(usize::try_from(from).unwrap_or(0)) {
-                    if let Some(change) = &entry.changelog {
-                        records.push((offset as i64, change.clone()));
-                    }
-                }
+        for id in self.tasks.all_task_ids() {
+            let inputs = self.tasks.input_topics(id.subtopology);
+            let committed: BTreeMap<(String, i32), i64> =
+                self.committed.iter().filter(|((topic, p), _)| *p == id.partition && inputs.contains(topic)).map(|(k, v)| (k.clone(), *v)).collect();
+            let seeks = self.tasks.create(id, &committed, &mut InMemoryChangelog { logs: &self.logs })?;
+            for (topic, partition, offset) in seeks {
+                self.fetched.insert((topic.to_string(), partition), offset);
             }
-            // Always: the resume positions come out of it (see TaskState::restore).
-            let inputs = self.topology.input_topics(id.subtopology, &self.config.application_id);
-            let committed: BTreeMap<(String, i32), i64> = self
-                .committed
-                .iter()
-                .filter(|((topic, p), _)| *p == id.partition && inputs.contains(topic))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            state.restore(records, &committed)?;
-            let task = Task::new(id, &self.topology, &self.registry, &self.config.application_id, state, self.wall_clock)?;
-            self.tasks.insert(id, task);
         }
-        self.task_ids = self.tasks.keys().copied().collect();
+        while self.tasks.is_restoring() {
+            self.tasks.restore(self.wall_clock, &mut InMemoryChangelog { logs: &self.logs }, usize::MAX)?;
+        }
         Ok(())
     }
 
@@ -231,122 +289,68 @@ impl TopologyTestDriver {
 
     /// Appends a record to a topic without processing (as a producer would).
     pub fn append(&mut self, topic: &str, record: Record) -> Result<(i32, i64), DriverError> {
-        let partitions = self.logs.get(topic).ok_or_else(|| DriverError::UnknownTopic(topic.to_string()))?.len() as i32;
-        let partition = match &record.key {
-            Some(key) => partition_for_key(key.as_bytes(), partitions),
-            None => 0,
-        };
-        let log = &mut self.logs.get_mut(topic).expect("checked")[partition as usize];
+        let mut logs = self.logs.borrow_mut();
+        let parts = logs.get_mut(topic).ok_or_else(|| DriverError::UnknownTopic(topic.to_string()))?;
+        let partition = record.key.as_deref().map_or(0, |key| partition_for_key(key.as_bytes(), parts.len() as i32));
+        let log = &mut parts[partition as usize];
         log.push(LogRecord { record, changelog: None });
         Ok((partition, log.len() as i64 - 1))
+    }
+
+    /// Fetches every appended input record into its task's queue (the driver's consumer).
+    fn fetch(&mut self) {
+        for (topic, partition, offset) in self.tasks.take_seeks() {
+            self.fetched.insert((topic.to_string(), partition), offset);
+        }
+        let logs = self.logs.borrow();
+        for ((topic, partition), next) in &mut self.fetched {
+            let Some(log) = logs.get(topic).and_then(|parts| parts.get(*partition as usize)) else { continue };
+            while (*next as usize) < log.len() {
+                let record = FetchedRecord { offset: *next, record: log[*next as usize].to_record() };
+                self.tasks.add_record(topic, *partition, record);
+                *next += 1;
+            }
+        }
     }
 
     /// Processes every appended record not yet processed, repartition round trips included.
     pub fn run(&mut self) -> Result<(), DriverError> {
         loop {
-            let mut progressed = false;
-            for t in 0..self.task_ids.len() {
-                let id = self.task_ids[t];
-                while let Some((topic, offset)) = self.next_input(id) {
-                    progressed = true;
-                    let record = self.logs[&*topic][id.partition as usize][offset as usize].record.clone();
-                    let metadata = RecordMetadata { topic, partition: id.partition, offset };
-                    let task = self.tasks.get_mut(&id).expect("task exists");
-                    if let Err(error) = task.process(metadata.clone(), record) {
-                        let record = self.logs[&*metadata.topic][id.partition as usize][offset as usize].record.clone();
-                        self.handle_error(id, &metadata, &record, error)?;
-                    }
-                    self.deliver_outputs(id);
+            self.fetch();
+            let logs = &self.logs;
+            let mut fetch_state = |topic: &str, partition: i32, next: i64| {
+                let behind = logs.borrow().get(topic).and_then(|parts| parts.get(partition as usize)).is_some_and(|log| log.len() as i64 > next);
+                if behind {
+                    FetchState::Lagging
+                } else {
+                    FetchState::CaughtUp
                 }
-            }
-            if !progressed {
+            };
+            let mut collector = InMemoryCollector { logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
+            let processed = self.tasks.process(self.wall_clock, usize::MAX, &InMemorySerde, &mut collector, &mut fetch_state)?;
+            if processed == 0 && !self.has_unfetched() {
                 return Ok(());
             }
         }
     }
 
-    /// The input with the smallest timestamp among a task's partitions with pending records.
-    fn next_input(&self, id: TaskId) -> Option<(Arc<str>, i64)> {
-        let task = &self.tasks[&id];
-        let mut best: Option<(i64, &Arc<str>, i64)> = None;
-        for (topic, position) in task.inputs() {
-            let Some(log) = self.logs.get(&**topic).and_then(|l| l.get(id.partition as usize)) else { continue };
-            if let Some(entry) = log.get(position as usize) {
-                let candidate = (entry.record.timestamp, topic, position);
-                if best.is_none_or(|b| (candidate.0, &**candidate.1) < (b.0, &**b.1)) {
-                    best = Some(candidate);
-                }
-            }
-        }
-        best.map(|(_, topic, offset)| (Arc::clone(topic), offset))
-    }
-
-    fn handle_error(&mut self, id: TaskId, metadata: &RecordMetadata, record: &Record, error: ProcessError) -> Result<(), DriverError> {
-        let fail = |error| DriverError::Process { topic: metadata.topic.to_string(), partition: metadata.partition, offset: metadata.offset, error };
-        if error.action() != ErrorAction::DeadLetter {
-            return Err(fail(error));
-        }
-        match self.config.processing_error_policy {
-            ProcessingErrorPolicy::Fail => return Err(fail(error)),
-            ProcessingErrorPolicy::LogAndContinue => {}
-            ProcessingErrorPolicy::Dlq => {
-                let letter = crate::dead_letter(metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
-                let mut dead = Record { key: record.key.clone(), value: Value::record(letter), timestamp: record.timestamp, headers: Vec::new() };
-                for (name, value) in crate::dlq_headers(metadata, &error, record.key.as_deref().map(str::as_bytes), record.value.as_bytes()) {
-                    dead.headers.push((name, value.into_bytes()));
-                }
-                self.append(DLQ_TOPIC, dead)?;
-            }
-        }
-        self.tasks.get_mut(&id).expect("task exists").skip(metadata);
-        Ok(())
-    }
-
-    fn deliver_outputs(&mut self, id: TaskId) {
-        let outputs = self.tasks.get_mut(&id).expect("task exists").take_outputs();
-        for OutputRecord { topic, record, .. } in outputs {
-            // Sinks only name topics the topology declares.
-            let _ = self.append(&topic, record);
-        }
+    /// True when an input partition has records the driver's consumer has not fetched.
+    fn has_unfetched(&self) -> bool {
+        let logs = self.logs.borrow();
+        self.fetched.iter().any(|((topic, partition), next)| logs.get(topic).and_then(|parts| parts.get(*partition as usize)).is_some_and(|log| log.len() as i64 > *next))
     }
 
     /// The commit protocol (docs/guarantees.md): deliver changelog records, then commit task state
     /// with input positions, then the consumer offsets.
     pub fn commit(&mut self) -> Result<(), DriverError> {
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for id in ids {
-            let offsets = self.deliver_changelog(id);
-            let offsets: Vec<(&str, i64)> = offsets.iter().map(|(s, o)| (s.as_str(), *o)).collect();
-            let task = self.tasks.get_mut(&id).expect("task exists");
-            task.commit(&offsets)?;
-            let positions = task.positions();
-            self.committed.extend(positions);
+        let mut collector = InMemoryCollector { logs: &self.logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
+        if let Some(positions) = self.tasks.commit(self.wall_clock, &mut collector)? {
+            for (topic, partition, position) in positions {
+                self.committed.insert((topic.to_string(), partition), position);
+            }
         }
         self.uncommitted_records = 0;
         Ok(())
-    }
-
-    /// Appends a task's pending changelog records to their changelog topics; returns the
-    /// next changelog offset per store written.
-    fn deliver_changelog(&mut self, id: TaskId) -> Vec<(String, i64)> {
-        let records = self.tasks.get_mut(&id).expect("task exists").drain_changelog();
-        let mut next: BTreeMap<String, i64> = BTreeMap::new();
-        let mut current: Option<(std::sync::Arc<str>, String)> = None;
-        for change in records {
-            if current.as_ref().is_none_or(|(store, _)| *store != change.store) {
-                current = Some((change.store.clone(), changelog_topic(&self.config.application_id, &change.store)));
-            }
-            let topic = &current.as_ref().expect("set above").1;
-            let log = &mut self.logs.get_mut(topic).expect("changelog topic exists")[id.partition as usize];
-            // The Record form is built when read (see `changelog_record`).
-            let record = Record { key: None, value: Value::Null, timestamp: self.wall_clock, headers: Vec::new() };
-            let store = change.store.to_string();
-            log.push(LogRecord { record, changelog: Some(change) });
-            if next.get(&store).is_none_or(|n| *n < log.len() as i64) {
-                next.insert(store, log.len() as i64);
-            }
-        }
-        next.into_iter().collect()
     }
 
     /// Simulates `kill -9` of the application and a restart: uncommitted store writes are
@@ -355,23 +359,19 @@ impl TopologyTestDriver {
     /// their topics (at-least-once on the wire). Tasks then restore (from the local
     /// checkpoint, or from the changelog after a wipe) and resume from the committed offsets.
     pub fn crash(&mut self, mode: RestartMode, changelog_delivered: bool) -> Result<(), DriverError> {
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         if changelog_delivered {
-            for &id in &ids {
-                self.deliver_changelog(id);
-            }
+            let mut collector = InMemoryCollector { logs: &self.logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
+            self.tasks.deliver_changelog(&mut collector)?;
         }
-        for id in ids {
-            let task = self.tasks.remove(&id).expect("task exists");
-            let mut state = task.close();
-            state.abort();
-            drop(state);
+        for id in self.tasks.owned_ids() {
+            self.tasks.close_dirty(id);
             if mode == RestartMode::WipeState {
-                let dir = self.task_dir(id);
+                let dir = id.state_dir(&self.config.state_dir, &self.config.application_id);
                 std::fs::remove_dir_all(&dir).map_err(|source| sluice_state::StateError::Dir { path: dir, source })?;
             }
         }
         self.uncommitted_records = 0;
+        self.fetched.clear();
         self.start_tasks()?;
         self.run()
     }
@@ -379,29 +379,21 @@ impl TopologyTestDriver {
     /// Advances the wall clock, fires due wall-clock punctuations, and runs.
     pub fn advance_wall_clock(&mut self, by_ms: i64) -> Result<(), DriverError> {
         self.wall_clock += by_ms;
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for id in ids {
-            let now = self.wall_clock;
-            self.tasks.get_mut(&id).expect("task exists").advance_wall_clock(now).map_err(|error| DriverError::Process {
-                topic: String::new(),
-                partition: id.partition,
-                offset: -1,
-                error,
-            })?;
-            self.deliver_outputs(id);
-        }
+        let mut collector = InMemoryCollector { logs: &self.logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
+        self.tasks.punctuate(self.wall_clock, &mut collector)?;
         self.run()?;
         self.commit()
     }
 
     /// Every record on `topic` (all partitions, in partition then offset order).
     pub fn records(&self, topic: &str) -> Vec<Record> {
-        self.logs.get(topic).map(|parts| parts.iter().flatten().map(LogRecord::to_record).collect()).unwrap_or_default()
+        self.logs.borrow().get(topic).map(|parts| parts.iter().flatten().map(LogRecord::to_record).collect()).unwrap_or_default()
     }
 
     /// Records on `topic` not read by a previous call (like a consumer reading outputs).
     pub fn read_output(&mut self, topic: &str) -> Vec<Record> {
-        let Some(parts) = self.logs.get(topic) else { return Vec::new() };
+        let logs = self.logs.borrow();
+        let Some(parts) = logs.get(topic) else { return Vec::new() };
         let mut out = Vec::new();
         for (p, log) in parts.iter().enumerate() {
             let cursor = self.cursors.entry((topic.to_string(), p as i32)).or_insert(0);
@@ -416,14 +408,14 @@ impl TopologyTestDriver {
     pub fn store_get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, DriverError> {
         let sub = self.topology.subtopologies.iter().find(|s| s.stores.iter().any(|n| n == store)).ok_or_else(|| DriverError::UnknownTopic(store.to_string()))?;
         let partition = partition_for_key(key.as_bytes(), sub.partitions);
-        let task = &self.tasks[&TaskId { subtopology: sub.id, partition }];
+        let task = self.tasks.task(TaskId { subtopology: sub.id, partition }).ok_or_else(|| DriverError::UnknownTopic(store.to_string()))?;
         Ok(task.state().store(store)?.get(key.as_bytes())?)
     }
 
     /// Every entry of `store` across all tasks, sorted by key.
     pub fn store_entries(&self, store: &str) -> Result<Vec<Entry>, DriverError> {
         let mut entries = Vec::new();
-        for task in self.tasks.values() {
+        for (_, task) in self.tasks.tasks() {
             if let Ok(s) = task.state().store(store) {
                 for entry in s.prefix_scan(b"") {
                     entries.push(entry?);
@@ -452,6 +444,7 @@ impl TopologyTestDriver {
     /// The source position a changelog record of this driver carries, for assertions.
     pub fn changelog_sources(&self, store: &str) -> Vec<SourceOffset> {
         self.logs
+            .borrow()
             .get(&changelog_topic(&self.config.application_id, store))
             .map(|parts| parts.iter().flatten().filter_map(|e| e.changelog.as_ref().map(|c| c.source.clone())).collect())
             .unwrap_or_default()
@@ -460,7 +453,9 @@ impl TopologyTestDriver {
 
 impl Drop for TopologyTestDriver {
     fn drop(&mut self) {
-        self.tasks.clear();
+        for id in self.tasks.owned_ids() {
+            self.tasks.close_dirty(id);
+        }
         let _ = std::fs::remove_dir_all(&self.config.state_dir);
     }
 }

@@ -63,7 +63,8 @@ async fn an_unreachable_broker_is_a_clear_error() {
 // ---------------------------------------------------------------- the engine, with the test driver
 
 use sluice_streams::builtin::{register_builtins, EVENT_ID_HEADER};
-use sluice_streams::test_driver::{ProcessingErrorPolicy, RestartMode, DLQ_TOPIC};
+use sluice_streams::test_driver::{RestartMode, DLQ_TOPIC};
+use sluice_streams::ErrorPolicy;
 use sluice_streams::{
     FnProcessor, ProcessError, Processor, ProcessorContext, ProcessorRegistry, Punctuation, PunctuationType, Record, TestDriverConfig,
     TopologyTestDriver, Value,
@@ -337,7 +338,7 @@ fn expired_dedupe_entries_are_purged_and_the_purge_is_changelogged() {
 
 #[test]
 fn a_poison_pill_is_dead_lettered_and_leaves_no_partial_effect() {
-    let mut driver = driver(BANKS, "poison", |c| c.processing_error_policy = ProcessingErrorPolicy::Dlq);
+    let mut driver = driver(BANKS, "poison", |c| c.processing_error_policy = ErrorPolicy::Dlq);
     driver.pipe_input("deposits", deposit("alice", 5, 1)).unwrap();
     driver.pipe_input("deposits", Record::new("alice", "five", 2)).unwrap();
     driver.pipe_input("deposits", deposit("alice", 1, 3)).unwrap();
@@ -544,7 +545,7 @@ fn values_of(servers: &str, topic: &str) -> Vec<String> {
 #[test]
 fn both_punctuation_clocks_fire_in_production() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use sluice_streams::runtime::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
+    use sluice_streams::{now_ms, KafkaStreams, StreamsConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let broker = sluice_testkit::broker();
@@ -555,17 +556,10 @@ fn both_punctuation_clocks_fire_in_production() {
     io.block_on(create_topics(&servers, &topology.topics_to_create(app))).unwrap();
     let state_dir = std::env::temp_dir().join(format!("sluice-ticker-{}", std::process::id()));
     let config = StreamsConfig {
-        application_id: app.to_string(),
-        bootstrap_servers: servers.clone(),
-        schema_registry_url: None,
-        state_dir: state_dir.clone(),
         instance_id: "ticker-0".to_string(),
-        static_membership: false,
-        commit_interval_ms: 100,
         deserialization_error_policy: ErrorPolicy::Fail,
         processing_error_policy: ErrorPolicy::Fail,
-        num_stream_threads: 1,
-        application_server: None,
+        ..StreamsConfig::new(app, &servers, state_dir.clone())
     };
     let streams = KafkaStreams::new(topology, registry(), config).unwrap();
     let shutdown = AtomicBool::new(false);

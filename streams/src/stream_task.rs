@@ -1,4 +1,4 @@
-//! A [`Task`]: one partition of one sub-topology. It runs records through the processor graph
+//! A [`StreamTask`] (Kafka Streams' name): one partition of one sub-topology. It runs records through the processor graph
 //! depth-first (as Kafka Streams does), buffers sink outputs and store writes, fires
 //! punctuations, and commits its state with its input positions. It does no I/O: the runtime
 //! and the test driver feed it records and deliver what it produces.
@@ -102,7 +102,7 @@ struct RecordContext {
 }
 
 /// One partition of one sub-topology.
-pub struct Task {
+pub struct StreamTask {
     id: TaskId,
     application_id: String,
     nodes: Vec<GraphNode>,
@@ -131,7 +131,7 @@ struct TaskInput {
     position: i64,
 }
 
-impl Task {
+impl StreamTask {
     /// Builds the task of sub-topology `id.subtopology` for partition `id.partition` over
     /// `state`, creates its processors and calls their `init`.
     pub fn new(
@@ -141,7 +141,7 @@ impl Task {
         application_id: &str,
         state: TaskState,
         wall_clock: i64,
-    ) -> Result<Task, TaskError> {
+    ) -> Result<StreamTask, TaskError> {
         let sub = topology.subtopologies.get(id.subtopology).ok_or(TaskError::UnknownSubtopology(id.subtopology))?;
         let index: HashMap<&str, usize> = sub.nodes.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         let mut nodes = Vec::new();
@@ -184,7 +184,7 @@ impl Task {
             .filter(|s| s.kind == StoreKind::Dedupe)
             .map(|s| (s.name.clone(), i64::try_from(s.retention_ms.unwrap_or_default()).unwrap_or(i64::MAX)))
             .collect();
-        let mut task = Task {
+        let mut task = StreamTask {
             id,
             application_id: application_id.to_string(),
             nodes,
@@ -244,7 +244,7 @@ impl Task {
 
     /// Processes one input record. On error, every effect of this record (store writes,
     /// changelog records, outputs) is undone and its position is not advanced; the caller
-    /// decides (by [`ProcessError::action`]) whether to [`Task::skip`] it, retry, or stop.
+    /// decides (by [`ProcessError::action`]) whether to [`StreamTask::skip`] it, retry, or stop.
     pub fn process(&mut self, metadata: RecordMetadata, record: Record) -> Result<(), ProcessError> {
         let input = self
             .inputs

@@ -1,0 +1,207 @@
+//! [`KafkaStreams`] (Kafka Streams' name): runs a topology against a Kafka broker with the
+//! guarantee of docs/guarantees.md, in `num_stream_threads` [`StreamThread`]s, and serves its
+//! stores to interactive queries.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+
+use crate::changelog_reader::KafkaChangelogConsumer;
+use crate::error::StreamsError;
+use crate::interactive::{InteractiveQueries, LocalStores};
+use crate::record_collector::KafkaRecordCollector;
+use crate::registry::ProcessorRegistry;
+use crate::serde::TopicSerde;
+use crate::stream_thread::{StreamContext, StreamThread, LAG_INTERVAL};
+use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
+use crate::topology::Topology;
+
+/// Runtime settings (Kafka Streams names, snake_case).
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// `application.id`: consumer group and internal topic prefix.
+    pub application_id: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Schema Registry URL; needed when a topic of the topology has a schema.
+    pub schema_registry_url: Option<String>,
+    /// `state.dir`.
+    pub state_dir: PathBuf,
+    /// This instance's name, unique in the application and stable across its restarts: the key
+    /// of its interactive-query discovery entry, and its `group.instance.id` with
+    /// [`StreamsConfig::static_membership`].
+    pub instance_id: String,
+    /// Static group membership (KIP-345, `group.instance.id` = the instance id): an instance
+    /// restarted within `session.timeout.ms` takes its partitions back without a rebalance.
+    /// Off by default, as in Kafka Streams: members join dynamically.
+    pub static_membership: bool,
+    /// `commit.interval.ms`.
+    pub commit_interval_ms: u64,
+    /// `deserialization.exception.handler`.
+    pub deserialization_error_policy: ErrorPolicy,
+    /// `processing.exception.handler`.
+    pub processing_error_policy: ErrorPolicy,
+    /// Kafka Streams `num.stream.threads`: stream threads (consumers) in this instance; tasks
+    /// are spread over them by the group's assignment. Thread `i` of an instance with several
+    /// is named `<instance_id>-<i>`.
+    pub num_stream_threads: usize,
+    /// Kafka Streams `application.server`: the base URL this instance serves store queries
+    /// at, published for interactive-query routing. `None`: not published.
+    pub application_server: Option<String>,
+    /// Kafka Streams `max.task.idle.ms` (docs/architecture.md, timestamp synchronization).
+    pub max_task_idle_ms: i64,
+    /// `retry.backoff.ms`: the first wait after a retriable failure.
+    pub retry_backoff_ms: i64,
+    /// `retry.backoff.max.ms`: the longest wait between retries.
+    pub retry_backoff_max_ms: i64,
+}
+
+impl StreamsConfig {
+    /// A configuration with Kafka Streams' defaults for what is not given.
+    pub fn new(application_id: &str, bootstrap_servers: &str, state_dir: PathBuf) -> StreamsConfig {
+        StreamsConfig {
+            application_id: application_id.to_string(),
+            bootstrap_servers: bootstrap_servers.to_string(),
+            schema_registry_url: None,
+            state_dir,
+            instance_id: application_id.to_string(),
+            static_membership: false,
+            commit_interval_ms: 100,
+            deserialization_error_policy: ErrorPolicy::Dlq,
+            processing_error_policy: ErrorPolicy::Dlq,
+            num_stream_threads: 1,
+            application_server: None,
+            max_task_idle_ms: 0,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1000,
+        }
+    }
+}
+
+/// Why the runtime stopped.
+pub type RuntimeError = StreamsError;
+
+/// A running Sluice application (Kafka Streams' `KafkaStreams`).
+pub struct KafkaStreams {
+    pub(crate) topology: Arc<Topology>,
+    pub(crate) registry: Arc<ProcessorRegistry>,
+    pub(crate) config: StreamsConfig,
+    pub(crate) local_stores: LocalStores,
+}
+
+impl KafkaStreams {
+    /// A runtime for `topology` whose processor kinds are in `registry`.
+    pub fn new(topology: Topology, registry: ProcessorRegistry, config: StreamsConfig) -> Result<KafkaStreams, StreamsError> {
+        registry.check(&topology).map_err(StreamsError::Registry)?;
+        if topology.topics.iter().any(|t| t.schema.is_some()) && config.schema_registry_url.is_none() {
+            return Err(StreamsError::Config("the topology has Avro topics: set schema_registry_url".to_string()));
+        }
+        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default() })
+    }
+
+    /// Interactive queries over this instance's stores (and, once
+    /// [`InteractiveQueries::discover`] runs, routing to the other instances').
+    pub fn interactive_queries(&self) -> InteractiveQueries {
+        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.instance_id)
+    }
+
+    /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,
+    /// which stops the others), then commits and closes cleanly.
+    pub fn run(&self, shutdown: &AtomicBool) -> Result<(), StreamsError> {
+        let threads = self.config.num_stream_threads.max(1);
+        let failed = AtomicBool::new(false);
+        if threads == 1 {
+            return self.run_thread(&self.config.instance_id, shutdown, &failed);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let (failed, instance) = (&failed, format!("{}-{i}", self.config.instance_id));
+                    std::thread::Builder::new()
+                        .name(format!("sluice-stream-{i}"))
+                        .spawn_scoped(scope, move || {
+                            let result = self.run_thread(&instance, shutdown, failed);
+                            if result.is_err() {
+                                failed.store(true, Ordering::SeqCst);
+                            }
+                            result
+                        })
+                        .expect("spawning a stream thread")
+                })
+                .collect();
+            let mut outcome = Ok(());
+            for handle in handles {
+                let result = handle.join().unwrap_or_else(|_| Err(StreamsError::Config("a stream thread panicked".to_string())));
+                if outcome.is_ok() {
+                    outcome = result;
+                }
+            }
+            outcome
+        })
+    }
+
+    /// One stream thread (named `instance`): its own consumer, producer and restore consumer.
+    fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
+        let config = &self.config;
+        let serde = Rc::new(TopicSerde::new(&self.topology, &config.application_id, config.schema_registry_url.as_deref())?);
+        let mut consumer_config = ClientConfig::new();
+        consumer_config
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", &config.application_id)
+            .set("partition.assignment.strategy", "range")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "15000")
+            .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string());
+        if config.static_membership {
+            consumer_config.set("group.instance.id", instance);
+        }
+        let consumer: BaseConsumer<StreamContext> = consumer_config.create_with_context(StreamContext::default())?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        // Kafka Streams' restore consumer: no group, assigned the restoring changelogs.
+        let restore_consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("group.id", format!("{}-restore", config.application_id))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        let sources: Vec<String> = self.topology.subtopologies.iter().flat_map(|s| self.topology.input_topics(s.id, &config.application_id)).collect();
+        let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+        consumer.subscribe(&source_refs)?;
+        tracing::info!(application_id = %config.application_id, topics = sources.len(), "stream thread started");
+        let tasks = TaskManager::new(
+            Arc::clone(&self.topology),
+            Arc::clone(&self.registry),
+            TaskManagerConfig {
+                application_id: config.application_id.clone(),
+                state_dir: config.state_dir.clone(),
+                deserialization_error_policy: config.deserialization_error_policy,
+                processing_error_policy: config.processing_error_policy,
+                max_task_idle_ms: config.max_task_idle_ms,
+                retry_backoff_ms: config.retry_backoff_ms,
+                retry_backoff_max_ms: config.retry_backoff_max_ms,
+            },
+            self.local_stores.clone(),
+        );
+        let collector = KafkaRecordCollector::new(producer, Rc::clone(&serde));
+        let mut thread = StreamThread::new(self, instance, consumer, collector, serde, KafkaChangelogConsumer::new(restore_consumer), tasks);
+        let result = thread.run_loop(shutdown, failed);
+        let closed = thread.close();
+        result.and(closed)
+    }
+}
