@@ -642,6 +642,9 @@ struct Pipeline {
     dir: PathBuf,
     /// Base URL of the HTTP API.
     api: String,
+    /// `sluice dev`'s arguments and application id (for a restart).
+    dev_args: Vec<String>,
+    application_id: String,
     _broker: sluice_testkit::Broker,
 }
 
@@ -658,27 +661,27 @@ impl Pipeline {
         let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let http = format!("127.0.0.1:{}", sluice_testkit::free_port());
-        let mut child = Running(
-            sluice()
-                .args(["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"])
-                .arg(dir.join("state"))
-                .env("SLUICE__APPLICATION_ID", application_id)
-                .env("SLUICE__JWT_SECRET", E2E_SECRET)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(dir.join("dev.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        let (banner, lines) = read_banner(&mut child);
-        assert!(banner.contains("Processors       topology.toml (3 sub-topologies)"), "{banner}");
-        std::thread::spawn(move || lines.for_each(drop));
+        let mut dev_args: Vec<String> =
+            ["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"].map(String::from).to_vec();
+        dev_args.push(dir.join("state").display().to_string());
+        let child = spawn_dev(&dev_args, application_id, &dir, &http);
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let codec = Codec::new(&format!("http://{registry}")).unwrap();
         let keys = JwtKeys::hs256("sluice", "sluice-api", "k1", E2E_SECRET).unwrap();
         let producer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
-        assert!(banner.contains(&format!("HTTP API         http://{http}")), "{banner}");
-        Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), _broker: broker }
+        Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), dev_args, application_id: application_id.to_string(), _broker: broker }
+    }
+
+    /// Stops `sluice dev` (Ctrl-C) and waits for it to exit; the broker keeps running.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `sluice dev` again after [`Pipeline::stop`], with the same state.
+    fn restart(&mut self) {
+        let http = self.api.trim_start_matches("http://").to_string();
+        self.child = spawn_dev(&self.dev_args, &self.application_id, &self.dir, &http);
     }
 
     fn token(&self, subject: &str, role: &str) -> String {
@@ -738,10 +741,30 @@ async fn decode_values<T: sluice_schemas::AvroRecord>(codec: &Codec, records: Ve
     out
 }
 
+/// Starts `sluice dev` with `args`, its log appended to `dir/dev.log`, and reads its banner.
+fn spawn_dev(args: &[String], application_id: &str, dir: &Path, http: &str) -> Running {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dev.log")).unwrap();
+    let mut child = Running(
+        sluice()
+            .args(args)
+            .env("SLUICE__APPLICATION_ID", application_id)
+            .env("SLUICE__JWT_SECRET", E2E_SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let (banner, lines) = read_banner(&mut child);
+    assert!(banner.contains("Processors       topology.toml (3 sub-topologies)"), "{banner}");
+    assert!(banner.contains(&format!("HTTP API         http://{http}")), "{banner}");
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
+        self.stop();
         // A failed test keeps its folder: the assertion names dev.log in it.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -846,6 +869,44 @@ fn the_pipeline_end_to_end_registrations_verification_transfers_death_and_refund
 }
 
 // ---------------------------------------------------------------- interactive queries across instances
+
+/// Timestamp synchronization (docs/architecture.md): commands sent to three topics while the
+/// processors are down are taken, when they come back, in the order they were sent, so the
+/// deposit and the transfer are not judged before the registrations they depend on.
+#[test]
+fn a_backlog_on_several_topics_is_processed_in_timestamp_order_after_a_restart() {
+    let mut p = Pipeline::start("backlog");
+    assert!(api::wait_ready(&p), "sluice dev did not become ready; see {}", p.dir.join("dev.log").display());
+    p.stop();
+    let [alice, bob] = ["alice", "bob"].map(|n| model::user_id_for_email(&format!("{n}@example.com")));
+    for (id, name, user) in [("reg-bob", "bob", &bob), ("reg-alice", "alice", &alice)] {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "RegisterUser", "email": "{name}@example.com", "password_hash": "{HASH}"}}}}"#);
+        p.send("auth.commands.json", Some(user), None, &json);
+    }
+    for (id, user) in [("profile-bob", &bob), ("profile-alice", &alice)] {
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "UpdateProfile", "full_name": "Someone", "date_of_birth": "1990-05-01"}}}}"#);
+        p.send("auth.commands.json", Some(user), Some(&p.token(user, "user")), &json);
+    }
+    let nin = r#"{"event_id": "nin-alice", "payload": {"type": "VerifyIdentity", "identifier_type": "NIN", "value": "AB123456C"}}"#;
+    p.send("identity.verification.request.json", Some(&alice), Some(&p.token(&alice, "user")), nin);
+    let deposit = r#"{"event_id": "dep-alice", "payload": {"type": "Deposit", "amount": "100.00", "currency": "GBP"}}"#;
+    p.send("payments.commands.json", Some(&alice), Some(&p.token("back-office", "operator")), deposit);
+    let transfer = format!(r#"{{"event_id": "t-backlog", "payload": {{"type": "Transfer", "payee_user_id": "{bob}", "amount": "40.00", "currency": "GBP"}}}}"#);
+    p.send("payments.commands.json", Some(&alice), Some(&p.token(&alice, "user")), &transfer);
+    p.restart();
+    p.expect(
+        "the backlog",
+        &[
+            ("reg-bob", "settled", None),
+            ("reg-alice", "settled", None),
+            ("profile-bob", "settled", None),
+            ("profile-alice", "settled", None),
+            ("nin-alice", "settled", None),
+            ("dep-alice", "settled", None),
+            ("t-backlog", "settled", None),
+        ],
+    );
+}
 
 #[test]
 fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {

@@ -180,6 +180,7 @@ impl KafkaStreams {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .create()?;
+        let watermark_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("group.id", format!("{}-watermarks", config.application_id)).create()?;
         let sources: Vec<String> = self.topology.subtopologies.iter().flat_map(|s| self.topology.input_topics(s.id, &config.application_id)).collect();
         let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
         consumer.subscribe(&source_refs)?;
@@ -199,7 +200,7 @@ impl KafkaStreams {
             self.local_stores.clone(),
         );
         let collector = KafkaRecordCollector::new(producer, Rc::clone(&serde));
-        let mut thread = StreamThread::new(self, instance, consumer, collector, serde, KafkaChangelogConsumer::new(restore_consumer), tasks);
+        let mut thread = StreamThread::new(self, instance, consumer, watermark_client, collector, serde, KafkaChangelogConsumer::new(restore_consumer), tasks);
         let result = thread.run_loop(shutdown, failed);
         let closed = thread.close();
         result.and(closed)

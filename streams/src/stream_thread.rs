@@ -142,6 +142,9 @@ pub(crate) struct StreamThread<'a> {
     /// This thread's name (its `group.instance.id` with static membership).
     instance: String,
     consumer: BaseConsumer<StreamContext>,
+    /// Asks the broker for high watermarks: a client that does not fetch, so that its
+    /// ListOffsets requests do not queue behind the main consumer's long-polling fetches.
+    watermark_client: BaseConsumer,
     collector: KafkaRecordCollector,
     serde: Rc<TopicSerde>,
     changelogs: KafkaChangelogConsumer,
@@ -169,6 +172,7 @@ impl<'a> StreamThread<'a> {
         streams: &'a KafkaStreams,
         instance: &str,
         consumer: BaseConsumer<StreamContext>,
+        watermark_client: BaseConsumer,
         collector: KafkaRecordCollector,
         serde: Rc<TopicSerde>,
         changelogs: KafkaChangelogConsumer,
@@ -178,6 +182,7 @@ impl<'a> StreamThread<'a> {
             streams,
             instance: instance.to_string(),
             consumer,
+            watermark_client,
             collector,
             serde,
             changelogs,
@@ -309,7 +314,7 @@ impl<'a> StreamThread<'a> {
 
     /// Processes what the tasks' queues hold.
     fn process(&mut self) -> Result<(), StreamsError> {
-        let (consumer, watermarks) = (&self.consumer, &mut self.watermarks);
+        let (consumer, watermarks) = (&self.watermark_client, &mut self.watermarks);
         let mut fetch_state = |topic: &str, partition: i32, next: i64| lag_state(consumer, watermarks, topic, partition, next);
         let processed = self.tasks.process(now_ms(), MAX_RECORDS_PER_TASK, &*self.serde, &mut self.collector, &mut fetch_state)?;
         self.progressed = processed > 0;
@@ -490,7 +495,7 @@ impl<'a> StreamThread<'a> {
 /// Whether `topic`'s `partition` has records on the broker beyond `next` (see
 /// [`crate::partition_group`]): judged from the cached high watermark, refreshed from the
 /// broker while it says the partition is behind.
-fn lag_state(consumer: &BaseConsumer<StreamContext>, watermarks: &mut HashMap<String, Vec<Watermark>>, topic: &str, partition: i32, next: i64) -> FetchState {
+fn lag_state(consumer: &BaseConsumer, watermarks: &mut HashMap<String, Vec<Watermark>>, topic: &str, partition: i32, next: i64) -> FetchState {
     if !watermarks.contains_key(topic) {
         watermarks.insert(topic.to_string(), Vec::new());
     }

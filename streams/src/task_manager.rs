@@ -305,6 +305,7 @@ impl<R: StampedRecord> TaskManager<R> {
                     continue;
                 }
                 let metadata = RecordMetadata { topic, partition: id.partition, offset: record.offset() };
+                tracing::trace!(task = %id, topic = %metadata.topic, offset = metadata.offset, timestamp = record.timestamp(), "processing");
                 match self.process_one(id, &metadata, &record, now, deserializer, collector)? {
                     Step::Done => processed += 1,
                     Step::Retry => {
