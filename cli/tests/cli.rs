@@ -998,3 +998,5 @@ mod api;
 
 #[path = "cli/kcat.rs"]
 mod kcat;
+#[path = "cli/outage.rs"]
+mod outage;
