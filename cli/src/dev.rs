@@ -89,6 +89,8 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
 }
 
 async fn serve(config: &SluiceConfig, demo: bool) -> Result<(), String> {
+    let topology = sluice_streams::Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    crate::run::refuse_missing_changelogs(&topology, config)?;
     let topology = topics::create_all(config, false).await?;
     let registry = start_registry(config).await?;
     let result = serve_with_registry(config, &topology, &registry, demo).await;

@@ -235,9 +235,25 @@ fn default_instance_id(config: &SluiceConfig) -> String {
     format!("{}-{hash:08x}", config.application_id)
 }
 
+/// Refuses to start an application that has run before when a changelog topic is gone
+/// (docs/guarantees.md, restore): recreating it empty would lose the store at the next restore.
+pub(crate) fn refuse_missing_changelogs(topology: &Topology, config: &SluiceConfig) -> Result<(), String> {
+    let missing = sluice_streams::admin::missing_changelogs(&config.bootstrap_servers, &config.application_id, topology).map_err(|e| e.to_string())?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing.iter().map(|(store, topic)| format!("`{topic}` (store `{store}`)")).collect();
+    Err(format!(
+        "application `{}` has committed offsets, but the changelog topics {} do not exist: a restore from them would silently start those stores empty. Restore the topics, or accept empty stores by creating them with `sluice topics create`",
+        config.application_id,
+        list.join(", ")
+    ))
+}
+
 /// Creates the internal (repartition and changelog) topics and checks the external ones
 /// exist with the partition counts the topology needs.
 async fn ensure_topics(topology: &Topology, config: &SluiceConfig) -> Result<(), String> {
+    refuse_missing_changelogs(topology, config)?;
     let external: Vec<String> = topology.topics.iter().map(|t| t.name.clone()).collect();
     let internal: Vec<_> = topology.topics_to_create(&config.application_id).into_iter().filter(|t| !external.contains(&t.name)).collect();
     sluice_streams::admin::create_topics(&config.bootstrap_servers, &internal).await.map_err(|e| e.to_string())?;

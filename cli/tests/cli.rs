@@ -518,6 +518,45 @@ topic = "totals"
 parents = ["sum"]
 "#;
 
+/// A changelog topic deleted under an application that has committed is not recreated empty
+/// at start-up: `sluice run` refuses, naming the topic and the way out.
+#[test]
+fn run_refuses_to_start_when_a_changelog_topic_is_missing() {
+    let broker = sluice_testkit::Broker::start();
+    let servers = broker.bootstrap_servers();
+    let dir = temp_dir("missing-changelog");
+    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "application_id = \"gone\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("topology.toml").display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    assert!(run(&["topics", "create", "--config", config]).status.success());
+    produce(&servers, "increments", &increments(0, 100));
+    let mut processors = Running(sluice().args(["run", "--config", config]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    wait_until("the records are committed", 90, || committed_total(&servers, "gone", "increments", 4) == 100);
+    Command::new("kill").arg("-TERM").arg(processors.id().to_string()).status().unwrap();
+    processors.wait().unwrap();
+
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    io.block_on(admin.delete_topics(&["gone-balances-changelog"], &rdkafka::admin::AdminOptions::new())).unwrap();
+    wait_until("the topic is gone", 30, || !topics_on(&servers).contains(&"gone-balances-changelog".to_string()));
+
+    let refused = run(&["run", "--config", config]);
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("`gone-balances-changelog` (store `balances`)") && stderr.contains("sluice topics create"), "{stderr}");
+    assert!(!topics_on(&servers).contains(&"gone-balances-changelog".to_string()), "not recreated");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     let broker = sluice_testkit::Broker::start();

@@ -154,3 +154,38 @@ fn partition_counts(admin: &AdminClient<DefaultClientContext>, bootstrap_servers
         .map(|topic| (topic.name().to_string(), i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)))
         .collect())
 }
+
+/// The changelog topics (`(store, topic)`) of `topology` missing on the broker, when the
+/// application `application_id` has run before (its group has committed offsets): recreating
+/// them empty would silently start those stores empty after the next wipe or failover, so
+/// start-up refuses instead and an operator decides (`sluice topics create` recreates them).
+/// Empty for an application that never committed.
+pub fn missing_changelogs(bootstrap_servers: &str, application_id: &str, topology: &crate::Topology) -> Result<Vec<(String, String)>, AdminError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let existing = partition_counts_of(bootstrap_servers)?;
+    let missing: Vec<(String, String)> = topology
+        .stores
+        .iter()
+        .filter(|store| store.changelog)
+        .map(|store| (store.name.clone(), crate::topology::changelog_topic(application_id, &store.name)))
+        .filter(|(_, topic)| !existing.iter().any(|(name, _)| name == topic))
+        .collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    // An OffsetFetch for the group's input partitions that exist; no group join.
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).set("group.id", application_id).create()?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for sub in &topology.subtopologies {
+        for topic in topology.input_topics(sub.id, application_id) {
+            if existing.iter().any(|(name, _)| *name == topic) {
+                for partition in 0..sub.partitions {
+                    list.add_partition(&topic, partition);
+                }
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(list, BROKER_TIMEOUT)?;
+    let ran_before = committed.elements().iter().any(|e| matches!(e.offset(), rdkafka::Offset::Offset(_)));
+    Ok(if ran_before { missing } else { Vec::new() })
+}
