@@ -594,3 +594,169 @@ fn both_punctuation_clocks_fire_in_production() {
     });
     std::fs::remove_dir_all(state_dir).unwrap();
 }
+
+// ---------------------------------------------------------------- one scenario, driver and broker
+
+const LEDGER: &str = r#"
+[[topic]]
+name = "ledger.opens"
+partitions = 2
+
+[[topic]]
+name = "ledger.payments"
+partitions = 2
+
+[[topic]]
+name = "ledger.results"
+partitions = 2
+
+[[store]]
+name = "accounts"
+
+[[source]]
+name = "ledger-source"
+topics = ["ledger.opens", "ledger.payments"]
+
+[[processor]]
+name = "ledger"
+kind = "ledger"
+parents = ["ledger-source"]
+stores = ["accounts"]
+
+[[sink]]
+name = "results-sink"
+topic = "ledger.results"
+parents = ["ledger"]
+"#;
+
+/// Opens an account (`ledger.opens`) or applies a payment to it (`ledger.payments`): a payment
+/// judged before its account's opening is rejected, so the outcome depends on the order in
+/// which the two topics are read.
+fn ledger_registry() -> ProcessorRegistry {
+    let mut registry = registry();
+    registry.register("ledger", |_| {
+        Ok(Box::new(FnProcessor(|record: Record, ctx: &mut ProcessorContext<'_>| {
+            let key = record.key.clone().unwrap_or_default();
+            let opening = ctx.record_metadata().is_some_and(|m| &*m.topic == "ledger.opens");
+            let store = ctx.store("accounts")?;
+            let outcome = if opening {
+                store.put(key.as_bytes(), b"0")?;
+                "opened".to_string()
+            } else {
+                let amount: i64 = String::from_utf8_lossy(record.value.as_bytes().unwrap_or_default()).parse().unwrap_or(0);
+                match store.get(key.as_bytes())? {
+                    None => "rejected:unknown".to_string(),
+                    Some(balance) => {
+                        let balance = String::from_utf8_lossy(&balance).parse::<i64>().unwrap_or(0) + amount;
+                        store.put(key.as_bytes(), balance.to_string().as_bytes())?;
+                        format!("ok:{balance}")
+                    }
+                }
+            };
+            ctx.forward(Record::new(key, outcome.as_str(), record.timestamp))
+        })))
+    });
+    registry
+}
+
+/// The scenario: per account, a payment stamped before its opening, the opening, and two
+/// payments after it; every payment (in timestamp order, as producers stamp them) is produced
+/// before every opening.
+fn ledger_inputs(base: i64) -> Vec<(&'static str, String, String, i64)> {
+    let mut payments = Vec::new();
+    let mut opens = Vec::new();
+    for i in 0..10i64 {
+        let key = format!("acct-{i}");
+        payments.push(("ledger.payments", key.clone(), "5".to_string(), base + 10 * i + 2));
+        opens.push(("ledger.opens", key.clone(), String::new(), base + 10 * i + 5));
+        payments.push(("ledger.payments", key.clone(), (i + 1).to_string(), base + 10 * i + 7));
+        payments.push(("ledger.payments", key, "100".to_string(), base + 500 + i));
+    }
+    payments.sort_by_key(|p| p.3);
+    payments.into_iter().chain(opens).collect()
+}
+
+/// Outputs by key, in order.
+type Outcomes = BTreeMap<String, Vec<String>>;
+
+#[test]
+fn one_scenario_gives_the_same_outputs_and_stores_in_the_driver_and_on_the_broker() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use sluice_streams::{KafkaStreams, StreamsConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let base = 1_700_000_000_000;
+    let inputs = ledger_inputs(base);
+
+    // The driver: the records appended in production order, then run.
+    let mut driver = TopologyTestDriver::new(Topology::parse(LEDGER, "ledger.toml").unwrap(), ledger_registry(), TestDriverConfig::new("ledger")).unwrap();
+    for (topic, key, value, timestamp) in &inputs {
+        driver.append(topic, Record::new(key.as_str(), value.as_str(), *timestamp)).unwrap();
+    }
+    driver.run().unwrap();
+    driver.commit().unwrap();
+    let mut driver_outcomes = Outcomes::new();
+    for record in driver.records("ledger.results") {
+        let (key, value) = text(&record);
+        driver_outcomes.entry(key).or_default().push(value);
+    }
+    let driver_store: BTreeMap<Vec<u8>, Vec<u8>> = driver.store_entries("accounts").unwrap().into_iter().collect();
+    // Read in timestamp order, the early payment finds no account and the others do.
+    assert_eq!(driver_outcomes["acct-3"], ["rejected:unknown", "opened", "ok:4", "ok:104"]);
+
+    // The broker: the same records produced before the application starts.
+    let broker = sluice_testkit::broker();
+    let servers = broker.bootstrap_servers();
+    let topology = Topology::parse(LEDGER, "ledger.toml").unwrap();
+    let app = "ledger-runtime";
+    let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    io.block_on(create_topics(&servers, &topology.topics_to_create(app))).unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
+    for (topic, key, value, timestamp) in &inputs {
+        producer.send(BaseRecord::to(topic).key(key).payload(value).timestamp(*timestamp)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let state_dir = std::env::temp_dir().join(format!("sluice-ledger-{}", std::process::id()));
+    let config = StreamsConfig { deserialization_error_policy: ErrorPolicy::Fail, processing_error_policy: ErrorPolicy::Fail, ..StreamsConfig::new(app, &servers, state_dir.clone()) };
+    let streams = KafkaStreams::new(topology, ledger_registry(), config).unwrap();
+    let shutdown = AtomicBool::new(false);
+    // Every record of a topic, by key in offset order, and the last value per key.
+    let read_all = |topic: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", format!("{topic}-check")).set("enable.partition.eof", "true").create().unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in 0..2 {
+            list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        let (mut records, mut ended) = (Vec::new(), 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while ended < 2 && std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => records.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec())),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+                _ => {}
+            }
+        }
+        records
+    };
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| streams.run(&shutdown));
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while read_all("ledger.results").len() < inputs.len() {
+            assert!(std::time::Instant::now() < deadline, "outputs so far: {}", read_all("ledger.results").len());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+    });
+    let mut broker_outcomes = Outcomes::new();
+    for (key, value) in read_all("ledger.results") {
+        broker_outcomes.entry(String::from_utf8(key).unwrap()).or_default().push(String::from_utf8(value).unwrap());
+    }
+    let broker_store: BTreeMap<Vec<u8>, Vec<u8>> = read_all(&format!("{app}-accounts-changelog")).into_iter().collect();
+    assert_eq!(broker_outcomes, driver_outcomes, "the same outputs, in the same order per key");
+    assert_eq!(broker_store, driver_store, "the same store contents");
+    std::fs::remove_dir_all(state_dir).unwrap();
+}
