@@ -111,6 +111,8 @@ pub struct TaskManager<R> {
     registry: Arc<ProcessorRegistry>,
     config: TaskManagerConfig,
     tasks: BTreeMap<TaskId, StreamTask>,
+    /// The keys of `tasks`, in order (no allocation per processing round).
+    running: Vec<TaskId>,
     /// Input queues of running and restoring tasks.
     groups: BTreeMap<TaskId, PartitionGroup<R>>,
     /// Which task reads a topic's partition.
@@ -135,6 +137,7 @@ impl<R: StampedRecord> TaskManager<R> {
             registry,
             config,
             tasks: BTreeMap::new(),
+            running: Vec::new(),
             groups: BTreeMap::new(),
             routes: HashMap::new(),
             reader: StoreChangelogReader::default(),
@@ -217,6 +220,7 @@ impl<R: StampedRecord> TaskManager<R> {
             self.tasks.insert(id, task);
             started.push(id);
         }
+        self.running = self.tasks.keys().copied().collect();
         if !started.is_empty() {
             metrics::gauge!(crate::metrics::ACTIVE_TASKS).set(self.local_stores.len() as f64);
         }
@@ -232,6 +236,7 @@ impl<R: StampedRecord> TaskManager<R> {
             state.abort();
             tracing::info!(task = %id, "task suspended (state kept on disk)");
         }
+        self.running = self.tasks.keys().copied().collect();
         self.reader.remove(id);
         if self.groups.remove(&id).is_some() {
             for routes in self.routes.values_mut() {
@@ -254,6 +259,7 @@ impl<R: StampedRecord> TaskManager<R> {
             self.reader.remove(id);
             self.groups.remove(&id);
         }
+        self.running.clear();
         self.routes.clear();
         Ok(())
     }
@@ -292,8 +298,8 @@ impl<R: StampedRecord> TaskManager<R> {
             return Ok(0);
         }
         let mut processed = 0;
-        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        for id in ids {
+        for t in 0..self.running.len() {
+            let id = self.running[t];
             for _ in 0..max_per_task {
                 let (Some(task), Some(group)) = (self.tasks.get(&id), self.groups.get_mut(&id)) else { break };
                 let Some(queue) = group.next(now, |topic| fetch_state(topic, id.partition, task.position(topic).unwrap_or(0))) else { break };

@@ -106,11 +106,13 @@ pub enum RestartMode {
 /// topic -> partitions -> records (offset = index).
 type Logs = BTreeMap<String, Vec<Vec<LogRecord>>>;
 
-/// A record fetched from an in-memory topic.
+/// A record fetched from an in-memory topic: where it is, and what the partition group and
+/// the partition check need (the record itself is read from the log when it is processed).
 #[derive(Debug, Clone)]
 pub struct FetchedRecord {
     offset: i64,
-    record: Record,
+    timestamp: i64,
+    key: Option<String>,
 }
 
 impl StampedRecord for FetchedRecord {
@@ -119,26 +121,38 @@ impl StampedRecord for FetchedRecord {
     }
 
     fn timestamp(&self) -> i64 {
-        self.record.timestamp
+        self.timestamp
     }
 
     fn key(&self) -> Option<&[u8]> {
-        self.record.key.as_deref().map(str::as_bytes)
+        self.key.as_deref().map(str::as_bytes)
     }
 }
 
-/// The driver's records are typed already; dead letters carry the typed `DeadLetter`.
-struct InMemorySerde;
+/// Reads records from the in-memory topics; they are typed already, and dead letters carry
+/// the typed `DeadLetter`.
+struct InMemorySerde<'a> {
+    logs: &'a RefCell<Logs>,
+}
 
-impl RecordDeserializer<FetchedRecord> for InMemorySerde {
-    fn deserialize(&self, _metadata: &RecordMetadata, raw: &FetchedRecord) -> Result<Record, ProcessError> {
-        Ok(raw.record.clone())
+impl InMemorySerde<'_> {
+    fn record(&self, metadata: &RecordMetadata) -> Option<Record> {
+        let logs = self.logs.borrow();
+        let entry = logs.get(&*metadata.topic)?.get(metadata.partition as usize)?.get(metadata.offset as usize)?;
+        Some(entry.to_record())
+    }
+}
+
+impl RecordDeserializer<FetchedRecord> for InMemorySerde<'_> {
+    fn deserialize(&self, metadata: &RecordMetadata, _raw: &FetchedRecord) -> Result<Record, ProcessError> {
+        self.record(metadata).ok_or_else(|| ProcessError::Fatal(format!("no record at {}-{}@{}", metadata.topic, metadata.partition, metadata.offset)))
     }
 
     fn dead_letter(&self, metadata: &RecordMetadata, raw: &FetchedRecord, error: &ProcessError) -> Record {
-        let (key, value) = (raw.record.key.as_deref().map(str::as_bytes), raw.record.value.as_bytes());
-        let letter = crate::dead_letter(metadata, raw.record.timestamp, error, key, value);
-        dead_letter_record(metadata, key, value, raw.record.timestamp, Value::record(letter), error)
+        let record = self.record(metadata).unwrap_or_else(|| Record { key: raw.key.clone(), value: Value::Null, timestamp: raw.timestamp, headers: Vec::new() });
+        let (key, value) = (record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
+        let letter = crate::dead_letter(metadata, record.timestamp, error, key, value);
+        dead_letter_record(metadata, key, value, record.timestamp, Value::record(letter), error)
     }
 }
 
@@ -306,7 +320,8 @@ impl TopologyTestDriver {
         for ((topic, partition), next) in &mut self.fetched {
             let Some(log) = logs.get(topic).and_then(|parts| parts.get(*partition as usize)) else { continue };
             while (*next as usize) < log.len() {
-                let record = FetchedRecord { offset: *next, record: log[*next as usize].to_record() };
+                let entry = &log[*next as usize];
+                let record = FetchedRecord { offset: *next, timestamp: entry.record.timestamp, key: entry.record.key.clone() };
                 self.tasks.add_record(topic, *partition, record);
                 *next += 1;
             }
@@ -327,7 +342,7 @@ impl TopologyTestDriver {
                 }
             };
             let mut collector = InMemoryCollector { logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
-            let processed = self.tasks.process(self.wall_clock, usize::MAX, &InMemorySerde, &mut collector, &mut fetch_state)?;
+            let processed = self.tasks.process(self.wall_clock, usize::MAX, &InMemorySerde { logs }, &mut collector, &mut fetch_state)?;
             if processed == 0 && !self.has_unfetched() {
                 return Ok(());
             }
