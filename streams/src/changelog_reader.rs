@@ -46,7 +46,7 @@ pub trait ChangelogConsumer {
     fn watermarks(&mut self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, String>;
     /// Up to `max` records from `partitions`, each read from its `next` offset, in offset
     /// order per partition, as `(index in partitions, offset, record)`. `changed` says the
-    /// set of partitions differs from the previous call's.
+    /// set of partitions differs from the previous call's; an empty set releases the reader.
     fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String>;
     /// True when the reader is past `partition.end` although it delivered no record there (a
     /// compacted or transactional tail).
@@ -191,6 +191,11 @@ impl StoreChangelogReader {
             tracing::debug!(task = %id, resume = ?task.state.checkpoint().input_offsets, "resuming");
             completed.push((id, task.state));
         }
+        if self.restoring.is_empty() && std::mem::take(&mut self.changed) {
+            // Nothing left to restore: stop reading (a restore consumer left assigned would
+            // keep fetching every changelog record the tasks write).
+            consumer.read(&[], true, 0).map_err(|reason| StreamsError::Config(format!("releasing the restore consumer: {reason}")))?;
+        }
         Ok(completed)
     }
 }
@@ -221,6 +226,10 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
     }
 
     fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+        if changed && partitions.is_empty() {
+            self.consumer.unassign().map_err(|e| e.to_string())?;
+            return Ok(Vec::new());
+        }
         if changed {
             let mut list = TopicPartitionList::new();
             for p in partitions {

@@ -165,6 +165,8 @@ pub(crate) struct StreamThread<'a> {
     last_heartbeat: Instant,
     /// Whether the last loop processed anything (then the next poll does not wait).
     progressed: bool,
+    /// Where the loop spent its time: (polling, processing, committing).
+    spent: (Duration, Duration, Duration),
 }
 
 impl<'a> StreamThread<'a> {
@@ -198,6 +200,7 @@ impl<'a> StreamThread<'a> {
             last_wall_clock_punctuation: Instant::now(),
             last_heartbeat: Instant::now(),
             progressed: false,
+            spent: (Duration::ZERO, Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -210,7 +213,9 @@ impl<'a> StreamThread<'a> {
         let commit_interval = Duration::from_millis(self.config().commit_interval_ms);
         while !shutdown.load(Ordering::SeqCst) && !failed.load(Ordering::SeqCst) {
             self.apply_pending_seeks();
+            let t0 = Instant::now();
             self.poll_records()?;
+            self.spent.0 += t0.elapsed();
             self.create_tasks()?;
             if self.tasks.is_restoring() {
                 let started = self.tasks.restore(now_ms(), &mut self.changelogs, RESTORE_RECORDS_PER_STEP)?;
@@ -218,7 +223,9 @@ impl<'a> StreamThread<'a> {
                     self.publish_instance();
                 }
             }
+            let t1 = Instant::now();
             self.process()?;
+            self.spent.1 += t1.elapsed();
             if self.last_wall_clock_punctuation.elapsed() >= WALL_CLOCK_TICK {
                 self.last_wall_clock_punctuation = Instant::now();
                 self.tasks.punctuate(now_ms(), &mut self.collector)?;
@@ -231,6 +238,7 @@ impl<'a> StreamThread<'a> {
                 let started = Instant::now();
                 self.commit()?;
                 metrics::histogram!(crate::metrics::COMMIT_LATENCY_SECONDS).record(started.elapsed().as_secs_f64());
+                self.spent.2 += started.elapsed();
             }
         }
         Ok(())
@@ -477,6 +485,7 @@ impl<'a> StreamThread<'a> {
 
     /// Commits and closes every task, then leaves the group.
     pub(crate) fn close(&mut self) -> Result<(), StreamsError> {
+        tracing::debug!(poll_ms = self.spent.0.as_millis() as u64, process_ms = self.spent.1.as_millis() as u64, commit_ms = self.spent.2.as_millis() as u64, "stream thread time");
         let result = self.commit();
         let closed = self.tasks.close_clean();
         if self.config().application_server.is_some() {
