@@ -17,7 +17,7 @@ use crate::interactive::{InteractiveQueries, LocalStores};
 use crate::record_collector::KafkaRecordCollector;
 use crate::registry::ProcessorRegistry;
 use crate::serde::TopicSerde;
-use crate::stream_thread::{StreamContext, StreamThread, LAG_INTERVAL};
+use crate::stream_thread::{StreamContext, StreamThread, ThreadClients, LAG_INTERVAL};
 use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::Topology;
 
@@ -200,7 +200,13 @@ impl KafkaStreams {
             self.local_stores.clone(),
         );
         let collector = KafkaRecordCollector::new(producer, Rc::clone(&serde));
-        let mut thread = StreamThread::new(self, instance, consumer, watermark_client, collector, serde, KafkaChangelogConsumer::new(restore_consumer), tasks);
+        let mut thread = StreamThread::new(
+            self,
+            instance,
+            ThreadClients { consumer, watermark_client, collector, changelogs: KafkaChangelogConsumer::new(restore_consumer) },
+            serde,
+            tasks,
+        );
         let result = thread.run_loop(shutdown, failed);
         let closed = thread.close();
         result.and(closed)

@@ -169,17 +169,21 @@ pub(crate) struct StreamThread<'a> {
     spent: (Duration, Duration, Duration),
 }
 
+/// A stream thread's Kafka clients.
+pub(crate) struct ThreadClients {
+    /// The consumer in the group.
+    pub(crate) consumer: BaseConsumer<StreamContext>,
+    /// Asks for high watermarks (it never fetches).
+    pub(crate) watermark_client: BaseConsumer,
+    /// Sends through the thread's producer.
+    pub(crate) collector: KafkaRecordCollector,
+    /// Reads changelogs through the restore consumer.
+    pub(crate) changelogs: KafkaChangelogConsumer,
+}
+
 impl<'a> StreamThread<'a> {
-    pub(crate) fn new(
-        streams: &'a KafkaStreams,
-        instance: &str,
-        consumer: BaseConsumer<StreamContext>,
-        watermark_client: BaseConsumer,
-        collector: KafkaRecordCollector,
-        serde: Rc<TopicSerde>,
-        changelogs: KafkaChangelogConsumer,
-        tasks: TaskManager<OwnedMessage>,
-    ) -> StreamThread<'a> {
+    pub(crate) fn new(streams: &'a KafkaStreams, instance: &str, clients: ThreadClients, serde: Rc<TopicSerde>, tasks: TaskManager<OwnedMessage>) -> StreamThread<'a> {
+        let ThreadClients { consumer, watermark_client, collector, changelogs } = clients;
         StreamThread {
             streams,
             instance: instance.to_string(),

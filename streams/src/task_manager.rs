@@ -67,6 +67,9 @@ pub struct TaskManagerConfig {
     pub retry_backoff_max_ms: i64,
 }
 
+/// Consumer positions: `(topic, partition, next offset)`.
+pub type Positions = Vec<(Arc<str>, i32, i64)>;
+
 /// Waits after retriable failures, doubling up to a bound; reset by a success.
 #[derive(Debug)]
 struct Backoff {
@@ -120,7 +123,7 @@ pub struct TaskManager<R> {
     reader: StoreChangelogReader,
     local_stores: LocalStores,
     /// Consumer positions to seek to: `(topic, partition, offset)`.
-    seeks: Vec<(Arc<str>, i32, i64)>,
+    seeks: Positions,
     backoff: Backoff,
     /// Changelog topic per store name.
     changelog_topics: HashMap<String, String>,
@@ -196,7 +199,7 @@ impl<R: StampedRecord> TaskManager<R> {
     /// Creates task `id`: opens its state and registers it for restore; it runs once restored
     /// (see [`TaskManager::restore`]). `committed` holds the group's committed offsets of its
     /// inputs. The consumer should seek its inputs to the returned resume positions.
-    pub fn create(&mut self, id: TaskId, committed: &BTreeMap<(String, i32), i64>, changelogs: &mut dyn ChangelogConsumer) -> Result<Vec<(Arc<str>, i32, i64)>, StreamsError> {
+    pub fn create(&mut self, id: TaskId, committed: &BTreeMap<(String, i32), i64>, changelogs: &mut dyn ChangelogConsumer) -> Result<Positions, StreamsError> {
         let stores = self.topology.task_stores(id.subtopology);
         let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
         let state = TaskState::open(&id.state_dir(&self.config.state_dir, &self.config.application_id), &store_refs)?;
@@ -278,7 +281,7 @@ impl<R: StampedRecord> TaskManager<R> {
     }
 
     /// Takes the consumer seeks a rewind asked for.
-    pub fn take_seeks(&mut self) -> Vec<(Arc<str>, i32, i64)> {
+    pub fn take_seeks(&mut self) -> Positions {
         std::mem::take(&mut self.seeks)
     }
 
@@ -424,7 +427,7 @@ impl<R: StampedRecord> TaskManager<R> {
     /// changelog records, flush the collector, then write each task's sled batch (state,
     /// input positions, changelog offsets). Returns every running task's input positions for
     /// the consumer group, or `None` when a retriable failure rewound the tasks instead.
-    pub fn commit(&mut self, now: i64, collector: &mut dyn RecordCollector) -> Result<Option<Vec<(Arc<str>, i32, i64)>>, StreamsError> {
+    pub fn commit(&mut self, now: i64, collector: &mut dyn RecordCollector) -> Result<Option<Positions>, StreamsError> {
         let mut offsets = match self.deliver_changelog(collector) {
             Ok(offsets) => offsets,
             Err(error) => {
