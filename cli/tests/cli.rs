@@ -56,6 +56,20 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `dir/topology.toml` and `dir/sluice.toml` for application `app` on `servers`, with
+/// state in `dir/state` and `extra` settings (TOML lines); returns the settings file.
+fn write_config(dir: &Path, app: &str, servers: &str, topology: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("topology.toml"), topology).unwrap();
+    let config = dir.join("sluice.toml");
+    let settings = format!(
+        "application_id = \"{app}\"\nbootstrap_servers = \"{servers}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n{extra}",
+        dir.join("state").display(),
+        dir.join("topology.toml").display()
+    );
+    std::fs::write(&config, settings).unwrap();
+    config
+}
+
 fn topics_on(bootstrap: &str) -> Vec<String> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
@@ -391,17 +405,8 @@ fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
     let broker = sluice_testkit::Broker::start();
     let servers = broker.bootstrap_servers();
     let dir = temp_dir(name);
-    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "application_id = \"crash\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 300\nnum_stream_threads = {num_stream_threads}\n",
-            dir.join("state").display(),
-            dir.join("topology.toml").display()
-        ),
-    )
-    .unwrap();
+    let extra = format!("metrics_listen = \"127.0.0.1:0\"\ncommit_interval_ms = 300\nnum_stream_threads = {num_stream_threads}\n");
+    let config = write_config(&dir, "crash", &servers, CRASH_TOPOLOGY, &extra);
     let cfg = config.to_str().unwrap();
     let created = run(&["topics", "create", "--config", cfg]);
     assert!(created.status.success(), "{}", text(&created.stderr));
@@ -525,17 +530,7 @@ fn run_refuses_to_start_when_a_changelog_topic_is_missing() {
     let broker = sluice_testkit::Broker::start();
     let servers = broker.bootstrap_servers();
     let dir = temp_dir("missing-changelog");
-    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "application_id = \"gone\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
-            dir.join("state").display(),
-            dir.join("topology.toml").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(&dir, "gone", &servers, CRASH_TOPOLOGY, "metrics_listen = \"127.0.0.1:0\"\n");
     let config = config.to_str().unwrap();
     assert!(run(&["topics", "create", "--config", config]).status.success());
     produce(&servers, "increments", &increments(0, 100));
@@ -564,17 +559,7 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     let dir = temp_dir("dlq");
     let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
     let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
-    std::fs::write(dir.join("topology.toml"), DLQ_TOPOLOGY).unwrap();
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "application_id = \"dlq\"\nbootstrap_servers = \"{servers}\"\nschema_registry_url = \"http://{registry}\"\nmetrics_listen = \"{metrics}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\n",
-            dir.join("state").display(),
-            dir.join("topology.toml").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(&dir, "dlq", &servers, DLQ_TOPOLOGY, &format!("schema_registry_url = \"http://{registry}\"\nmetrics_listen = \"{metrics}\"\n"));
     let cfg = config.to_str().unwrap();
     assert!(run(&["topics", "create", "--config", cfg]).status.success());
     let mut registry_process = Running(sluice().args(["registry", "--config", cfg, "--listen", &registry]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());

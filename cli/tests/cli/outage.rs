@@ -4,13 +4,18 @@
 
 use super::*;
 
-/// `sluice_task_retries_total` summed over its labels, from the metrics endpoint.
-fn retries(metrics: &str) -> f64 {
-    let Ok(mut stream) = TcpStream::connect(metrics) else { return 0.0 };
+/// The Prometheus text of the metrics endpoint at `metrics` (empty while it does not answer).
+fn metrics_text(metrics: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(metrics) else { return String::new() };
     let _ = stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n").as_bytes());
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body);
-    body.lines().filter(|l| l.starts_with("sluice_task_retries_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    body
+}
+
+/// `sluice_task_retries_total` summed over its labels.
+fn retries(metrics: &str) -> f64 {
+    metrics_text(metrics).lines().filter(|l| l.starts_with("sluice_task_retries_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 fn start_registry(address: &str, servers: &str, log: &Path) -> Running {
@@ -45,13 +50,7 @@ fn a_registry_outage_is_waited_out_and_no_good_record_is_dead_lettered() {
     let mut registry_process = start_registry(&registry, &servers, &dir.join("registry.log"));
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let mut processors = Running(sluice().args(["run"]).envs(env.clone()).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap());
-    wait_until("every task runs", 90, || {
-        let Ok(mut stream) = TcpStream::connect(&metrics) else { return false };
-        let _ = stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n").as_bytes());
-        let mut body = String::new();
-        let _ = stream.read_to_string(&mut body);
-        body.lines().any(|l| l == "sluice_active_tasks 12")
-    });
+    wait_until("every task runs", 90, || metrics_text(&metrics).lines().any(|l| l == "sluice_active_tasks 12"));
 
     // The registry goes away before the processors have looked up a single schema.
     stop(&mut registry_process);
@@ -89,18 +88,8 @@ fn a_broker_outage_longer_than_the_delivery_timeout_is_waited_out() {
     let broker = sluice_testkit::Broker::start();
     let servers = broker.bootstrap_servers();
     let dir = temp_dir("broker-outage");
-    std::fs::write(dir.join("topology.toml"), CRASH_TOPOLOGY).unwrap();
     let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "application_id = \"outage\"\nbootstrap_servers = \"{servers}\"\nmetrics_listen = \"{metrics}\"\nstate_dir = \"{}\"\ntopology = \"{}\"\ncommit_interval_ms = 5000\n",
-            dir.join("state").display(),
-            dir.join("topology.toml").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(&dir, "outage", &servers, CRASH_TOPOLOGY, &format!("metrics_listen = \"{metrics}\"\ncommit_interval_ms = 5000\n"));
     assert!(run(&["topics", "create", "--config", config.to_str().unwrap()]).status.success());
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     let mut processors = Running(sluice().args(["run", "--config", config.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap());
