@@ -287,13 +287,16 @@ impl<'a> StreamThread<'a> {
         if !self.pending_seeks.is_empty() && self.pending_seeks.contains_key(&(message.topic().to_string(), partition)) {
             return; // fetched before a seek: refetched from the seek position
         }
-        let topic = message.topic().to_string();
+        let Some(topic) = self.tasks.input_topic(message.topic()) else {
+            tracing::trace!(topic = message.topic(), partition, "record of a topic no task here reads; dropped");
+            return;
+        };
         match self.tasks.add_record(&topic, partition, message) {
             Some(len) if len >= BUFFERED_RECORDS_PER_PARTITION => {
                 let mut list = TopicPartitionList::new();
                 list.add_partition(&topic, partition);
                 if self.consumer.pause(&list).is_ok() {
-                    self.paused.insert((topic, partition));
+                    self.paused.insert((topic.to_string(), partition));
                 }
             }
             Some(_) => {}

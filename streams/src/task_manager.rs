@@ -267,6 +267,11 @@ impl<R: StampedRecord> TaskManager<R> {
         Ok(())
     }
 
+    /// The shared name of an input topic a task here reads (no allocation per record).
+    pub fn input_topic(&self, topic: &str) -> Option<Arc<str>> {
+        self.routes.get_key_value(topic).map(|(name, _)| Arc::clone(name))
+    }
+
     /// Buffers a fetched record for the task reading `topic`'s `partition`; returns the
     /// length of its queue, or `None` when no task here reads it.
     pub fn add_record(&mut self, topic: &str, partition: i32, record: R) -> Option<usize> {
@@ -458,7 +463,10 @@ impl<R: StampedRecord> TaskManager<R> {
     pub fn deliver_changelog(&mut self, collector: &mut dyn RecordCollector) -> Result<ChangelogOffsets, SendError> {
         for (id, task) in &mut self.tasks {
             for change in task.drain_changelog() {
-                let topic = self.changelog_topics.get(&*change.store).cloned().unwrap_or_else(|| changelog_topic(&self.config.application_id, &change.store));
+                let topic = match self.changelog_topics.get(&*change.store) {
+                    Some(topic) => std::borrow::Cow::Borrowed(topic.as_str()),
+                    None => std::borrow::Cow::Owned(changelog_topic(&self.config.application_id, &change.store)),
+                };
                 collector.send_changelog(*id, &topic, change)?;
             }
         }
