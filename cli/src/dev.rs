@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sluice_registry::{Registry, RegistryConfig};
-use sluice_streams::config::SluiceConfig;
+use crate::config::SluiceConfig;
 use sluice_streams::Topology;
 
 use crate::run::StreamThread;
@@ -194,7 +194,7 @@ pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf
     let file = dev_secret_file(config);
     let secret = std::fs::read_to_string(&file)
         .map_err(|e| format!("no jwt_secret configured and no dev secret at {} ({e}); start `sluice dev` first", file.display()))?;
-    config.jwt_secret = Some(sluice_streams::config::Secret(secret.trim().to_string()));
+    config.jwt_secret = Some(crate::config::Secret(secret.trim().to_string()));
     Ok(Some(file))
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_ingest::queries::StoreQueries;
 use sluice_ingest::{ApiSettings, AppState, SharedState};
-use sluice_streams::config::SluiceConfig;
+use crate::config::SluiceConfig;
 use sluice_streams::interactive::{InteractiveQueries, LocalStores};
 use sluice_streams::Topology;
 

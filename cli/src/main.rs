@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_streams::config::SluiceConfig;
+use config::SluiceConfig;
 
+mod config;
 mod demo;
 mod dev;
 mod ingest;

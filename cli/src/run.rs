@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::config::SluiceConfig;
+use sluice_processors::avro::AvroSerdes;
 use sluice_processors::{JwtKeys, JwtSettings};
 use sluice_streams::builtin::register_builtins;
-use sluice_streams::config::SluiceConfig;
 use sluice_streams::{KafkaStreams, StreamsConfig};
 use sluice_streams::{ProcessorRegistry, Topology};
 
@@ -31,11 +32,13 @@ pub(crate) struct RunArgs {
     application_server: Option<String>,
 }
 
-/// The processor kinds `sluice run` knows: the built-ins and the fintech pipeline.
+/// The processor kinds `sluice run` knows, the built-ins and the fintech pipeline, and the
+/// pipeline's Avro serdes over the configured Schema Registry.
 pub(crate) fn processor_registry(config: &SluiceConfig) -> Result<ProcessorRegistry, String> {
     let mut registry = ProcessorRegistry::new();
     register_builtins(&mut registry);
     sluice_processors::register(&mut registry, jwt_keys(config)?);
+    registry.set_serdes(AvroSerdes::new(&config.schema_registry_url)?);
     Ok(registry)
 }
 
@@ -117,11 +120,9 @@ impl StreamThread {
         let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
         ensure_topics(&topology, config).await?;
-        let needs_registry = topology.topics.iter().any(|t| t.schema.is_some());
         let streams_config = StreamsConfig {
             application_id: config.application_id.clone(),
             bootstrap_servers: config.bootstrap_servers.clone(),
-            schema_registry_url: needs_registry.then(|| config.schema_registry_url.clone()),
             state_dir: config.state_dir.clone(),
             instance_id: config.group_instance_id.clone().unwrap_or_else(|| default_instance_id(config)),
             static_membership: config.group_instance_id.is_some(),

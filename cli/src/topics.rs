@@ -1,7 +1,7 @@
 //! `sluice topics create`: every topic of the topology plus the ones Sluice itself needs.
 
 use sluice_streams::admin::{self, TopicOutcome};
-use sluice_streams::config::SluiceConfig;
+use crate::config::SluiceConfig;
 use sluice_streams::topology::TopicSpec;
 use sluice_streams::Topology;
 

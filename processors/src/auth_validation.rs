@@ -10,8 +10,9 @@ use sluice_schemas::types::{
     UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome,
 };
 use sluice_schemas::{AnyRecord, Date};
-use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
+use crate::avro::AvroValue;
 use crate::emit::{self, sinks, Activity, Payment};
 use crate::model::{self, reasons, roles, stores, CommandState, User};
 use crate::settings::PipelineSettings;
@@ -74,22 +75,22 @@ impl Processor for AuthValidation {
         if ctx.is_duplicate(stores::USER_DEDUPE, &format!("event:{event_id}"))? {
             return Ok(());
         }
-        match &record.value {
-            Value::Record(AnyRecord::AuthCommand(command)) => self.auth_command(&key, command, ctx),
-            Value::Record(AnyRecord::PaymentCommand(command)) => {
+        match record.value.avro() {
+            Some(AnyRecord::AuthCommand(command)) => self.auth_command(&key, command, ctx),
+            Some(AnyRecord::PaymentCommand(command)) => {
                 if self.payment_command(&key, command, ctx)? {
                     ctx.forward_to(sinks::BALANCE_CHECK, record)?;
                 }
                 Ok(())
             }
-            Value::Record(AnyRecord::IdentityCommand(command)) => {
+            Some(AnyRecord::IdentityCommand(command)) => {
                 if self.identity_command(&key, command, ctx)? {
                     ctx.forward_to(sinks::IDENTITY_REQUEST, record)?;
                 }
                 Ok(())
             }
-            Value::Record(AnyRecord::IdentityVerificationResult(result)) => self.identity_result(&key, result, ctx),
-            Value::Record(AnyRecord::DeceasedNotice(notice)) => {
+            Some(AnyRecord::IdentityVerificationResult(result)) => self.identity_result(&key, result, ctx),
+            Some(AnyRecord::DeceasedNotice(notice)) => {
                 if self.deceased(&key, notice, ctx)? {
                     ctx.forward_to(sinks::BALANCE_CHECK, record)?;
                 }

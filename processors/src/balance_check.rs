@@ -7,8 +7,9 @@ use sluice_schemas::types::{
     AccountEvent, AccountEventPayload, AccountFrozen, DeceasedNotice, LegType, PaymentCommand, PaymentLeg, PaymentPayload,
 };
 use sluice_schemas::AnyRecord;
-use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
+use crate::avro::AvroValue;
 use crate::accounts::{self, Posting};
 use crate::auth_validation::payment_facts;
 use crate::emit::{self, sinks, Payment};
@@ -41,11 +42,11 @@ impl Processor for BalanceCheck {
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(KIND, &record)?.to_string();
-        match &record.value {
+        match record.value.avro() {
             // Commands and notices come from auth-validation, which deduplicated them.
-            Value::Record(AnyRecord::PaymentCommand(command)) => self.command(&key, command, ctx),
-            Value::Record(AnyRecord::DeceasedNotice(notice)) => self.freeze(&key, notice, ctx),
-            Value::Record(AnyRecord::PaymentLeg(leg)) => {
+            Some(AnyRecord::PaymentCommand(command)) => self.command(&key, command, ctx),
+            Some(AnyRecord::DeceasedNotice(notice)) => self.freeze(&key, notice, ctx),
+            Some(AnyRecord::PaymentLeg(leg)) => {
                 if ctx.is_duplicate(stores::USER_DEDUPE, &format!("event:{}", leg.event_id))? {
                     return Ok(());
                 }

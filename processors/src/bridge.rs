@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sluice_schemas::types::{AuthCommand, AuthPayload, HmrcCommand, HmrcPayload, IdentityCommand, IdentityPayload, PaymentCommand, PaymentPayload, Principal};
 use sluice_schemas::{AnyRecord, TimestampMillis};
-use sluice_streams::{dead_letter, dlq_headers, ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{dlq_headers, DeadLetter, ProcessError, Processor, ProcessorContext, Record, Value};
 
 use crate::identifiers;
 use crate::jwt::{self, JwtKeys, TokenError, TokenUse};
@@ -91,7 +91,7 @@ impl Processor for JsonBridge {
         match self.convert(&record, &metadata.topic, event_id) {
             Ok((key, value)) => {
                 let headers = record.headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case(AUTHORIZATION_HEADER)).cloned().collect();
-                ctx.forward_to(sink, Record { key: Some(key), value: Value::Record(value), timestamp: record.timestamp, headers })
+                ctx.forward_to(sink, Record { key: Some(key), value: crate::avro::record(value), timestamp: record.timestamp, headers })
             }
             Err(error) => {
                 let error = error.into_process_error();
@@ -100,10 +100,10 @@ impl Processor for JsonBridge {
                     Value::Bytes(bytes) => Some(bytes.as_slice()),
                     _ => None,
                 };
-                let letter = dead_letter(&metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), value);
+                let letter = crate::avro::dead_letter(&DeadLetter::new(&metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), value));
                 let headers = dlq_headers(&metadata, &error, record.key.as_deref().map(str::as_bytes), value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
                 let key = record.key.clone();
-                ctx.forward_to(DLQ_SINK, Record { key, value: Value::record(letter), timestamp: record.timestamp, headers })
+                ctx.forward_to(DLQ_SINK, Record { key, value: crate::avro::record(letter), timestamp: record.timestamp, headers })
             }
         }
     }

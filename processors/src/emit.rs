@@ -8,6 +8,7 @@ use sluice_schemas::{AnyRecord, TimestampMillis};
 use sluice_streams::metrics as names;
 use sluice_streams::{ProcessError, ProcessorContext, Record, Value};
 
+use crate::avro::AvroValue;
 use crate::model::{self, stores, CommandState, CommandStatus};
 
 /// Sink and child names, as wired in topology.toml.
@@ -59,7 +60,7 @@ pub fn require_children(ctx: &ProcessorContext<'_>, kind: &str, needed: &[&str])
 
 /// Sends a typed record keyed by `key` to the child `sink`, at the current record's time.
 pub fn send(ctx: &mut ProcessorContext<'_>, sink: &str, key: &str, value: impl Into<AnyRecord>) -> Result<(), ProcessError> {
-    let record = Record { key: Some(key.to_string()), value: Value::record(value), timestamp: ctx.timestamp(), headers: Vec::new() };
+    let record = Record { key: Some(key.to_string()), value: crate::avro::record(value), timestamp: ctx.timestamp(), headers: Vec::new() };
     ctx.forward_to(sink, record)
 }
 
@@ -237,7 +238,7 @@ fn payment_activity(ctx: &mut ProcessorContext<'_>, payment: &Payment, outcome: 
 
 /// The event id of a record the processors consume: `event_id` of commands, events and legs.
 pub fn event_id_of(value: &Value) -> Option<&str> {
-    let Value::Record(record) = value else { return None };
+    let record = value.avro()?;
     Some(match record {
         AnyRecord::AuthCommand(r) => &r.event_id,
         AnyRecord::PaymentCommand(r) => &r.event_id,
@@ -254,7 +255,10 @@ pub fn event_id_of(value: &Value) -> Option<&str> {
 /// A record the processor cannot handle: dead-lettered by the runtime.
 pub fn unexpected(kind: &str, record: &Record) -> ProcessError {
     let what = match &record.value {
-        Value::Record(r) => r.full_name().to_string(),
+        Value::Record(r) => match record.value.avro() {
+            Some(avro) => avro.full_name().to_string(),
+            None => r.type_name().to_string(),
+        },
         Value::Bytes(_) => "raw bytes".to_string(),
         Value::Null => "a tombstone".to_string(),
     };

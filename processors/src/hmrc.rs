@@ -4,8 +4,9 @@
 
 use sluice_schemas::types::{DeceasedNotice, HmrcPayload, IdentifierType};
 use sluice_schemas::AnyRecord;
-use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
+use crate::avro::AvroValue;
 use crate::emit::{self, sinks, Activity};
 use crate::identifiers;
 use crate::model::{self, reasons, roles, stores, CommandState, IdentifierRecord};
@@ -24,7 +25,7 @@ impl Processor for HmrcDeathNotification {
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(KIND, &record)?.to_string();
-        let Value::Record(AnyRecord::HmrcCommand(command)) = &record.value else { return Err(emit::unexpected(KIND, &record)) };
+        let Some(AnyRecord::HmrcCommand(command)) = record.value.avro() else { return Err(emit::unexpected(KIND, &record)) };
         if ctx.is_duplicate(stores::IDENTIFIER_DEDUPE, &format!("event:{}", command.event_id))? {
             return Ok(());
         }

@@ -5,8 +5,9 @@
 
 use sluice_schemas::types::{IdentityClaim, IdentityCommand, IdentityPayload, IdentityVerificationResult, VerificationOutcome};
 use sluice_schemas::AnyRecord;
-use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
+use crate::avro::AvroValue;
 use crate::emit::{self, sinks, Activity};
 use crate::identifiers;
 use crate::model::{self, reasons, stores, CommandState, IdentifierRecord};
@@ -27,7 +28,7 @@ impl Processor for IdentityRequest {
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(REQUEST_KIND, &record)?.to_string();
-        let Value::Record(AnyRecord::IdentityCommand(command)) = &record.value else { return Err(emit::unexpected(REQUEST_KIND, &record)) };
+        let Some(AnyRecord::IdentityCommand(command)) = record.value.avro() else { return Err(emit::unexpected(REQUEST_KIND, &record)) };
         let IdentityPayload::VerifyIdentity(verify) = &command.payload;
         match identifiers::normalise(verify.identifier_type, &verify.value) {
             Err(error) => reject_request(ctx, &key, command, reasons::INVALID_FORMAT, &error.to_string()),
@@ -85,7 +86,7 @@ impl Processor for IdentityVerification {
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(VERIFICATION_KIND, &record)?.to_string();
-        let Value::Record(AnyRecord::IdentityClaim(claim)) = &record.value else { return Err(emit::unexpected(VERIFICATION_KIND, &record)) };
+        let Some(AnyRecord::IdentityClaim(claim)) = record.value.avro() else { return Err(emit::unexpected(VERIFICATION_KIND, &record)) };
         if key != model::identifier_key(claim.identifier_type, &claim.identifier) {
             return Err(ProcessError::poison("invalid_record", "identity claims are keyed by their identifier"));
         }

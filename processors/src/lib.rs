@@ -15,6 +15,7 @@
 //! record's timestamp (tokens in the bridge are judged at it too).
 
 pub mod accounts;
+pub mod avro;
 pub mod auth_validation;
 pub mod balance_check;
 pub mod bridge;

@@ -4,8 +4,9 @@
 
 use sluice_schemas::types::{LegType, PaymentKind, PaymentLeg, UserStatus};
 use sluice_schemas::AnyRecord;
-use sluice_streams::{ProcessError, Processor, ProcessorContext, Record, Value};
+use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
+use crate::avro::AvroValue;
 use crate::accounts::{self, Posting};
 use crate::emit::{self, sinks, Payment};
 use crate::model::{self, reasons, stores, AccountStatus, Direction, IncomingPayment, User};
@@ -37,7 +38,7 @@ impl Processor for Settlement {
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(KIND, &record)?.to_string();
-        let Value::Record(AnyRecord::PaymentLeg(leg)) = &record.value else { return Err(emit::unexpected(KIND, &record)) };
+        let Some(AnyRecord::PaymentLeg(leg)) = record.value.avro() else { return Err(emit::unexpected(KIND, &record)) };
         if leg.leg != LegType::Credit || leg.payee_user_id != key {
             return Err(ProcessError::poison("invalid_record", "settlement takes credit legs keyed by their payee"));
         }

@@ -3,7 +3,6 @@
 //! stores to interactive queries.
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use crate::error::StreamsError;
 use crate::interactive::{InteractiveQueries, LocalStores};
 use crate::record_collector::KafkaRecordCollector;
 use crate::registry::ProcessorRegistry;
-use crate::serde::TopicSerde;
+use crate::serde::TopicSerdes;
 use crate::stream_thread::{StreamContext, StreamThread, ThreadClients, LAG_INTERVAL};
 use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::Topology;
@@ -28,8 +27,6 @@ pub struct StreamsConfig {
     pub application_id: String,
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// Schema Registry URL; needed when a topic of the topology has a schema.
-    pub schema_registry_url: Option<String>,
     /// `state.dir`.
     pub state_dir: PathBuf,
     /// This instance's name, unique in the application and stable across its restarts: the key
@@ -67,7 +64,6 @@ impl StreamsConfig {
         StreamsConfig {
             application_id: application_id.to_string(),
             bootstrap_servers: bootstrap_servers.to_string(),
-            schema_registry_url: None,
             state_dir,
             instance_id: application_id.to_string(),
             static_membership: false,
@@ -95,12 +91,9 @@ pub struct KafkaStreams {
 }
 
 impl KafkaStreams {
-    /// A runtime for `topology` whose processor kinds are in `registry`.
+    /// A runtime for `topology` whose processor kinds and serdes are in `registry`.
     pub fn new(topology: Topology, registry: ProcessorRegistry, config: StreamsConfig) -> Result<KafkaStreams, StreamsError> {
         registry.check(&topology).map_err(StreamsError::Registry)?;
-        if topology.topics.iter().any(|t| t.schema.is_some()) && config.schema_registry_url.is_none() {
-            return Err(StreamsError::Config("the topology has Avro topics: set schema_registry_url".to_string()));
-        }
         Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default() })
     }
 
@@ -148,7 +141,7 @@ impl KafkaStreams {
     /// One stream thread (named `instance`): its own consumer, producer and restore consumer.
     fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
         let config = &self.config;
-        let serde = Rc::new(TopicSerde::new(&self.topology, &config.application_id, config.schema_registry_url.as_deref())?);
+        let serde = TopicSerdes::new(&self.topology, &config.application_id, std::sync::Arc::clone(self.registry.serdes()));
         let mut consumer_config = ClientConfig::new();
         consumer_config
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -199,7 +192,7 @@ impl KafkaStreams {
             },
             self.local_stores.clone(),
         );
-        let collector = KafkaRecordCollector::new(producer, Rc::clone(&serde));
+        let collector = KafkaRecordCollector::new(producer, serde.clone())?;
         let mut thread = StreamThread::new(
             self,
             instance,

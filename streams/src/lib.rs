@@ -8,7 +8,6 @@
 pub mod admin;
 pub mod builtin;
 pub mod changelog_reader;
-pub mod config;
 pub mod error;
 pub mod interactive;
 pub mod kafka_streams;
@@ -31,7 +30,10 @@ pub use error::StreamsError;
 pub use kafka_streams::{KafkaStreams, RuntimeError, StreamsConfig};
 pub use processor::{ErrorAction, FnProcessor, ProcessError, Processor, Punctuation, PunctuationType};
 pub use record::{Headers, OutputRecord, Record, RecordMetadata, Value};
+pub use record::Data;
+pub use record_collector::SendError;
 pub use registry::{ProcessorConfig, ProcessorRegistry};
+pub use serde::{DeadLetter, Serdes};
 pub use stream_task::{ProcessorContext, StreamTask, TaskError, TaskId};
 pub use task_manager::ErrorPolicy;
 pub use test_driver::{TestDriverConfig, TopologyTestDriver};
@@ -45,29 +47,6 @@ pub fn now_ms() -> i64 {
 /// Topic dead letters go to.
 pub const DLQ_TOPIC: &str = "sluice.dlq";
 
-/// The `DeadLetter` record for a record that failed with `error`; its event id is the
-/// source position, so a re-dead-lettered record keeps its id.
-pub fn dead_letter(
-    metadata: &RecordMetadata,
-    timestamp: i64,
-    error: &ProcessError,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) -> sluice_schemas::types::DeadLetter {
-    use sluice_schemas::{Blob, TimestampMillis};
-    sluice_schemas::types::DeadLetter {
-        event_id: format!("{}-{}-{}", metadata.topic, metadata.partition, metadata.offset),
-        occurred_at: TimestampMillis(timestamp),
-        source_topic: metadata.topic.to_string(),
-        source_partition: metadata.partition,
-        source_offset: metadata.offset,
-        error_class: error.class().to_string(),
-        error_message: bounded_message(error),
-        key: key.map(|k| Blob(bounded(k, DEAD_LETTER_KEY_LIMIT).to_vec())),
-        value: value.map(|v| Blob(bounded(v, DEAD_LETTER_VALUE_LIMIT).to_vec())),
-    }
-}
-
 /// The most bytes of the original key a dead letter keeps (its record key and its copy).
 pub const DEAD_LETTER_KEY_LIMIT: usize = 4 * 1024;
 /// The most bytes of the original value a dead letter keeps: with the key and the headers it
@@ -79,7 +58,7 @@ pub const DEAD_LETTER_VALUE_LIMIT: usize = 64 * 1024;
 pub const DEAD_LETTER_MESSAGE_LIMIT: usize = 1024;
 
 /// The error's message, cut to [`DEAD_LETTER_MESSAGE_LIMIT`] bytes at a character boundary.
-fn bounded_message(error: &ProcessError) -> String {
+pub(crate) fn bounded_message(error: &ProcessError) -> String {
     let mut message = error.to_string();
     if message.len() > DEAD_LETTER_MESSAGE_LIMIT {
         let mut end = DEAD_LETTER_MESSAGE_LIMIT;
@@ -98,7 +77,7 @@ pub fn bounded(bytes: &[u8], limit: usize) -> &[u8] {
 }
 
 /// The `sluice.error.*` headers of a dead letter (docs/architecture.md, topics and keys).
-/// `sluice.error.truncated` says what [`dead_letter`] cut from the original key and value.
+/// `sluice.error.truncated` says what [`serde::DeadLetter`] cut from the original key and value.
 pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<(String, String)> {
     let mut headers = vec![
         ("sluice.error.topic".to_string(), metadata.topic.to_string()),

@@ -1,25 +1,70 @@
 //! Records as processors see them.
 
+use std::any::Any;
+use std::fmt::Debug;
 use std::sync::Arc;
 
-use sluice_schemas::{AnyRecord, FromAny};
+/// An application's typed value (Kafka Streams' `V` of a `Serde<V>`): any `'static` type with
+/// `Debug` and `PartialEq` that can cross threads. The application's [`crate::serde::Serdes`]
+/// makes these from bytes and back; processors get them back with [`Value::as_record`].
+pub trait Data: Any + Debug + Send + Sync {
+    /// The value as `Any`, for downcasting.
+    fn as_any(&self) -> &dyn Any;
+    /// Equality with another typed value (false across types).
+    fn dyn_eq(&self, other: &dyn Data) -> bool;
+    /// The Rust type's name, for error messages.
+    fn type_name(&self) -> &'static str;
+}
+
+impl<T: Any + Debug + PartialEq + Send + Sync> Data for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn dyn_eq(&self, other: &dyn Data) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+}
 
 /// The value of a record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     /// No value (a tombstone).
     Null,
-    /// Opaque bytes: topics without an Avro schema (the `*.json` twins, plain test topics).
+    /// Opaque bytes: topics without a schema in topology.toml.
     Bytes(Vec<u8>),
-    /// A typed Avro record (topics with a schema in topology.toml).
-    Record(AnyRecord),
+    /// A typed value, made by the application's serdes for topics with a schema (shared: a
+    /// value forwarded to several children is not copied).
+    Record(Arc<dyn Data>),
+}
+
+// By hand: `dyn Data` has no `PartialEq` of its own, so that `Arc<dyn Data>` is not itself a
+// `Data` (method calls on it would otherwise resolve to the `Arc`).
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Record(a), Value::Record(b)) => a.dyn_eq(b.as_ref()),
+            _ => false,
+        }
+    }
 }
 
 impl Value {
-    /// The typed record, if this value is one of type `T`.
-    pub fn as_record<T: FromAny>(&self) -> Option<&T> {
+    /// A typed value.
+    pub fn record<T: Data>(record: T) -> Value {
+        Value::Record(Arc::new(record))
+    }
+
+    /// The typed value, if this value is one of type `T`.
+    pub fn as_record<T: Data>(&self) -> Option<&T> {
         match self {
-            Value::Record(record) => T::ref_from_any(record),
+            Value::Record(record) => record.as_any().downcast_ref::<T>(),
             _ => None,
         }
     }
@@ -30,19 +75,6 @@ impl Value {
             Value::Bytes(bytes) => Some(bytes),
             _ => None,
         }
-    }
-}
-
-impl Value {
-    /// A typed record value.
-    pub fn record(record: impl Into<AnyRecord>) -> Value {
-        Value::Record(record.into())
-    }
-}
-
-impl From<AnyRecord> for Value {
-    fn from(record: AnyRecord) -> Value {
-        Value::Record(record)
     }
 }
 

@@ -4,7 +4,6 @@
 //! driver appends to its in-memory topics.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use sluice_state::ChangelogRecord;
 
 use crate::error::StreamsError;
 use crate::record::Record;
-use crate::serde::TopicSerde;
+use crate::serde::TopicSerdes;
 use crate::stream_task::TaskId;
 
 /// Why a send or a flush failed.
@@ -63,14 +62,17 @@ struct Pending {
 /// Produces to Kafka with an idempotent producer (`acks=all`); see the module docs.
 pub struct KafkaRecordCollector {
     producer: FutureProducer,
-    serde: Rc<TopicSerde>,
+    serde: TopicSerdes,
+    /// Waits for deliveries.
+    io: tokio::runtime::Runtime,
     pending: Vec<Pending>,
 }
 
 impl KafkaRecordCollector {
     /// A collector over `producer`, encoding typed values with `serde`.
-    pub fn new(producer: FutureProducer, serde: Rc<TopicSerde>) -> KafkaRecordCollector {
-        KafkaRecordCollector { producer, serde, pending: Vec::new() }
+    pub fn new(producer: FutureProducer, serde: TopicSerdes) -> Result<KafkaRecordCollector, StreamsError> {
+        let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StreamsError::Config(e.to_string()))?;
+        Ok(KafkaRecordCollector { producer, serde, io, pending: Vec::new() })
     }
 
     /// The producer (for records outside the commit protocol, e.g. discovery heartbeats).
@@ -154,7 +156,7 @@ impl RecordCollector for KafkaRecordCollector {
         let mut offsets = ChangelogOffsets::new();
         let mut failure = None;
         for Pending { future, topic, changelog } in std::mem::take(&mut self.pending) {
-            let delivered: Result<OwnedDeliveryResult, _> = self.serde.block_on(future);
+            let delivered: Result<OwnedDeliveryResult, _> = self.io.block_on(future);
             match delivered {
                 Ok(Ok(delivery)) => {
                     if let Some(key) = changelog {

@@ -1,6 +1,6 @@
 //! [`RecordDeserializer`] (Kafka Streams' name): turns a fetched record into the [`Record`] a
 //! task processes, and a record that failed into the dead letter the DLQ receives. The
-//! runtime's implementation reads Kafka messages through [`TopicSerde`]; the test driver's
+//! runtime's implementation reads Kafka messages through [`TopicSerdes`]; the test driver's
 //! reads its in-memory topics.
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -8,7 +8,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use crate::partition_group::StampedRecord;
 use crate::processor::ProcessError;
 use crate::record::{Record, RecordMetadata, Value};
-use crate::serde::TopicSerde;
+use crate::serde::{DeadLetter, TopicSerdes};
 
 /// See the module docs.
 pub trait RecordDeserializer<R> {
@@ -32,7 +32,7 @@ impl StampedRecord for OwnedMessage {
     }
 }
 
-impl RecordDeserializer<OwnedMessage> for TopicSerde {
+impl RecordDeserializer<OwnedMessage> for TopicSerdes {
     fn deserialize(&self, metadata: &RecordMetadata, message: &OwnedMessage) -> Result<Record, ProcessError> {
         let key = match Message::key(message) {
             Some(bytes) => Some(String::from_utf8(bytes.to_vec()).map_err(|_| ProcessError::poison("deserialization", "key is not UTF-8"))?),
@@ -49,23 +49,19 @@ impl RecordDeserializer<OwnedMessage> for TopicSerde {
     }
 
     fn dead_letter(&self, metadata: &RecordMetadata, message: &OwnedMessage, error: &ProcessError) -> Record {
-        let value = if self.has_registry() {
-            Value::record(crate::dead_letter(metadata, StampedRecord::timestamp(message), error, Message::key(message), message.payload()))
-        } else {
-            // Without a registry the DLQ keeps the original bytes; the headers say why.
-            message.payload().map_or(Value::Null, |v| Value::Bytes(crate::bounded(v, crate::DEAD_LETTER_VALUE_LIMIT).to_vec()))
-        };
-        dead_letter_record(metadata, Message::key(message), message.payload(), StampedRecord::timestamp(message), value, error)
+        let letter = DeadLetter::new(metadata, StampedRecord::timestamp(message), error, Message::key(message), message.payload());
+        dead_letter_record(&letter, self.dead_letter(&letter), Message::key(message), message.payload())
     }
 }
 
-/// A dead letter with the `sluice.error.*` headers, keyed by (at most
-/// [`crate::DEAD_LETTER_KEY_LIMIT`] bytes of) the original key.
-pub fn dead_letter_record(metadata: &RecordMetadata, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64, letter: Value, error: &ProcessError) -> Record {
+/// The record sent to the DLQ: the application's `value` for `letter`, keyed by (at most
+/// [`crate::DEAD_LETTER_KEY_LIMIT`] bytes of) the original key, with the `sluice.error.*`
+/// headers (which measure the uncut `key` and `value`).
+pub fn dead_letter_record(letter: &DeadLetter<'_>, value: Value, key: Option<&[u8]>, original_value: Option<&[u8]>) -> Record {
     Record {
-        key: key.map(|k| String::from_utf8_lossy(crate::bounded(k, crate::DEAD_LETTER_KEY_LIMIT)).into_owned()),
-        value: letter,
-        timestamp,
-        headers: crate::dlq_headers(metadata, error, key, value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+        key: letter.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+        value,
+        timestamp: letter.timestamp,
+        headers: crate::dlq_headers(letter.source, letter.error, key, original_value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
     }
 }

@@ -1,8 +1,11 @@
-//! The processor registry: maps the `kind` named in topology.toml to a factory.
+//! The processor registry: what an application brings to the engine, the processor factory
+//! for each `kind` named in topology.toml and the [`Serdes`] of the topics that name a schema.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::processor::Processor;
+use crate::serde::{BytesOnly, Serdes};
 use crate::topology::{NodeKind, Topology};
 
 /// What a factory gets to build one processor instance (one per task).
@@ -20,10 +23,16 @@ pub struct ProcessorConfig<'a> {
 /// Builds a processor for a node, or says why the node's config is unusable.
 pub type ProcessorFactory = Box<dyn Fn(&ProcessorConfig<'_>) -> Result<Box<dyn Processor>, String> + Send + Sync>;
 
-/// Processor kinds by name.
-#[derive(Default)]
+/// Processor kinds by name, and the application's serdes.
 pub struct ProcessorRegistry {
     factories: BTreeMap<String, ProcessorFactory>,
+    serdes: Arc<dyn Serdes>,
+}
+
+impl Default for ProcessorRegistry {
+    fn default() -> ProcessorRegistry {
+        ProcessorRegistry { factories: BTreeMap::new(), serdes: Arc::new(BytesOnly) }
+    }
 }
 
 impl ProcessorRegistry {
@@ -42,6 +51,17 @@ impl ProcessorRegistry {
         self
     }
 
+    /// Sets the serdes of the topics that name a schema (default: none, every topic is bytes).
+    pub fn set_serdes(&mut self, serdes: impl Serdes + 'static) -> &mut Self {
+        self.serdes = Arc::new(serdes);
+        self
+    }
+
+    /// The application's serdes.
+    pub fn serdes(&self) -> &Arc<dyn Serdes> {
+        &self.serdes
+    }
+
     /// Registered kinds, sorted.
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.factories.keys().map(String::as_str)
@@ -49,9 +69,11 @@ impl ProcessorRegistry {
 
     /// Checks every processor node of `topology` has a registered kind and that its factory
     /// accepts the node's config (so a bad setting fails at start, not at the first
-    /// assignment); lists every problem.
+    /// assignment), and that the serdes know every schema a topic names; lists every problem.
     pub fn check(&self, topology: &Topology) -> Result<(), Vec<String>> {
-        let problems: Vec<String> = topology
+        let schemas = topology.topics.iter().map(|t| (&t.name, &t.schema)).chain(topology.repartitions.iter().map(|r| (&r.name, &r.schema)));
+        let mut problems: Vec<String> = schemas.filter_map(|(topic, schema)| self.serdes.check_schema(topic, schema.as_deref()?).err()).collect();
+        problems.extend(topology
             .nodes
             .iter()
             .filter_map(|node| match &node.kind {
@@ -64,8 +86,7 @@ impl ProcessorRegistry {
                     self.create(&ProcessorConfig { name: &node.name, kind, config, stores }).err()
                 }
                 _ => None,
-            })
-            .collect();
+            }));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -11,7 +11,6 @@
 //! its seek is accepted are dropped and refetched.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use crate::kafka_streams::{KafkaStreams, StreamsConfig};
 use crate::now_ms;
 use crate::partition_group::FetchState;
 use crate::record_collector::KafkaRecordCollector;
-use crate::serde::TopicSerde;
+use crate::serde::TopicSerdes;
 use crate::stream_task::TaskId;
 use crate::task_manager::TaskManager;
 
@@ -146,7 +145,7 @@ pub(crate) struct StreamThread<'a> {
     /// ListOffsets requests do not queue behind the main consumer's long-polling fetches.
     watermark_client: BaseConsumer,
     collector: KafkaRecordCollector,
-    serde: Rc<TopicSerde>,
+    serde: TopicSerdes,
     changelogs: KafkaChangelogConsumer,
     tasks: TaskManager<OwnedMessage>,
     /// Seeks not yet accepted by the consumer; records fetched meanwhile are dropped.
@@ -182,7 +181,7 @@ pub(crate) struct ThreadClients {
 }
 
 impl<'a> StreamThread<'a> {
-    pub(crate) fn new(streams: &'a KafkaStreams, instance: &str, clients: ThreadClients, serde: Rc<TopicSerde>, tasks: TaskManager<OwnedMessage>) -> StreamThread<'a> {
+    pub(crate) fn new(streams: &'a KafkaStreams, instance: &str, clients: ThreadClients, serde: TopicSerdes, tasks: TaskManager<OwnedMessage>) -> StreamThread<'a> {
         let ThreadClients { consumer, watermark_client, collector, changelogs } = clients;
         StreamThread {
             streams,
@@ -331,7 +330,7 @@ impl<'a> StreamThread<'a> {
     fn process(&mut self) -> Result<(), StreamsError> {
         let (consumer, watermarks) = (&self.watermark_client, &mut self.watermarks);
         let mut fetch_state = |topic: &str, partition: i32, next: i64| lag_state(consumer, watermarks, topic, partition, next);
-        let processed = self.tasks.process(now_ms(), MAX_RECORDS_PER_TASK, &*self.serde, &mut self.collector, &mut fetch_state)?;
+        let processed = self.tasks.process(now_ms(), MAX_RECORDS_PER_TASK, &self.serde, &mut self.collector, &mut fetch_state)?;
         self.progressed = processed > 0;
         self.take_rewind_seeks();
         self.resume_drained();

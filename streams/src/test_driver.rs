@@ -24,6 +24,7 @@ use crate::record::{Record, RecordMetadata, Value};
 use crate::record_collector::{ChangelogOffsets, RecordCollector, SendError};
 use crate::record_deserializer::{dead_letter_record, RecordDeserializer};
 use crate::registry::ProcessorRegistry;
+use crate::serde::{DeadLetter, Serdes};
 use crate::stream_task::TaskId;
 use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::{changelog_topic, StoreKind, Topology};
@@ -129,10 +130,11 @@ impl StampedRecord for FetchedRecord {
     }
 }
 
-/// Reads records from the in-memory topics; they are typed already, and dead letters carry
-/// the typed `DeadLetter`.
+/// Reads records from the in-memory topics (they are typed already); dead letters are the
+/// application's, as in production.
 struct InMemorySerde<'a> {
     logs: &'a RefCell<Logs>,
+    serdes: &'a dyn Serdes,
 }
 
 impl InMemorySerde<'_> {
@@ -151,8 +153,8 @@ impl RecordDeserializer<FetchedRecord> for InMemorySerde<'_> {
     fn dead_letter(&self, metadata: &RecordMetadata, raw: &FetchedRecord, error: &ProcessError) -> Record {
         let record = self.record(metadata).unwrap_or_else(|| Record { key: raw.key.clone(), value: Value::Null, timestamp: raw.timestamp, headers: Vec::new() });
         let (key, value) = (record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
-        let letter = crate::dead_letter(metadata, record.timestamp, error, key, value);
-        dead_letter_record(metadata, key, value, record.timestamp, Value::record(letter), error)
+        let letter = DeadLetter::new(metadata, record.timestamp, error, key, value);
+        dead_letter_record(&letter, self.serdes.dead_letter(&letter), key, value)
     }
 }
 
@@ -224,6 +226,7 @@ pub struct TopologyTestDriver {
     topology: Arc<Topology>,
     config: TestDriverConfig,
     tasks: TaskManager<FetchedRecord>,
+    serdes: Arc<dyn Serdes>,
     logs: RefCell<Logs>,
     /// The driver's consumer position (next offset to fetch) per input topic-partition.
     fetched: BTreeMap<(String, i32), i64>,
@@ -254,12 +257,14 @@ impl TopologyTestDriver {
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
         };
+        let serdes = Arc::clone(registry.serdes());
         let tasks = TaskManager::new(Arc::clone(&topology), Arc::new(registry), manager_config, LocalStores::default());
         let wall_clock = config.wall_clock_start_ms;
         let mut driver = TopologyTestDriver {
             topology,
             config,
             tasks,
+            serdes,
             logs: RefCell::new(logs),
             fetched: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -342,7 +347,7 @@ impl TopologyTestDriver {
                 }
             };
             let mut collector = InMemoryCollector { logs, wall_clock: self.wall_clock, offsets: ChangelogOffsets::new() };
-            let processed = self.tasks.process(self.wall_clock, usize::MAX, &InMemorySerde { logs }, &mut collector, &mut fetch_state)?;
+            let processed = self.tasks.process(self.wall_clock, usize::MAX, &InMemorySerde { logs, serdes: &*self.serdes }, &mut collector, &mut fetch_state)?;
             if processed == 0 && !self.has_unfetched() {
                 return Ok(());
             }

@@ -348,7 +348,7 @@ fn a_poison_pill_is_dead_lettered_and_leaves_no_partial_effect() {
     assert_eq!(header("sluice.error.topic"), "deposits");
     assert_eq!(header("sluice.error.class"), "invalid_record");
     assert_eq!(header("sluice.error.offset"), "1");
-    assert!(matches!(&dead[0].value, Value::Record(_)), "the dead letter is an Avro DeadLetter");
+    assert_eq!(dead[0].value, Value::from("five"), "without serdes, a dead letter is the original value");
     assert_eq!(total(&driver, "balances", "alice"), Some(6), "processing continued");
     // `count` ran before `sum` failed on the poison pill; its write was rolled back.
     assert_eq!(driver.store_get("counts", "alice").unwrap(), Some(2u64.to_be_bytes().to_vec()));
@@ -441,77 +441,125 @@ fn unknown_processor_kinds_are_refused() {
 
 const TYPED: &str = r#"
 [[topic]]
-name = "payments.commands"
+name = "payments"
 partitions = 2
-schema = "payment_command"
+schema = "payment"
 
 [[topic]]
-name = "payments.settled"
+name = "settled"
 partitions = 2
-schema = "payment_settled"
+schema = "settled"
 
 [[store]]
 name = "balances"
 
 [[source]]
 name = "commands"
-topics = ["payments.commands"]
+topics = ["payments"]
 
 [[processor]]
-name = "settle-deposits"
-kind = "settle-deposits"
+name = "settle"
+kind = "settle"
 parents = ["commands"]
 stores = ["balances"]
 
 [[sink]]
-name = "settled"
-topic = "payments.settled"
-parents = ["settle-deposits"]
+name = "out"
+topic = "settled"
+parents = ["settle"]
 "#;
 
-#[test]
-fn typed_avro_records_flow_through_processors() {
-    use rust_decimal::Decimal;
-    use sluice_schemas::types::{Deposit, PaymentCommand, PaymentKind, PaymentPayload, PaymentSettled, Principal};
-    use sluice_schemas::TimestampMillis;
+/// The test application's own value types.
+#[derive(Debug, Clone, PartialEq)]
+struct Payment {
+    payer: String,
+    cents: i64,
+}
 
+#[derive(Debug, Clone, PartialEq)]
+struct Settled {
+    payer: String,
+    balance_cents: i64,
+}
+
+/// The test application's dead letter.
+#[derive(Debug, Clone, PartialEq)]
+struct Letter {
+    id: String,
+    reason: String,
+}
+
+/// The test application's serdes: `payer:cents` text; it knows two schemas.
+struct TextSerdes;
+
+impl sluice_streams::Serdes for TextSerdes {
+    fn check_schema(&self, topic: &str, schema: &str) -> Result<(), String> {
+        match schema {
+            "payment" | "settled" => Ok(()),
+            other => Err(format!("{topic}: no schema {other}")),
+        }
+    }
+
+    fn deserialize(&self, _topic: &str, _schema: &str, bytes: &[u8]) -> Result<Value, ProcessError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| ProcessError::poison("deserialization", e))?;
+        let (payer, cents) = text.split_once(':').ok_or_else(|| ProcessError::poison("deserialization", "no `:`"))?;
+        Ok(Value::record(Payment { payer: payer.to_string(), cents: cents.parse().map_err(|e| ProcessError::poison("deserialization", e))? }))
+    }
+
+    fn serialize(&self, topic: &str, _schema: Option<&str>, value: &dyn sluice_streams::Data) -> Result<Vec<u8>, sluice_streams::SendError> {
+        let settled = value.as_any().downcast_ref::<Settled>().ok_or_else(|| sluice_streams::SendError::Fatal(sluice_streams::StreamsError::Send { topic: topic.to_string(), reason: "not Settled".to_string() }))?;
+        Ok(format!("{}={}", settled.payer, settled.balance_cents).into_bytes())
+    }
+
+    fn dead_letter(&self, letter: &sluice_streams::DeadLetter<'_>) -> Value {
+        Value::record(Letter { id: letter.event_id(), reason: letter.message() })
+    }
+}
+
+fn typed_registry() -> ProcessorRegistry {
     let mut registry = registry();
-    registry.register("settle-deposits", |_| {
+    registry.set_serdes(TextSerdes);
+    registry.register("settle", |_| {
         Ok(Box::new(FnProcessor(|record: Record, ctx: &mut ProcessorContext<'_>| {
-            let command = record.value.as_record::<PaymentCommand>().ok_or_else(|| ProcessError::poison("invalid_record", "not a PaymentCommand"))?;
-            let PaymentPayload::Deposit(deposit) = &command.payload else { return Ok(()) };
-            let user = record.key.clone().unwrap_or_default();
+            let payment = record.value.as_record::<Payment>().ok_or_else(|| ProcessError::poison("invalid_record", "not a Payment"))?;
             let store = ctx.store("balances")?;
-            let balance: Decimal = store.get(user.as_bytes())?.map_or(Ok(Decimal::ZERO), |b| String::from_utf8_lossy(&b).parse()).map_err(|e| ProcessError::Fatal(format!("{e}")))?;
-            store.put(user.as_bytes(), (balance + deposit.amount).to_string().as_bytes())?;
-            let settled = PaymentSettled {
-                event_id: format!("{}:settled", command.event_id),
-                occurred_at: command.occurred_at,
-                command_id: command.event_id.clone(),
-                kind: PaymentKind::Deposit,
-                payer_user_id: user.clone(),
-                payee_user_id: None,
-                amount: deposit.amount,
-                currency: deposit.currency.clone(),
-                reference: deposit.reference.clone(),
-            };
-            ctx.forward(Record::new(user, Value::record(settled), record.timestamp))
+            let balance = store.get(payment.payer.as_bytes())?.map_or(0, |b| i64::from_be_bytes(b.try_into().unwrap_or_default()));
+            store.put(payment.payer.as_bytes(), &(balance + payment.cents).to_be_bytes())?;
+            let settled = Settled { payer: payment.payer.clone(), balance_cents: balance + payment.cents };
+            ctx.forward(Record::new(payment.payer.clone(), Value::record(settled), record.timestamp))
         })))
     });
-    let mut driver = TopologyTestDriver::new(Topology::parse(TYPED, "typed.toml").unwrap(), registry, TestDriverConfig::new("typed")).unwrap();
-    let command = PaymentCommand {
-        event_id: "cmd-1".into(),
-        occurred_at: TimestampMillis(5),
-        principal: Principal { subject: "ops".into(), roles: vec!["operator".into()], token_issued_at: TimestampMillis(1) },
-        idempotency_key: None,
-        payload: PaymentPayload::Deposit(Deposit { amount: Decimal::new(12_550, 2), currency: "GBP".into(), reference: None }),
+    registry
+}
+
+#[test]
+fn typed_values_of_the_application_flow_through_processors_and_its_dead_letters() {
+    let config = |name: &str| {
+        let mut config = TestDriverConfig::new(name);
+        config.processing_error_policy = ErrorPolicy::Dlq;
+        config
     };
-    driver.pipe_input("payments.commands", Record::new("user-1", Value::record(command), 5)).unwrap();
-    let settled = driver.read_output("payments.settled");
-    assert_eq!(settled.len(), 1);
-    let event = settled[0].value.as_record::<PaymentSettled>().expect("a typed PaymentSettled");
-    assert_eq!((event.command_id.as_str(), event.amount), ("cmd-1", Decimal::new(12_550, 2)));
-    assert_eq!(driver.store_get("balances", "user-1").unwrap().as_deref(), Some(&b"125.50"[..]));
+    let mut driver = TopologyTestDriver::new(Topology::parse(TYPED, "typed.toml").unwrap(), typed_registry(), config("typed")).unwrap();
+    let pay = |cents| Value::record(Payment { payer: "ann".to_string(), cents });
+    driver.pipe_input("payments", Record::new("ann", pay(1250), 5)).unwrap();
+    driver.pipe_input("payments", Record::new("ann", Value::record(Settled { payer: "ann".to_string(), balance_cents: 1 }), 6)).unwrap();
+    driver.pipe_input("payments", Record::new("ann", pay(-250), 7)).unwrap();
+    let settled: Vec<Settled> = driver.read_output("settled").iter().filter_map(|r| r.value.as_record::<Settled>().cloned()).collect();
+    assert_eq!(settled, [Settled { payer: "ann".to_string(), balance_cents: 1250 }, Settled { payer: "ann".to_string(), balance_cents: 1000 }]);
+    let dead = driver.read_output(DLQ_TOPIC);
+    assert_eq!(dead.len(), 1);
+    let letter = dead[0].value.as_record::<Letter>().expect("the application's dead letter");
+    assert!(letter.id.starts_with("payments-") && letter.id.ends_with("-1"), "{letter:?}");
+    assert!(letter.reason.contains("not a Payment"), "{letter:?}");
+    assert_eq!(dead[0].header("sluice.error.class"), Some(&b"invalid_record"[..]), "the engine's headers locate it");
+
+    // A schema the application's serdes do not know is refused before anything runs, and so
+    // is any schema without serdes.
+    let unknown = TYPED.replace("schema = \"settled\"", "schema = \"ledger\"");
+    let error = TopologyTestDriver::new(Topology::parse(&unknown, "typed.toml").unwrap(), typed_registry(), config("typed-unknown")).err().unwrap();
+    assert!(error.to_string().contains("settled: no schema ledger"), "{error}");
+    let error = TopologyTestDriver::new(Topology::parse(TYPED, "typed.toml").unwrap(), registry(), config("typed-none")).err().unwrap();
+    assert!(error.to_string().contains("the application registered no serdes"), "{error}");
 }
 
 // ---------------------------------------------------------------- the runtime, on the broker

@@ -8,98 +8,98 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Prefix of environment overrides.
-pub const ENV_PREFIX: &str = "SLUICE__";
+pub(crate) const ENV_PREFIX: &str = "SLUICE__";
 
 /// Sluice settings. Every field is documented with its default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SluiceConfig {
+pub(crate) struct SluiceConfig {
     /// Kafka Streams `application.id`: the consumer group and the prefix of internal topics
     /// (`<application_id>-<store>-changelog`, `<application_id>-<name>-repartition`).
     /// Default `sluice`.
-    pub application_id: String,
+    pub(crate) application_id: String,
     /// Kafka `bootstrap.servers`. Default `127.0.0.1:9092`.
-    pub bootstrap_servers: String,
+    pub(crate) bootstrap_servers: String,
     /// Schema Registry base URL. Default `http://127.0.0.1:8081`.
-    pub schema_registry_url: String,
+    pub(crate) schema_registry_url: String,
     /// Kafka Streams `state.dir`: where local state lives. Default `.sluice/state`.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// The pipeline definition. Default `topology.toml`.
-    pub topology: PathBuf,
+    pub(crate) topology: PathBuf,
     /// Address of the embedded Schema Registry (`sluice registry`, `sluice dev`). Default
     /// `127.0.0.1:8081`.
-    pub registry_listen: String,
+    pub(crate) registry_listen: String,
     /// Address `sluice run` serves Prometheus metrics on (`GET /metrics`). Default
     /// `127.0.0.1:9464`.
-    pub metrics_listen: String,
+    pub(crate) metrics_listen: String,
     /// Kafka Streams `application.server`: `http://host:port` where `sluice run` serves
     /// interactive queries over its stores (and answers queries routed from other instances).
     /// No default: not served.
-    pub application_server: Option<String>,
+    pub(crate) application_server: Option<String>,
     /// Kafka `group.instance.id`: set it (stable across restarts of one instance, unique per
     /// instance) for static membership (KIP-345). Default: none, members join dynamically as
     /// in Kafka Streams; the instance is then named `<application_id>-<hash of the state_dir
     /// path>` in interactive-query discovery.
-    pub group_instance_id: Option<String>,
+    pub(crate) group_instance_id: Option<String>,
     /// Kafka Streams `num.stream.threads`: stream threads per instance. Default 1.
-    pub num_stream_threads: usize,
+    pub(crate) num_stream_threads: usize,
     /// Kafka Streams `commit.interval.ms`: how often tasks commit. Default 100.
-    pub commit_interval_ms: u64,
+    pub(crate) commit_interval_ms: u64,
     /// Kafka Streams `deserialization.exception.handler`: `dlq`, `log_and_continue` or `fail`.
     /// Default `dlq`.
-    pub deserialization_exception_handler: crate::task_manager::ErrorPolicy,
+    pub(crate) deserialization_exception_handler: sluice_streams::ErrorPolicy,
     /// Kafka Streams `processing.exception.handler` for poison pills: `dlq`,
     /// `log_and_continue` or `fail`. Default `dlq`.
-    pub processing_exception_handler: crate::task_manager::ErrorPolicy,
+    pub(crate) processing_exception_handler: sluice_streams::ErrorPolicy,
     /// Kafka Streams `max.task.idle.ms`: how long a task with records on some inputs waits
     /// for an empty input that is caught up, so that records are processed in timestamp order
     /// across topics (docs/architecture.md, timestamp synchronization). A task always waits
     /// for records already on the broker; -1 does not even wait for those. Default 0.
-    pub max_task_idle_ms: i64,
+    pub(crate) max_task_idle_ms: i64,
     /// Kafka `retry.backoff.ms`: the first wait after a retriable failure (registry or broker
     /// unavailable) before the record is retried. Default 100.
-    pub retry_backoff_ms: i64,
+    pub(crate) retry_backoff_ms: i64,
     /// Kafka `retry.backoff.max.ms`: waits double up to this. Default 1000.
-    pub retry_backoff_max_ms: i64,
+    pub(crate) retry_backoff_max_ms: i64,
     /// JWT `iss` the ingest API issues and every checker requires. Default `sluice`.
-    pub jwt_issuer: String,
+    pub(crate) jwt_issuer: String,
     /// JWT `aud` the ingest API issues and every checker requires. Default `sluice-api`.
-    pub jwt_audience: String,
+    pub(crate) jwt_audience: String,
     /// JWT signing algorithm: `HS256`, `RS256` or `EdDSA`. Default `HS256`.
-    pub jwt_algorithm: String,
+    pub(crate) jwt_algorithm: String,
     /// `kid` of the current signing key. Default `k1`.
-    pub jwt_kid: String,
+    pub(crate) jwt_kid: String,
     /// HS256 shared secret, at least 32 characters. No default (`sluice dev` generates one
     /// and keeps it in `<state_dir>/../jwt-secret`); never logged.
-    pub jwt_secret: Option<Secret>,
+    pub(crate) jwt_secret: Option<Secret>,
     /// RS256/EdDSA private key (PEM) for issuing tokens. No default.
-    pub jwt_private_key_file: Option<PathBuf>,
+    pub(crate) jwt_private_key_file: Option<PathBuf>,
     /// RS256/EdDSA public key (PEM) for checking tokens. No default.
-    pub jwt_public_key_file: Option<PathBuf>,
+    pub(crate) jwt_public_key_file: Option<PathBuf>,
     /// Retired keys still accepted after a rotation, comma-separated `kid=secret` (HS256) or
     /// `kid=/path/public.pem`. Default empty.
-    pub jwt_retired_keys: Secret,
+    pub(crate) jwt_retired_keys: Secret,
     /// Lifetime of the access tokens the ingest API issues, in seconds. Default 900.
-    pub jwt_access_ttl_s: u64,
+    pub(crate) jwt_access_ttl_s: u64,
     /// Lifetime of the refresh tokens the ingest API issues, in seconds. Default 1209600 (14 days).
-    pub jwt_refresh_ttl_s: u64,
+    pub(crate) jwt_refresh_ttl_s: u64,
     /// Address the ingest API listens on (`sluice ingest`, `sluice dev`). Default `127.0.0.1:8080`.
-    pub http_listen: String,
+    pub(crate) http_listen: String,
     /// Largest request body the ingest API reads, in bytes (413 beyond). Default 65536.
-    pub http_body_limit_bytes: usize,
+    pub(crate) http_body_limit_bytes: usize,
     /// Longest the ingest API works on one request before answering 503, in ms. Default 10000.
-    pub http_request_timeout_ms: u64,
+    pub(crate) http_request_timeout_ms: u64,
     /// Requests per second each principal (token subject, or client address when anonymous)
     /// may make on average; 429 with Retry-After beyond. Default 50.
-    pub http_rate_limit_per_s: u32,
+    pub(crate) http_rate_limit_per_s: u32,
     /// Requests a principal may make in a burst above the average rate. Default 100.
-    pub http_rate_limit_burst: u32,
+    pub(crate) http_rate_limit_burst: u32,
 }
 
 /// A setting that must never be printed: `Debug` shows `<redacted>`.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub(crate) struct Secret(pub(crate) String);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,8 +121,8 @@ impl Default for SluiceConfig {
             group_instance_id: None,
             num_stream_threads: 1,
             commit_interval_ms: 100,
-            deserialization_exception_handler: crate::task_manager::ErrorPolicy::Dlq,
-            processing_exception_handler: crate::task_manager::ErrorPolicy::Dlq,
+            deserialization_exception_handler: sluice_streams::ErrorPolicy::Dlq,
+            processing_exception_handler: sluice_streams::ErrorPolicy::Dlq,
             max_task_idle_ms: 0,
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
@@ -147,7 +147,7 @@ impl Default for SluiceConfig {
 
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file exists but could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -169,7 +169,7 @@ pub enum ConfigError {
 impl SluiceConfig {
     /// Defaults, then `path` (if it exists; a missing explicit file is an error only when
     /// `required`), then `SLUICE__*` variables from `env`.
-    pub fn load(
+    pub(crate) fn load(
         path: &Path,
         required: bool,
         env: impl IntoIterator<Item = (String, String)>,
