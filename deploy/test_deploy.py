@@ -41,10 +41,10 @@ def references(text):
 
 
 def sluice_config_keys():
-    source = (ROOT / "streams/src/config.rs").read_text()
-    body = source[source.index("pub struct SluiceConfig {"):]
+    source = (ROOT / "cli/src/config.rs").read_text()
+    body = source[source.index("pub(crate) struct SluiceConfig {"):]
     body = body[: body.index("\n}\n")]
-    return set(re.findall(r"^\s+pub (\w+):", body, re.M))
+    return set(re.findall(r"^\s+pub\(crate\) (\w+):", body, re.M))
 
 
 def cli_flags():

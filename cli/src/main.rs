@@ -176,6 +176,18 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(topology) => {
+                    // The pipeline's serdes judge the schema names (the engine does not know them).
+                    let serdes = sluice_processors::avro::AvroSerdes::new(&config.schema_registry_url)?;
+                    let problems: Vec<String> = topology
+                        .topics
+                        .iter()
+                        .chain(&topology.repartitions)
+                        .filter_map(|t| sluice_streams::Serdes::check_schema(&serdes, &t.name, t.schema.as_deref()?).err())
+                        .collect();
+                    if !problems.is_empty() {
+                        eprintln!("{}: {}", path.display(), problems.join("; "));
+                        return Ok(ExitCode::from(1));
+                    }
                     println!(
                         "{}: valid ({} sub-topologies, {} nodes, {} stores)",
                         path.display(),

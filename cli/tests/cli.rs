@@ -110,6 +110,16 @@ fn topology_validate_fails_naming_the_line() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("not co-partitioned") && stderr.contains("hmrc.death.notification (8)"), "{stderr}");
+
+    // Schema names are the pipeline's serdes' to judge: Avro files under schemas/avro/.
+    let unknown_schema = original.replacen("schema = \"payment_command\"", "schema = \"payment_comand\"", 1);
+    assert_ne!(unknown_schema, original);
+    let file = dir.join("unknown-schema.toml");
+    std::fs::write(&file, unknown_schema).unwrap();
+    let output = run(&["topology", "validate", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("unknown schema `payment_comand` (no schemas/avro/payment_comand.avsc)"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

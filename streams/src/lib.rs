@@ -3,7 +3,9 @@
 //! [`KafkaStreams`] and its [`stream_thread`]s; the [`task_manager::TaskManager`] that both the
 //! runtime and the [`TopologyTestDriver`] drive; [`StreamTask`]s with their
 //! [`partition_group::PartitionGroup`]s; the [`record_collector`] and the
-//! [`changelog_reader`].
+//! [`changelog_reader`]. An application brings its processors and its [`Serdes`] in a
+//! [`ProcessorRegistry`]; the engine knows no application's types (`examples/order-totals`
+//! is one built on this crate alone).
 
 pub mod admin;
 pub mod builtin;
