@@ -133,6 +133,7 @@ impl StreamThread {
             num_stream_threads: config.num_stream_threads,
             max_task_idle_ms: config.max_task_idle_ms,
             retry_backoff_ms: config.retry_backoff_ms,
+            processing_guarantee: config.processing_guarantee,
             retry_backoff_max_ms: config.retry_backoff_max_ms,
         };
         let instance = streams_config.instance_id.clone();

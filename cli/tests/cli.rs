@@ -411,11 +411,11 @@ fn reference(records: &[(String, i64, String)]) -> BTreeMap<String, i64> {
     totals
 }
 
-fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
+fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize, guarantee: &str) {
     let broker = sluice_testkit::Broker::start();
     let servers = broker.bootstrap_servers();
     let dir = temp_dir(name);
-    let extra = format!("metrics_listen = \"127.0.0.1:0\"\ncommit_interval_ms = 300\nnum_stream_threads = {num_stream_threads}\n");
+    let extra = format!("metrics_listen = \"127.0.0.1:0\"\ncommit_interval_ms = 300\nnum_stream_threads = {num_stream_threads}\nprocessing_guarantee = \"{guarantee}\"\n");
     let config = write_config(&dir, "crash", &servers, CRASH_TOPOLOGY, &extra);
     let cfg = config.to_str().unwrap();
     let created = run(&["topics", "create", "--config", cfg]);
@@ -476,6 +476,21 @@ fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
         }
     }
     assert_eq!(balances, expected, "{name}: store values after the crash equal the reference");
+    if guarantee == "exactly_once_v2" {
+        // Read committed, the outputs are each input's effect exactly once, in input order
+        // per key: the running totals, none repeated by the replay after the kill.
+        let mut outputs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (key, value, _) in consume_all(&servers, "totals") {
+            outputs.entry(key).or_default().push(value.parse().unwrap());
+        }
+        let mut sums: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (key, amount, _) in &all {
+            let list = sums.entry(key.clone()).or_default();
+            list.push(list.last().copied().unwrap_or(0) + amount);
+        }
+        let wrong: Vec<(&String, usize, usize)> = sums.iter().filter(|(k, v)| outputs.get(*k) != Some(v)).map(|(k, v)| (k, v.len(), outputs.get(k).map_or(0, Vec::len))).collect();
+        assert!(wrong.is_empty(), "{name}: keys whose committed outputs are not the running totals (key, inputs, outputs): {wrong:?}");
+    }
     // Changelog records carry the input position that caused them.
     let changelog = consume_all(&servers, "crash-balances-changelog");
     assert!(!changelog.is_empty());
@@ -488,12 +503,17 @@ fn crash_scenario(name: &str, wipe_state: bool, num_stream_threads: usize) {
 #[test]
 fn run_survives_kill_9_with_exactly_once_effects() {
     // Two stream threads: the exactly-once guarantee holds per task, whichever thread runs it.
-    crash_scenario("crash-keep", false, 2);
+    crash_scenario("crash-keep", false, 2, "at_least_once");
+}
+
+#[test]
+fn run_survives_kill_9_with_exactly_once_v2_and_no_repeated_output() {
+    crash_scenario("crash-eos", false, 2, "exactly_once_v2");
 }
 
 #[test]
 fn run_restores_from_the_changelog_after_kill_9_and_a_deleted_state_dir() {
-    crash_scenario("crash-wipe", true, 1);
+    crash_scenario("crash-wipe", true, 1, "at_least_once");
 }
 
 const DLQ_TOPOLOGY: &str = r#"

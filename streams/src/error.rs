@@ -52,6 +52,12 @@ pub enum StreamsError {
         /// The producer's answer.
         reason: String,
     },
+    /// This thread's transactional producer was fenced: another producer with its
+    /// `transactional.id` started (a newer incarnation of this instance), or a transaction
+    /// error Kafka calls fatal. The thread's uncommitted work is discarded and the thread is
+    /// replaced (docs/guarantees.md, exactly_once_v2).
+    #[error("the transactional producer was fenced or failed fatally: {0}")]
+    Fenced(String),
     /// A store's changelog topic is missing: restoring from nothing would silently lose the
     /// store, so the task refuses to start.
     #[error("task {task}: changelog topic `{topic}` of store `{store}` does not exist; restoring from it is impossible (create it with `sluice topics create` only if an empty store is acceptable)")]

@@ -20,6 +20,20 @@ use crate::stream_thread::{StreamContext, StreamThread, ThreadClients, LAG_INTER
 use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::Topology;
 
+/// Kafka Streams `processing.guarantee` (docs/guarantees.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Outputs, changelog records, the state and the input offsets are committed one after
+    /// the other; after a crash, the work since the last commit is redone (outputs may
+    /// repeat; event ids deduplicate the state).
+    AtLeastOnce,
+    /// Outputs, changelog records and input offsets are committed in one Kafka transaction
+    /// per stream thread and commit interval; readers with `read_committed` see each
+    /// input's effects once.
+    ExactlyOnceV2,
+}
+
 /// Runtime settings (Kafka Streams names, snake_case).
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
@@ -56,6 +70,8 @@ pub struct StreamsConfig {
     pub retry_backoff_ms: i64,
     /// `retry.backoff.max.ms`: the longest wait between retries.
     pub retry_backoff_max_ms: i64,
+    /// `processing.guarantee`.
+    pub processing_guarantee: ProcessingGuarantee,
 }
 
 impl StreamsConfig {
@@ -75,9 +91,15 @@ impl StreamsConfig {
             max_task_idle_ms: 0,
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
         }
     }
 }
+
+/// `transaction.timeout.ms` under `exactly_once_v2` (Kafka Streams' value): how long the
+/// transaction of an instance that died stays open, holding back `read_committed` readers of
+/// its outputs and changelogs, before the coordinator aborts it.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 
 /// Why the runtime stopped.
 pub type RuntimeError = StreamsError;
@@ -138,9 +160,28 @@ impl KafkaStreams {
         })
     }
 
-    /// One stream thread (named `instance`): its own consumer, producer and restore consumer.
+    /// One stream thread (named `instance`); a thread whose producer was fenced is replaced
+    /// by a new one (new clients, its tasks restored), as Kafka Streams replaces it.
     fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
+        loop {
+            match self.run_thread_once(instance, shutdown, failed) {
+                Err(StreamsError::Fenced(reason)) if !shutdown.load(Ordering::SeqCst) => {
+                    tracing::error!(thread = instance, %reason, "this stream thread's producer was fenced (another instance took its tasks, or a newer incarnation started); its uncommitted work is discarded and the thread restarts");
+                    metrics::counter!(crate::metrics::THREAD_RESTARTS_TOTAL, "reason" => "fenced").increment(1);
+                    // Two live instances configured with one instance id would fence each other
+                    // in turn: pace the restarts.
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One run of a stream thread: its own consumer, producer and restore consumer.
+    fn run_thread_once(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
         let config = &self.config;
+        let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
         let serde = TopicSerdes::new(&self.topology, &config.application_id, std::sync::Arc::clone(self.registry.serdes()));
         let mut consumer_config = ClientConfig::new();
         consumer_config
@@ -153,25 +194,40 @@ impl KafkaStreams {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
+            .set("isolation.level", isolation)
             .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string());
         if config.static_membership {
             consumer_config.set("group.instance.id", instance);
         }
         let consumer: BaseConsumer<StreamContext> = consumer_config.create_with_context(StreamContext::default())?;
-        let producer: FutureProducer = ClientConfig::new()
+        let mut producer_config = ClientConfig::new();
+        producer_config
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .create()?;
+            .set("message.timeout.ms", "30000");
+        // Discovery heartbeats are not part of any transaction: a producer of their own.
+        let discovery: FutureProducer = producer_config.create()?;
+        if exactly_once {
+            // Stable per thread, so that a restarted instance fences its previous incarnation
+            // and aborts its open transaction at once; the coordinator aborts the transaction
+            // of an instance that died for good after `transaction.timeout.ms`.
+            // A delivery may not outlive its transaction: `message.timeout.ms` is cut to match.
+            producer_config
+                .set("transactional.id", format!("{}-{instance}", config.application_id))
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+                .set("message.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
+        }
+        let producer: FutureProducer = producer_config.create()?;
         // Kafka Streams' restore consumer: no group, assigned the restoring changelogs.
         let restore_consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", format!("{}-restore", config.application_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            .set("isolation.level", isolation)
             .create()?;
         let watermark_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("group.id", format!("{}-watermarks", config.application_id)).create()?;
         let sources: Vec<String> = self.topology.subtopologies.iter().flat_map(|s| self.topology.input_topics(s.id, &config.application_id)).collect();
@@ -192,15 +248,20 @@ impl KafkaStreams {
             },
             self.local_stores.clone(),
         );
-        let collector = KafkaRecordCollector::new(producer, serde.clone())?;
+        let collector = KafkaRecordCollector::new(producer, serde.clone(), exactly_once)?;
         let mut thread = StreamThread::new(
             self,
             instance,
-            ThreadClients { consumer, watermark_client, collector, changelogs: KafkaChangelogConsumer::new(restore_consumer) },
+            ThreadClients { consumer, watermark_client, collector, discovery, changelogs: KafkaChangelogConsumer::new(restore_consumer) },
             serde,
             tasks,
         );
         let result = thread.run_loop(shutdown, failed);
+        if let Err(error @ StreamsError::Fenced(_)) = result {
+            // Nothing of the thread's may be committed any more: close without a commit.
+            thread.close_dirty();
+            return Err(error);
+        }
         let closed = thread.close();
         result.and(closed)
     }

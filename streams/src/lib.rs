@@ -29,7 +29,7 @@ pub mod test_driver;
 pub mod topology;
 
 pub use error::StreamsError;
-pub use kafka_streams::{KafkaStreams, RuntimeError, StreamsConfig};
+pub use kafka_streams::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig};
 pub use processor::{ErrorAction, FnProcessor, ProcessError, Processor, Punctuation, PunctuationType};
 pub use record::{Headers, OutputRecord, Record, RecordMetadata, Value};
 pub use record::Data;

@@ -28,6 +28,8 @@ pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
 /// Retriable failures (registry or broker away) after which the stream thread backed off and
 /// redid its work from the last commit (`reason`: `process` or `send`).
 pub const TASK_RETRIES_TOTAL: &str = "sluice_task_retries_total";
+/// Counter: stream threads replaced, by `reason` (`fenced`).
+pub const THREAD_RESTARTS_TOTAL: &str = "sluice_thread_restarts_total";
 
 /// Commands that reached their final outcome in the pipeline (`type`, `outcome`: settled or
 /// rejected, `reason`: empty when settled).

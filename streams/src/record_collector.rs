@@ -2,6 +2,12 @@
 //! letters, changelog records) and, at commit, flushes: awaits every send and reports the next
 //! offset of each changelog written. [`KafkaRecordCollector`] produces to the broker; the test
 //! driver appends to its in-memory topics.
+//!
+//! Under `exactly_once_v2` the Kafka collector's producer is transactional: the first send
+//! after a commit begins a transaction, and [`RecordCollector::commit_transaction`] adds the
+//! input offsets to it (`send_offsets_to_transaction` with the consumer group's metadata) and
+//! commits it; [`RecordCollector::abort_transaction`] discards it (docs/guarantees.md,
+//! exactly_once_v2).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +16,7 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_state::ChangelogRecord;
 
 use crate::error::StreamsError;
@@ -49,7 +55,37 @@ pub trait RecordCollector {
     fn send_changelog(&mut self, task: TaskId, topic: &str, change: ChangelogRecord) -> Result<(), SendError>;
     /// Awaits every send since the last flush.
     fn flush(&mut self) -> Result<ChangelogOffsets, SendError>;
+    /// Commits what was sent since the last commit together with the input `positions`
+    /// (next offset per input partition), atomically, when the collector is transactional;
+    /// nothing otherwise. Called after [`RecordCollector::flush`], before the state commit.
+    fn commit_transaction(&mut self, _positions: &[(Arc<str>, i32, i64)]) -> Result<(), SendError> {
+        Ok(())
+    }
+    /// Discards what was sent since the last commit, when the collector is transactional
+    /// (before a rewind redoes that work). An abort that cannot reach the broker is retried
+    /// before the next transaction begins.
+    fn abort_transaction(&mut self) -> Result<(), SendError> {
+        Ok(())
+    }
 }
+
+/// Where a transactional collector's transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    /// None open: the next send begins one.
+    Idle,
+    /// Begun; sends go into it.
+    Open,
+    /// Must be aborted before the next one begins (an abort that failed for now).
+    Aborting,
+}
+
+/// How long one transactional call may wait for the broker.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a commit whose outcome the broker has not confirmed is retried before the
+/// thread gives up (the transaction coordinator aborts it after `transaction.timeout.ms`).
+const COMMIT_RETRY_LIMIT: Duration = Duration::from_secs(120);
 
 /// A send awaiting its delivery report.
 struct Pending {
@@ -66,13 +102,60 @@ pub struct KafkaRecordCollector {
     /// Waits for deliveries.
     io: tokio::runtime::Runtime,
     pending: Vec<Pending>,
+    /// `Some` when the producer is transactional (`exactly_once_v2`).
+    transaction: Option<Transaction>,
+    /// The consumer group's metadata for `send_offsets_to_transaction`, refreshed by the
+    /// stream thread before each commit.
+    group_metadata: Option<rdkafka::consumer::ConsumerGroupMetadata>,
+    /// The input offsets last committed in a transaction.
+    committed: std::collections::HashMap<(Arc<str>, i32), i64>,
 }
 
 impl KafkaRecordCollector {
     /// A collector over `producer`, encoding typed values with `serde`.
-    pub fn new(producer: FutureProducer, serde: TopicSerdes) -> Result<KafkaRecordCollector, StreamsError> {
+    /// With `transactional`, the producer has a `transactional.id`; its transactions are
+    /// initialised here (fencing an earlier incarnation with the same id).
+    pub fn new(producer: FutureProducer, serde: TopicSerdes, transactional: bool) -> Result<KafkaRecordCollector, StreamsError> {
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StreamsError::Config(e.to_string()))?;
-        Ok(KafkaRecordCollector { producer, serde, io, pending: Vec::new() })
+        if transactional {
+            producer.init_transactions(Duration::from_secs(30))?;
+        }
+        Ok(KafkaRecordCollector {
+            producer,
+            serde,
+            io,
+            pending: Vec::new(),
+            transaction: transactional.then_some(Transaction::Idle),
+            group_metadata: None,
+            committed: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Sets the consumer group's metadata the next commit sends its offsets with.
+    pub fn set_group_metadata(&mut self, metadata: Option<rdkafka::consumer::ConsumerGroupMetadata>) {
+        self.group_metadata = metadata;
+    }
+
+    /// Forgets the offsets committed for partitions this thread no longer owns.
+    pub fn forget_committed(&mut self) {
+        self.committed.clear();
+    }
+
+    /// Begins a transaction if the producer is transactional and none is open (finishing an
+    /// abort that failed earlier first).
+    fn ensure_transaction(&mut self) -> Result<(), SendError> {
+        match self.transaction {
+            None | Some(Transaction::Open) => Ok(()),
+            Some(Transaction::Aborting) => {
+                self.abort_transaction()?;
+                self.ensure_transaction()
+            }
+            Some(Transaction::Idle) => {
+                self.producer.begin_transaction().map_err(|e| transaction_error("beginning a transaction", &e))?;
+                self.transaction = Some(Transaction::Open);
+                Ok(())
+            }
+        }
     }
 
     /// The producer (for records outside the commit protocol, e.g. discovery heartbeats).
@@ -128,8 +211,18 @@ fn headers_of<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Own
     owned
 }
 
+/// A transactional call's error: fatal ones (a fenced producer) stop the thread; the others
+/// abort the transaction and redo the work.
+fn transaction_error(what: &str, error: &KafkaError) -> SendError {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => SendError::Fatal(StreamsError::Fenced(format!("{what}: {error}"))),
+        _ => SendError::Retriable(format!("{what}: {error}")),
+    }
+}
+
 impl RecordCollector for KafkaRecordCollector {
     fn send(&mut self, topic: &str, record: &Record) -> Result<(), SendError> {
+        self.ensure_transaction()?;
         let payload = self.serde.encode_value(topic, &record.value)?;
         let headers = headers_of(record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
         let mut out: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic).headers(headers).timestamp(record.timestamp);
@@ -143,6 +236,7 @@ impl RecordCollector for KafkaRecordCollector {
     }
 
     fn send_changelog(&mut self, task: TaskId, topic: &str, change: ChangelogRecord) -> Result<(), SendError> {
+        self.ensure_transaction()?;
         let stamp = change.source.headers();
         let headers = headers_of(stamp.iter().map(|(k, v)| (*k, v.as_bytes())));
         let mut out: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic).partition(task.partition).key(change.key.as_slice()).headers(headers);
@@ -177,6 +271,73 @@ impl RecordCollector for KafkaRecordCollector {
         match failure {
             Some(error) => Err(error),
             None => Ok(offsets),
+        }
+    }
+
+    fn commit_transaction(&mut self, positions: &[(Arc<str>, i32, i64)]) -> Result<(), SendError> {
+        if self.transaction.is_none() {
+            return Ok(());
+        }
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for (topic, partition, position) in positions {
+            if self.committed.get(&(Arc::clone(topic), *partition)) != Some(position) {
+                offsets.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*position)).map_err(|e| SendError::Retriable(e.to_string()))?;
+            }
+        }
+        if offsets.count() == 0 && self.transaction != Some(Transaction::Open) {
+            return Ok(()); // nothing sent, nothing consumed
+        }
+        let result = (|| {
+            self.ensure_transaction()?;
+            if offsets.count() > 0 {
+                let metadata = self.group_metadata.as_ref().ok_or_else(|| SendError::Retriable("no consumer group metadata yet".to_string()))?;
+                self.producer.send_offsets_to_transaction(&offsets, metadata, TRANSACTION_TIMEOUT).map_err(|e| transaction_error("adding the input offsets to the transaction", &e))?;
+            }
+            // A commit the broker has not confirmed may still complete: retrying it is safe,
+            // aborting is not (its outputs may be committed already).
+            let started = std::time::Instant::now();
+            loop {
+                match self.producer.commit_transaction(TRANSACTION_TIMEOUT) {
+                    Ok(()) => return Ok(()),
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && started.elapsed() < COMMIT_RETRY_LIMIT => {
+                        tracing::warn!(error = %e, "committing the transaction: not confirmed yet; retrying");
+                    }
+                    Err(error) => return Err(transaction_error("committing the transaction", &error)),
+                }
+            }
+        })();
+        match result {
+            Ok(()) => {
+                self.transaction = Some(Transaction::Idle);
+                for e in offsets.elements() {
+                    if let rdkafka::Offset::Offset(position) = e.offset() {
+                        self.committed.insert((Arc::from(e.topic()), e.partition()), position);
+                    }
+                }
+                Ok(())
+            }
+            Err(SendError::Retriable(reason)) => {
+                self.transaction = Some(Transaction::Aborting);
+                Err(SendError::Retriable(reason))
+            }
+            Err(fatal) => Err(fatal),
+        }
+    }
+
+    fn abort_transaction(&mut self) -> Result<(), SendError> {
+        if !matches!(self.transaction, Some(Transaction::Open | Transaction::Aborting)) {
+            return Ok(());
+        }
+        self.pending.clear();
+        match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+            Ok(()) => {
+                self.transaction = Some(Transaction::Idle);
+                Ok(())
+            }
+            Err(error) => {
+                self.transaction = Some(Transaction::Aborting);
+                Err(transaction_error("aborting the transaction", &error))
+            }
         }
     }
 }

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::changelog_reader::KafkaChangelogConsumer;
 use crate::error::StreamsError;
 use crate::interactive::{instances_topic, InstanceInfo, HEARTBEAT};
-use crate::kafka_streams::{KafkaStreams, StreamsConfig};
+use crate::kafka_streams::{KafkaStreams, ProcessingGuarantee, StreamsConfig};
 use crate::now_ms;
 use crate::partition_group::FetchState;
 use crate::record_collector::KafkaRecordCollector;
@@ -145,6 +145,8 @@ pub(crate) struct StreamThread<'a> {
     /// ListOffsets requests do not queue behind the main consumer's long-polling fetches.
     watermark_client: BaseConsumer,
     collector: KafkaRecordCollector,
+    /// Publishes discovery heartbeats (outside any transaction).
+    discovery: FutureProducer,
     serde: TopicSerdes,
     changelogs: KafkaChangelogConsumer,
     tasks: TaskManager<OwnedMessage>,
@@ -176,19 +178,22 @@ pub(crate) struct ThreadClients {
     pub(crate) watermark_client: BaseConsumer,
     /// Sends through the thread's producer.
     pub(crate) collector: KafkaRecordCollector,
+    /// A plain producer for discovery heartbeats.
+    pub(crate) discovery: FutureProducer,
     /// Reads changelogs through the restore consumer.
     pub(crate) changelogs: KafkaChangelogConsumer,
 }
 
 impl<'a> StreamThread<'a> {
     pub(crate) fn new(streams: &'a KafkaStreams, instance: &str, clients: ThreadClients, serde: TopicSerdes, tasks: TaskManager<OwnedMessage>) -> StreamThread<'a> {
-        let ThreadClients { consumer, watermark_client, collector, changelogs } = clients;
+        let ThreadClients { consumer, watermark_client, collector, discovery, changelogs } = clients;
         StreamThread {
             streams,
             instance: instance.to_string(),
             consumer,
             watermark_client,
             collector,
+            discovery,
             serde,
             changelogs,
             tasks,
@@ -368,6 +373,13 @@ impl<'a> StreamThread<'a> {
     fn handle_rebalance(&mut self) -> Result<(), StreamsError> {
         let revoked: Vec<(String, i32)> = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("revoked lock"));
         if !revoked.is_empty() {
+            if self.config().processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+                // The open transaction holds work of the revoked tasks, whose offsets this
+                // thread can no longer commit: abort it, and redo the kept tasks' share.
+                self.collector.forget_committed();
+                self.tasks.abort_and_rewind(now_ms(), &mut self.collector)?;
+                self.take_rewind_seeks();
+            }
             self.committed.retain(|partition, _| !revoked.contains(partition));
             self.paused.retain(|partition| !revoked.contains(partition));
             self.pending_seeks.retain(|partition, _| !revoked.contains(partition));
@@ -454,7 +466,7 @@ impl<'a> StreamThread<'a> {
         let payload = serde_json::to_vec(&info).expect("instance info serialises");
         let topic = instances_topic(&self.config().application_id);
         let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload);
-        if let Err((error, _)) = self.collector.producer().send_result(record) {
+        if let Err((error, _)) = self.discovery.send_result(record) {
             tracing::warn!(%error, "cannot publish this instance's tasks for interactive queries");
         }
     }
@@ -463,10 +475,17 @@ impl<'a> StreamThread<'a> {
     /// that moved (an idle thread sends no commits).
     fn commit(&mut self) -> Result<(), StreamsError> {
         self.last_commit = Instant::now();
+        let exactly_once = self.config().processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        if exactly_once {
+            self.collector.set_group_metadata(self.consumer.group_metadata());
+        }
         let Some(positions) = self.tasks.commit(now_ms(), &mut self.collector)? else {
             self.take_rewind_seeks();
             return Ok(());
         };
+        if exactly_once {
+            return Ok(()); // the offsets were committed in the transaction
+        }
         let mut offsets = TopicPartitionList::new();
         for (topic, partition, position) in positions {
             if self.committed.get(&(topic.to_string(), partition)) != Some(&position) {
@@ -489,6 +508,15 @@ impl<'a> StreamThread<'a> {
         Ok(())
     }
 
+    /// Closes every task without committing (a fenced thread: its transaction is void) and
+    /// leaves the group.
+    pub(crate) fn close_dirty(&mut self) {
+        for id in self.tasks.owned_ids() {
+            self.tasks.close_dirty(id);
+        }
+        self.consumer.unsubscribe();
+    }
+
     /// Commits and closes every task, then leaves the group.
     pub(crate) fn close(&mut self) -> Result<(), StreamsError> {
         tracing::debug!(poll_ms = self.spent.0.as_millis() as u64, process_ms = self.spent.1.as_millis() as u64, commit_ms = self.spent.2.as_millis() as u64, "stream thread time");
@@ -498,10 +526,11 @@ impl<'a> StreamThread<'a> {
             // Gone: queries stop being routed here at once.
             let topic = instances_topic(&self.config().application_id);
             let key = self.instance.clone();
-            let _ = self.collector.producer().send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key));
+            let _ = self.discovery.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key));
         }
         use rdkafka::producer::Producer;
         self.collector.producer().flush(Duration::from_secs(10))?;
+        self.discovery.flush(Duration::from_secs(10))?;
         self.consumer.unsubscribe();
         result.and(closed)
     }

@@ -376,7 +376,7 @@ impl<R: StampedRecord> TaskManager<R> {
                         let letter = deserializer.dead_letter(metadata, record, &error);
                         self.tasks.get_mut(&id).expect("running").skip(metadata);
                         if let Err(error) = collector.send(DLQ_TOPIC, &letter) {
-                            return self.send_failed(error, now);
+                            return self.send_failed(error, now, collector);
                         }
                     }
                 },
@@ -390,7 +390,7 @@ impl<R: StampedRecord> TaskManager<R> {
         let outputs = self.tasks.get_mut(&id).expect("running").take_outputs();
         for output in outputs {
             if let Err(error) = collector.send(&output.topic, &output.record) {
-                return self.send_failed(error, now);
+                return self.send_failed(error, now, collector);
             }
         }
         Ok(Step::Done)
@@ -398,17 +398,28 @@ impl<R: StampedRecord> TaskManager<R> {
 
     /// A send or flush failed: fatal errors stop the thread; retriable ones rewind every
     /// task to its last commit and back off.
-    fn send_failed(&mut self, error: SendError, now: i64) -> Result<Step, StreamsError> {
+    fn send_failed(&mut self, error: SendError, now: i64, collector: &mut dyn RecordCollector) -> Result<Step, StreamsError> {
         match error {
             SendError::Fatal(error) => Err(error),
             SendError::Retriable(reason) => {
                 let wait_ms = self.backoff.fail(now);
                 metrics::counter!(crate::metrics::TASK_RETRIES_TOTAL, "reason" => "send").increment(1);
                 tracing::warn!(%reason, wait_ms, "a send failed; discarding the work since the last commit and redoing it after a backoff");
-                self.rewind(now)?;
+                self.abort_and_rewind(now, collector)?;
                 Ok(Step::Rewound)
             }
         }
+    }
+
+    /// Aborts the collector's transaction, if any (an abort that cannot reach the broker now
+    /// is finished before the next transaction begins), and rewinds every task.
+    pub fn abort_and_rewind(&mut self, now: i64, collector: &mut dyn RecordCollector) -> Result<(), StreamsError> {
+        match collector.abort_transaction() {
+            Err(SendError::Fatal(error)) => return Err(error),
+            Err(SendError::Retriable(reason)) => tracing::warn!(%reason, "the transaction could not be aborted yet; it will be before the next one begins"),
+            Ok(()) => {}
+        }
+        self.rewind(now)
     }
 
     /// Advances every running task's wall clock, firing due wall-clock punctuations, and
@@ -429,18 +440,23 @@ impl<R: StampedRecord> TaskManager<R> {
     }
 
     /// The commit protocol (docs/guarantees.md, the commit protocol): send every task's
-    /// changelog records, flush the collector, then write each task's sled batch (state,
-    /// input positions, changelog offsets). Returns every running task's input positions for
+    /// changelog records, flush the collector, commit its transaction with the input
+    /// positions (`exactly_once_v2`), then write each task's sled batch (state, input
+    /// positions, changelog offsets). Returns every running task's input positions for
     /// the consumer group, or `None` when a retriable failure rewound the tasks instead.
     pub fn commit(&mut self, now: i64, collector: &mut dyn RecordCollector) -> Result<Option<Positions>, StreamsError> {
         let mut offsets = match self.deliver_changelog(collector) {
             Ok(offsets) => offsets,
             Err(error) => {
-                self.send_failed(error, now)?;
+                self.send_failed(error, now, collector)?;
                 return Ok(None);
             }
         };
-        let mut positions = Vec::new();
+        let positions: Positions = self.tasks.iter().flat_map(|(id, task)| task.inputs().map(|(topic, position)| (Arc::clone(topic), id.partition, position))).collect();
+        if let Err(error) = collector.commit_transaction(&positions) {
+            self.send_failed(error, now, collector)?;
+            return Ok(None);
+        }
         for (id, task) in &mut self.tasks {
             let stores: Vec<(String, i64)> = task.state().store_names().filter_map(|s| offsets.remove(&(*id, Arc::from(s))).map(|o| (s.to_string(), o))).collect();
             let stores: Vec<(&str, i64)> = stores.iter().map(|(s, o)| (s.as_str(), *o)).collect();
@@ -452,7 +468,6 @@ impl<R: StampedRecord> TaskManager<R> {
                 }
             }
             tracing::trace!(task = %id, changelog = ?stores, "task committed");
-            positions.extend(task.inputs().map(|(topic, position)| (Arc::clone(topic), id.partition, position)));
         }
         Ok(Some(positions))
     }
