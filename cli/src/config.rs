@@ -57,7 +57,7 @@ pub(crate) struct SluiceConfig {
     /// for records already on the broker; -1 does not even wait for those. Default 0.
     pub(crate) max_task_idle_ms: i64,
     /// Kafka Streams `processing.guarantee`: `at_least_once` or `exactly_once_v2`
-    /// (docs/guarantees.md). Default `at_least_once`.
+    /// (docs/guarantees.md). Default `exactly_once_v2`.
     pub(crate) processing_guarantee: sluice_streams::ProcessingGuarantee,
     /// Kafka `retry.backoff.ms`: the first wait after a retriable failure (registry or broker
     /// unavailable) before the record is retried. Default 100.
@@ -128,7 +128,7 @@ impl Default for SluiceConfig {
             processing_exception_handler: sluice_streams::ErrorPolicy::Dlq,
             max_task_idle_ms: 0,
             retry_backoff_ms: 100,
-            processing_guarantee: sluice_streams::ProcessingGuarantee::AtLeastOnce,
+            processing_guarantee: sluice_streams::ProcessingGuarantee::ExactlyOnceV2,
             retry_backoff_max_ms: 1000,
             jwt_issuer: "sluice".to_string(),
             jwt_audience: "sluice-api".to_string(),

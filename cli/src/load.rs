@@ -21,7 +21,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_streams::builtin::register_builtins;
-use sluice_streams::{now_ms, ErrorPolicy, KafkaStreams, StreamsConfig};
+use sluice_streams::{now_ms, ErrorPolicy, KafkaStreams, ProcessingGuarantee, StreamsConfig};
 use sluice_streams::topology::TopicSpec;
 use sluice_streams::{ProcessorRegistry, Topology};
 
@@ -46,6 +46,17 @@ pub(crate) struct LoadArgs {
     /// `commit.interval.ms` of the runtime (and the relay's flush-and-commit period).
     #[arg(long, default_value_t = 100)]
     commit_interval_ms: u64,
+    /// `processing.guarantee` of the aggregation: `at_least_once` or `exactly_once_v2`.
+    #[arg(long, default_value = "at_least_once", value_parser = parse_guarantee)]
+    processing_guarantee: ProcessingGuarantee,
+}
+
+fn parse_guarantee(text: &str) -> Result<ProcessingGuarantee, String> {
+    match text {
+        "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
+        "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnceV2),
+        other => Err(format!("`{other}`: at_least_once or exactly_once_v2")),
+    }
 }
 
 const PARTITIONS: i32 = 4;
@@ -133,6 +144,7 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
         commit_interval_ms: args.commit_interval_ms,
         deserialization_error_policy: ErrorPolicy::Dlq,
         processing_error_policy: ErrorPolicy::Dlq,
+        processing_guarantee: args.processing_guarantee,
         ..StreamsConfig::new(APP, servers, state_dir.clone())
     };
     let mut registry = ProcessorRegistry::new();
@@ -167,7 +179,7 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
     let budget = args.commit_interval_ms as f64 + 100.0;
     let ratio = aggregation_rate / relay_rate;
     Ok(format!(
-        "\nsluice load: {} records, {} keys, 4 partitions, commit.interval.ms={}\n\
+        "\nsluice load: {} records, {} keys, 4 partitions, commit.interval.ms={}, {:?}\n\
          (a) relay (rdkafka consume -> produce, no state)      {relay_rate:>10.0} records/s  ({relay_s:.2} s)\n\
          (b) aggregation (runtime, changelog + dedupe)         {aggregation_rate:>10.0} records/s  ({aggregation_s:.2} s)\n\
          (b)/(a)                                               {:>10.1} %   (target >= 60 %: {})\n\
@@ -177,6 +189,7 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
         args.records,
         args.keys,
         args.commit_interval_ms,
+        args.processing_guarantee,
         ratio * 100.0,
         if ratio >= 0.6 { "met" } else { "MISSED" },
         args.rate,

@@ -216,6 +216,14 @@ impl KafkaChangelogConsumer {
     }
 }
 
+/// Errors a consumer recovers from by itself (the broker away, a connection lost).
+fn is_transient(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve | RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::NetworkException)
+    )
+}
+
 impl ChangelogConsumer for KafkaChangelogConsumer {
     fn watermarks(&mut self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, String> {
         match self.consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
@@ -243,6 +251,12 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
             let Some(left) = READ_BUDGET.checked_sub(started.elapsed()) else { break };
             match self.consumer.poll(left) {
                 None => break,
+                // librdkafka reports a broker that went away as consumer errors; it reconnects
+                // and goes on fetching by itself (Kafka's Java consumer does not surface these).
+                Some(Err(error)) if is_transient(&error) => {
+                    tracing::debug!(%error, "restore consumer: transient error");
+                    break;
+                }
                 Some(Err(error)) => return Err(error.to_string()),
                 Some(Ok(message)) => {
                     let Some(index) = partitions.iter().position(|p| p.partition == message.partition() && p.topic == message.topic()) else { continue };

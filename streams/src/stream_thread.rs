@@ -78,8 +78,19 @@ impl ClientContext for StreamContext {
                 if *partition < 0 {
                     continue; // librdkafka's internal unassigned partition
                 }
-                if p.consumer_lag >= 0 {
-                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(p.consumer_lag as f64);
+                // librdkafka's `consumer_lag` counts from the consumer's own offset commits;
+                // under exactly_once_v2 offsets are committed in transactions, which it does
+                // not see: then the end of the partition (the last stable offset when reading
+                // committed) minus the position the thread reached.
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
+                let lag = if p.consumer_lag >= 0 {
+                    Some(p.consumer_lag)
+                } else {
+                    let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                    (end >= 0 && position >= 0).then(|| (end - position).max(0))
+                };
+                if let Some(lag) = lag {
+                    metrics::gauge!(crate::metrics::RECORDS_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(lag as f64);
                 }
             }
         }
@@ -226,9 +237,13 @@ impl<'a> StreamThread<'a> {
             self.spent.0 += t0.elapsed();
             self.create_tasks()?;
             if self.tasks.is_restoring() {
-                let started = self.tasks.restore(now_ms(), &mut self.changelogs, RESTORE_RECORDS_PER_STEP)?;
-                if !started.is_empty() {
-                    self.publish_instance();
+                match self.tasks.restore(now_ms(), &mut self.changelogs, RESTORE_RECORDS_PER_STEP) {
+                    Ok(started) if !started.is_empty() => self.publish_instance(),
+                    Ok(_) => {}
+                    // A read the broker could not serve (it went away): the next step retries
+                    // from the last record applied.
+                    Err(error @ StreamsError::Restore { .. }) => self.consumer_errors.report("a restore step failed; retrying", &error),
+                    Err(error) => return Err(error),
                 }
             }
             let t1 = Instant::now();
