@@ -1054,3 +1054,5 @@ mod api;
 mod kcat;
 #[path = "cli/outage.rs"]
 mod outage;
+#[path = "cli/failover.rs"]
+mod failover;

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The Prometheus text of the metrics endpoint at `metrics` (empty while it does not answer).
-fn metrics_text(metrics: &str) -> String {
+pub(crate) fn metrics_text(metrics: &str) -> String {
     let Ok(mut stream) = TcpStream::connect(metrics) else { return String::new() };
     let _ = stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n").as_bytes());
     let mut body = String::new();
@@ -25,7 +25,7 @@ fn start_registry(address: &str, servers: &str, log: &Path) -> Running {
     child
 }
 
-fn stop(child: &mut Running) {
+pub(crate) fn stop(child: &mut Running) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
