@@ -11,66 +11,130 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
     metrics_text(metrics).lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Two `sluice run` instances of application `failover` (exactly_once_v2), each with its own
+/// state directory and metrics endpoint, over `CRASH_TOPOLOGY` with its topics created.
+struct Pair {
+    broker: sluice_testkit::Broker,
+    servers: String,
+    root: PathBuf,
+    /// (directory, config file, metrics address) per instance.
+    instances: Vec<(PathBuf, PathBuf, String)>,
+}
+
+impl Pair {
+    fn new(name: &str) -> Pair {
+        let broker = sluice_testkit::Broker::start();
+        let servers = broker.bootstrap_servers();
+        let root = temp_dir(name);
+        let instances: Vec<(PathBuf, PathBuf, String)> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                let dir = root.join(name);
+                std::fs::create_dir_all(&dir).unwrap();
+                let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
+                let extra = format!("metrics_listen = \"{metrics}\"\ncommit_interval_ms = 300\nprocessing_guarantee = \"exactly_once_v2\"\n");
+                let config = write_config(&dir, "failover", &servers, CRASH_TOPOLOGY, &extra);
+                (dir, config, metrics)
+            })
+            .collect();
+        let created = run(&["topics", "create", "--config", instances[0].1.to_str().unwrap()]);
+        assert!(created.status.success(), "{}", text(&created.stderr));
+        Pair { broker, servers, root, instances }
+    }
+
+    fn spawn(&self, i: usize) -> Running {
+        let log = std::fs::File::create(self.instances[i].0.join("run.log")).unwrap();
+        Running(sluice().args(["run", "--config", self.instances[i].1.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap())
+    }
+
+    fn tasks(&self, i: usize) -> Option<f64> {
+        gauge(&self.instances[i].2, "sluice_active_tasks")
+    }
+
+    fn committed(&self) -> i64 {
+        committed_total(&self.servers, "failover", "increments", 4)
+    }
+
+    /// Starts both instances on a first batch, then sends a second and returns once part of
+    /// it is committed (the instances are mid-stream).
+    fn start_mid_stream(&self, inputs: &[(String, i64, String)]) -> (Running, Running) {
+        produce(&self.servers, "increments", &inputs[..2_000]);
+        let (a, b) = (self.spawn(0), self.spawn(1));
+        wait_until("each instance runs two of the four tasks", 90, || self.tasks(0) == Some(2.0) && self.tasks(1) == Some(2.0));
+        wait_until("the first batch is committed", 90, || self.committed() >= 2_000);
+        produce(&self.servers, "increments", &inputs[2_000..]);
+        wait_until("part of the second batch is committed", 90, || self.committed() >= 4_000);
+        (a, b)
+    }
+
+    /// Every input committed, and read committed the outputs are each input's running total
+    /// exactly once per key.
+    fn check_exactly_once(&self, inputs: &[(String, i64, String)]) {
+        wait_until("every input is committed", 180, || self.committed() == inputs.len() as i64);
+        let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (key, amount, _) in inputs {
+            let sums = expected.entry(key.clone()).or_default();
+            sums.push(sums.last().copied().unwrap_or(0) + amount);
+        }
+        let mut outputs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        wait_until("every output is readable", 60, || {
+            outputs = BTreeMap::new();
+            for (key, value, _) in consume_all(&self.servers, "totals") {
+                outputs.entry(key).or_default().push(value.parse().unwrap());
+            }
+            outputs.values().map(Vec::len).sum::<usize>() >= inputs.len()
+        });
+        let wrong: Vec<(&String, usize, usize)> = expected.iter().filter(|(k, v)| outputs.get(*k) != Some(v)).map(|(k, v)| (k, v.len(), outputs.get(k).map_or(0, Vec::len))).collect();
+        assert!(wrong.is_empty(), "keys whose committed outputs are not the running totals (key, inputs, outputs): {wrong:?}");
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.instances[i].0.join("run.log")).unwrap()
+    }
+
+    fn finish(self, mut running: Vec<Running>) {
+        for child in &mut running {
+            stop(child);
+        }
+        drop(self.broker);
+        std::fs::remove_dir_all(&self.root).unwrap();
+    }
+}
+
 #[test]
 fn a_killed_instance_is_replaced_and_nothing_is_lost_or_repeated() {
-    let broker = sluice_testkit::Broker::start();
-    let servers = broker.bootstrap_servers();
-    let root = temp_dir("failover");
-    let instances: Vec<(PathBuf, PathBuf, String)> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let dir = root.join(name);
-            std::fs::create_dir_all(&dir).unwrap();
-            let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
-            let extra = format!("metrics_listen = \"{metrics}\"\ncommit_interval_ms = 300\nprocessing_guarantee = \"exactly_once_v2\"\n");
-            let config = write_config(&dir, "failover", &servers, CRASH_TOPOLOGY, &extra);
-            (dir, config, metrics)
-        })
-        .collect();
-    let created = run(&["topics", "create", "--config", instances[0].1.to_str().unwrap()]);
-    assert!(created.status.success(), "{}", text(&created.stderr));
-    let first = increments(0, 2_000);
-    let second = increments(2_000, 30_000);
-    produce(&servers, "increments", &first);
-    let spawn = |i: usize| {
-        let log = std::fs::File::create(instances[i].0.join("run.log")).unwrap();
-        Running(sluice().args(["run", "--config", instances[i].1.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap())
-    };
-    let mut a = spawn(0);
-    let mut b = spawn(1);
-    let (metrics_a, metrics_b) = (&instances[0].2, &instances[1].2);
-    wait_until("each instance runs two of the four tasks", 90, || gauge(metrics_a, "sluice_active_tasks") == Some(2.0) && gauge(metrics_b, "sluice_active_tasks") == Some(2.0));
-    wait_until("the first batch is committed", 90, || committed_total(&servers, "failover", "increments", 4) >= 2_000);
-    produce(&servers, "increments", &second);
-    wait_until("part of the second batch is committed", 90, || committed_total(&servers, "failover", "increments", 4) >= 4_000);
+    let pair = Pair::new("failover");
+    let inputs = increments(0, 32_000);
+    let (mut a, b) = pair.start_mid_stream(&inputs);
     a.kill().unwrap(); // SIGKILL mid-stream: its open transaction is left to the coordinator
     a.wait().unwrap();
     let killed = Instant::now();
-    assert!(committed_total(&servers, "failover", "increments", 4) < 32_000, "killed mid-stream");
-    wait_until("the survivor runs every task", 90, || gauge(metrics_b, "sluice_active_tasks") == Some(4.0));
+    assert!(pair.committed() < 32_000, "killed mid-stream");
+    wait_until("the survivor runs every task", 90, || pair.tasks(1) == Some(4.0));
     let failover = killed.elapsed();
-    wait_until("every input is committed", 180, || committed_total(&servers, "failover", "increments", 4) == 32_000);
-
-    // Read committed: the outputs are each input's running total exactly once per key.
-    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
-    let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (key, amount, _) in &all {
-        let sums = expected.entry(key.clone()).or_default();
-        sums.push(sums.last().copied().unwrap_or(0) + amount);
-    }
-    let mut outputs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    wait_until("every output is readable", 60, || {
-        outputs = BTreeMap::new();
-        for (key, value, _) in consume_all(&servers, "totals") {
-            outputs.entry(key).or_default().push(value.parse().unwrap());
-        }
-        outputs.values().map(Vec::len).sum::<usize>() >= all.len()
-    });
-    let wrong: Vec<(&String, usize, usize)> = expected.iter().filter(|(k, v)| outputs.get(*k) != Some(v)).map(|(k, v)| (k, v.len(), outputs.get(k).map_or(0, Vec::len))).collect();
-    assert!(wrong.is_empty(), "keys whose committed outputs are not the running totals (key, inputs, outputs): {wrong:?}");
-    let log = std::fs::read_to_string(instances[1].0.join("run.log")).unwrap();
-    assert!(log.matches("task restored").count() >= 4, "the survivor restored the tasks it took over: {log}");
+    pair.check_exactly_once(&inputs);
+    assert!(pair.log(1).matches("task restored").count() >= 4, "the survivor restored the tasks it took over: {}", pair.log(1));
     eprintln!("failover: {:.1} s from kill -9 to every task running on the survivor", failover.as_secs_f64());
-    stop(&mut b);
-    std::fs::remove_dir_all(root).unwrap();
+    pair.finish(vec![b]);
+}
+
+/// A zombie: an instance paused (SIGSTOP) past the session timeout is replaced; when it wakes
+/// it cannot commit the work it did for tasks it lost (its transaction is aborted, or its
+/// producer fenced), and it rejoins the group.
+#[test]
+fn a_paused_instance_cannot_commit_when_it_wakes_and_rejoins() {
+    let pair = Pair::new("zombie");
+    let inputs = increments(0, 32_000);
+    let (a, b) = pair.start_mid_stream(&inputs);
+    assert!(Command::new("kill").arg("-STOP").arg(a.id().to_string()).status().unwrap().success());
+    wait_until("the other instance runs every task", 90, || pair.tasks(1) == Some(4.0));
+    assert!(Command::new("kill").arg("-CONT").arg(a.id().to_string()).status().unwrap().success());
+    wait_until("the woken instance rejoins and the tasks are shared again", 90, || pair.tasks(0) == Some(2.0) && pair.tasks(1) == Some(2.0));
+    pair.check_exactly_once(&inputs);
+    let log = pair.log(0);
+    assert!(log.matches("partitions assigned").count() >= 2, "the woken instance rejoined: {log}");
+    for line in log.lines().filter(|l| l.contains("fenced") || l.contains("discarding") || l.contains("revoked") || l.contains("transaction")) {
+        eprintln!("zombie: {line}");
+    }
+    pair.finish(vec![a, b]);
 }
