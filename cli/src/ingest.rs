@@ -76,5 +76,6 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         limiter: sluice_ingest::ops::RateLimiter::new(config.http_rate_limit_per_s, config.http_rate_limit_burst),
         settings,
         metrics,
+        users: Some(sluice_ingest::users_view::UsersView::start(&config.bootstrap_servers, &sluice_streams::topology::changelog_topic(&config.application_id, sluice_processors::model::stores::USERS))?),
     }))
 }

@@ -1056,3 +1056,5 @@ mod kcat;
 mod outage;
 #[path = "cli/failover.rs"]
 mod failover;
+#[path = "cli/replica.rs"]
+mod replica;

@@ -2,7 +2,8 @@
 //! profile, and [`Caller`], the checked principal of every authenticated request.
 //!
 //! Passwords are hashed here with argon2id and only the PHC string travels to the pipeline.
-//! Login reads the user (and its hash) from the `users` store through an interactive query.
+//! Login reads the user (and its hash) from the `users` store through an interactive query,
+//! or from the API's replica of it while no processor instance answers.
 //! A token is refused when its signature, algorithm, key, `exp`, `iss`, `aud` or use is wrong,
 //! and, for users, when it was issued before the user's sessions were revoked (logout or
 //! password change, applied by the pipeline).
@@ -93,11 +94,25 @@ async fn current_user(state: &SharedState, claims: &Claims) -> Result<User, Prob
     Ok(user)
 }
 
-/// The user `user_id` from the `users` store, wherever its task runs.
+/// The user `user_id` from the `users` store, wherever its task runs; from the API's own
+/// replica of it ([`crate::users_view`]) when no instance can answer.
 pub async fn read_user(state: &SharedState, user_id: &str) -> Result<Option<User>, Problem> {
-    let served = state.queries.get(stores::USERS, user_id).await?;
-    served.value.map(|bytes| serde_json::from_slice::<User>(&bytes).map_err(|e| Problem::internal(format!("unreadable user record: {e}")))).transpose()
+    let value = match state.queries.get(stores::USERS, user_id).await {
+        Ok(served) => served.value,
+        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => match state.users.as_ref().and_then(|view| view.get(user_id)) {
+            Some(value) => {
+                metrics::counter!(USERS_VIEW_READS_TOTAL).increment(1);
+                value
+            }
+            None => return Err(problem),
+        },
+        Err(problem) => return Err(problem),
+    };
+    value.map(|bytes| serde_json::from_slice::<User>(&bytes).map_err(|e| Problem::internal(format!("unreadable user record: {e}")))).transpose()
 }
+
+/// Counter: users read from the API's own replica because no processor instance answered.
+pub const USERS_VIEW_READS_TOTAL: &str = "sluice_api_users_replica_reads_total";
 
 /// The 401 of a refused token: type `https://sluice.dev/problems/<code>`, e.g. `token-expired`.
 pub fn token_problem(error: &TokenError) -> Problem {

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod problem;
 pub mod publish;
 pub mod queries;
+pub mod users_view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The API's own replica of the `users` store, answering when the processors cannot.
+    pub users: Option<users_view::UsersView>,
 }
 
 /// Shared state of the handlers.

@@ -102,6 +102,7 @@ mod tests {
                 pipeline,
             },
             metrics: None,
+            users: None,
         })
     }
 
