@@ -50,16 +50,6 @@ impl UsersView {
         }
         Some(self.entries.read().expect("users view lock").get(user_id).cloned())
     }
-
-    /// Users held.
-    pub fn len(&self) -> usize {
-        self.entries.read().expect("users view lock").len()
-    }
-
-    /// True when no user is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for UsersView {
