@@ -59,6 +59,9 @@ pub(crate) struct SluiceConfig {
     /// Kafka Streams `processing.guarantee`: `at_least_once` or `exactly_once_v2`
     /// (docs/guarantees.md). Default `exactly_once_v2`.
     pub(crate) processing_guarantee: sluice_streams::ProcessingGuarantee,
+    /// Kafka Streams `num.standby.replicas`: warm copies of each stateful task's stores kept
+    /// on other instances, promoted on failover (docs/guarantees.md). Default 0.
+    pub(crate) num_standby_replicas: usize,
     /// Kafka `retry.backoff.ms`: the first wait after a retriable failure (registry or broker
     /// unavailable) before the record is retried. Default 100.
     pub(crate) retry_backoff_ms: i64,
@@ -129,6 +132,7 @@ impl Default for SluiceConfig {
             max_task_idle_ms: 0,
             retry_backoff_ms: 100,
             processing_guarantee: sluice_streams::ProcessingGuarantee::ExactlyOnceV2,
+            num_standby_replicas: 0,
             retry_backoff_max_ms: 1000,
             jwt_issuer: "sluice".to_string(),
             jwt_audience: "sluice-api".to_string(),

@@ -134,6 +134,7 @@ impl StreamThread {
             max_task_idle_ms: config.max_task_idle_ms,
             retry_backoff_ms: config.retry_backoff_ms,
             processing_guarantee: config.processing_guarantee,
+            num_standby_replicas: config.num_standby_replicas,
             retry_backoff_max_ms: config.retry_backoff_max_ms,
         };
         let instance = streams_config.instance_id.clone();

@@ -313,6 +313,19 @@ impl TaskState {
         Ok(stats)
     }
 
+    /// Drops the input offsets of the checkpoint (a standby's copy: the state it will hold is
+    /// the active task's, not what this copy processed); a later restore resumes from the
+    /// group's committed offsets.
+    pub fn forget_input_offsets(&mut self) -> Result<(), StateError> {
+        let mut batch = sled::Batch::default();
+        for (topic, partition) in self.checkpoint.input_offsets.keys() {
+            batch.remove(input_key(topic, *partition));
+        }
+        self.tree.apply_batch(batch)?;
+        self.checkpoint.input_offsets.clear();
+        Ok(())
+    }
+
     /// Ends a restore: the resume positions become the checkpoint's input offsets.
     pub fn finish_restore(&mut self, resume: BTreeMap<(String, i32), i64>) -> Result<(), StateError> {
         let mut batch = sled::Batch::default();

@@ -45,9 +45,13 @@ pub trait ChangelogConsumer {
     /// The (log start, end) offsets of a partition; `None` when the topic does not exist.
     fn watermarks(&mut self, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, String>;
     /// Up to `max` records from `partitions`, each read from its `next` offset, in offset
-    /// order per partition, as `(index in partitions, offset, record)`. `changed` says the
-    /// set of partitions differs from the previous call's; an empty set releases the reader.
-    fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String>;
+    /// order per partition, as `(index in partitions, offset, record)`, waiting at most
+    /// `wait` for the first. `changed` says the partitions or their `next` offsets differ
+    /// from the previous call's; an empty set releases the reader.
+    fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize, wait: Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String>;
+    /// The last known end of a partition being read (its last stable offset when reading
+    /// committed), without asking the broker; `None` when not known yet.
+    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64>;
     /// True when the reader is past `partition.end` although it delivered no record there (a
     /// compacted or transactional tail).
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool;
@@ -63,10 +67,31 @@ struct RestoringTask {
     last_log: Instant,
 }
 
+/// A standby task: a warm copy of another member's task, kept current from its changelogs
+/// (see [`crate::standby`]).
+struct StandbyTask {
+    state: TaskState,
+    /// Its changelog partitions; `end` is unused (a standby never finishes).
+    partitions: Vec<ChangelogPartition>,
+    /// What a changelog record's input must be below to be applied: under `at_least_once`, the
+    /// group's committed offsets (a record of an uncommitted input may be redone differently
+    /// by the active task); under `exactly_once_v2`, every input partition at `i64::MAX`
+    /// (read committed, every record read is committed).
+    applicable: BTreeMap<(String, i32), i64>,
+    /// Under `at_least_once`: the task reached records of uncommitted inputs and waits for
+    /// newer committed offsets ([`StoreChangelogReader::set_standby_committed`]).
+    blocked: bool,
+    lag: Vec<metrics::Gauge>,
+}
+
 /// See the module docs.
 #[derive(Default)]
 pub struct StoreChangelogReader {
     restoring: BTreeMap<TaskId, RestoringTask>,
+    standbys: BTreeMap<TaskId, StandbyTask>,
+    /// The partitions the consumer was last given, and whether their offsets must be given
+    /// again (a task registered or removed, a standby cut short).
+    assigned: Vec<(String, i32)>,
     changed: bool,
 }
 
@@ -140,8 +165,7 @@ impl StoreChangelogReader {
         let owners: Vec<(TaskId, usize)> = self.restoring.iter().flat_map(|(id, t)| (0..t.partitions.len()).map(move |i| (*id, i))).collect();
         if !owners.is_empty() {
             let partitions: Vec<ChangelogPartition> = owners.iter().map(|(id, i)| self.restoring[id].partitions[*i].clone()).collect();
-            let changed = std::mem::take(&mut self.changed);
-            let records = consumer.read(&partitions, changed, max_records).map_err(|reason| {
+            let records = self.read(consumer, &partitions, max_records, READ_BUDGET).map_err(|reason| {
                 let first = &partitions[0];
                 StreamsError::Restore { task: owners[0].0, topic: first.topic.clone(), partition: first.partition, offset: first.next, reason }
             })?;
@@ -191,27 +215,176 @@ impl StoreChangelogReader {
             tracing::debug!(task = %id, resume = ?task.state.checkpoint().input_offsets, "resuming");
             completed.push((id, task.state));
         }
-        if self.restoring.is_empty() && std::mem::take(&mut self.changed) {
-            // Nothing left to restore: stop reading (a restore consumer left assigned would
-            // keep fetching every changelog record the tasks write).
-            consumer.read(&[], true, 0).map_err(|reason| StreamsError::Config(format!("releasing the restore consumer: {reason}")))?;
+        if self.restoring.is_empty() && self.standbys.is_empty() {
+            // Nothing left to read: stop reading (a restore consumer left assigned would keep
+            // fetching every changelog record the tasks write).
+            self.read(consumer, &[], 0, Duration::ZERO).map_err(|reason| StreamsError::Config(format!("releasing the restore consumer: {reason}")))?;
         }
         Ok(completed)
+    }
+
+    /// Reads through `consumer`, telling it when the partitions changed.
+    fn read(&mut self, consumer: &mut dyn ChangelogConsumer, partitions: &[ChangelogPartition], max: usize, wait: Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+        let keys: Vec<(String, i32)> = partitions.iter().map(|p| (p.topic.clone(), p.partition)).collect();
+        let changed = std::mem::take(&mut self.changed) || keys != self.assigned;
+        if changed {
+            self.assigned = keys;
+        } else if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        consumer.read(partitions, changed, max, wait)
+    }
+
+    /// Registers a standby task: `state` opened on this member's copy of the task's stores,
+    /// `stores` its stores as (name, logged), `inputs` its input partitions with, under
+    /// `at_least_once`, the group's committed offsets (`None` under `exactly_once_v2`). The
+    /// state's input checkpoint is dropped: once it applies the active task's changelog, it
+    /// no longer says what this copy processed itself.
+    pub fn register_standby(
+        &mut self,
+        id: TaskId,
+        mut state: TaskState,
+        stores: &[(String, bool)],
+        application_id: &str,
+        inputs: &[String],
+        committed: Option<&BTreeMap<(String, i32), i64>>,
+    ) -> Result<(), StreamsError> {
+        state.forget_input_offsets()?;
+        let mut partitions = Vec::new();
+        let mut lag = Vec::new();
+        for (store, logged) in stores {
+            if !logged {
+                continue;
+            }
+            let topic = changelog_topic(application_id, store);
+            let next = state.checkpoint().changelog_offsets.get(store).copied().unwrap_or(0);
+            partitions.push(ChangelogPartition { topic, partition: id.partition, store: Arc::from(store.as_str()), next, end: i64::MAX });
+            lag.push(metrics::gauge!(crate::metrics::STANDBY_RECORDS_LAG, "task" => id.to_string(), "store" => store.clone()));
+        }
+        let applicable = match committed {
+            Some(committed) => committed.clone(),
+            None => inputs.iter().map(|topic| ((topic.clone(), id.partition), i64::MAX)).collect(),
+        };
+        tracing::info!(task = %id, from = ?state.checkpoint().changelog_offsets, "standby task created");
+        self.standbys.insert(id, StandbyTask { state, partitions, applicable, blocked: false, lag });
+        self.changed = true;
+        metrics::gauge!(crate::metrics::STANDBY_TASKS).set(self.standbys.len() as f64);
+        Ok(())
+    }
+
+    /// Stops keeping a standby; returns its state (current up to its checkpoint), to be
+    /// dropped or promoted to an active task.
+    pub fn remove_standby(&mut self, id: TaskId) -> Option<TaskState> {
+        let task = self.standbys.remove(&id)?;
+        self.changed = true;
+        for gauge in &task.lag {
+            gauge.set(0.0);
+        }
+        metrics::gauge!(crate::metrics::STANDBY_TASKS).set(self.standbys.len() as f64);
+        Some(task.state)
+    }
+
+    /// Ids of the standby tasks.
+    pub fn standby_ids(&self) -> Vec<TaskId> {
+        self.standbys.keys().copied().collect()
+    }
+
+    /// Under `at_least_once`: the group's committed offsets of a standby's inputs moved on;
+    /// a standby that waited for them reads again.
+    pub fn set_standby_committed(&mut self, id: TaskId, committed: BTreeMap<(String, i32), i64>) {
+        if let Some(task) = self.standbys.get_mut(&id) {
+            if task.applicable != committed {
+                task.applicable = committed;
+                task.blocked = false;
+            }
+        }
+    }
+
+    /// One standby step: while no active task restores, reads at most `max_records` of the
+    /// standbys' changelogs without waiting and applies them as a restore does, checkpointing
+    /// each batch. Returns the records applied.
+    pub fn update_standbys(&mut self, consumer: &mut dyn ChangelogConsumer, max_records: usize) -> Result<u64, StreamsError> {
+        if !self.restoring.is_empty() || self.standbys.is_empty() {
+            return Ok(0);
+        }
+        let owners: Vec<(TaskId, usize)> = self.standbys.iter().filter(|(_, t)| !t.blocked).flat_map(|(id, t)| (0..t.partitions.len()).map(move |i| (*id, i))).collect();
+        let partitions: Vec<ChangelogPartition> = owners.iter().map(|(id, i)| self.standbys[id].partitions[*i].clone()).collect();
+        let records = self.read(consumer, &partitions, max_records, Duration::ZERO).map_err(|reason| {
+            let first = partitions.first().map_or((String::new(), 0, 0), |p| (p.topic.clone(), p.partition, p.next));
+            StreamsError::Restore { task: owners.first().map_or(TaskId { subtopology: 0, partition: 0 }, |o| o.0), topic: first.0, partition: first.1, offset: first.2, reason }
+        })?;
+        let mut by_task: BTreeMap<TaskId, Vec<(i64, ChangelogRecord)>> = BTreeMap::new();
+        let mut cut: Vec<usize> = Vec::new();
+        for (index, offset, record) in records {
+            if cut.contains(&index) {
+                continue;
+            }
+            let (id, i) = owners[index];
+            let task = self.standbys.get_mut(&id).expect("owner exists");
+            let source = &record.source;
+            let uncommitted = !source.topic.is_empty()
+                && source.offset >= task.applicable.iter().find(|((t, p), _)| t.as_str() == &*source.topic && *p == source.partition).map_or(0, |(_, o)| *o);
+            if uncommitted {
+                // Under at_least_once only: stop this partition here until the group commits.
+                task.blocked = true;
+                cut.push(index);
+                self.changed = true;
+                continue;
+            }
+            task.partitions[i].next = offset + 1;
+            by_task.entry(id).or_default().push((offset, record));
+        }
+        let mut applied = 0;
+        for (id, records) in by_task {
+            let task = self.standbys.get_mut(&id).expect("owner exists");
+            applied += task.state.restore_batch(records, &task.applicable)?.applied;
+        }
+        for task in self.standbys.values() {
+            for (p, gauge) in task.partitions.iter().zip(&task.lag) {
+                if let Some(end) = consumer.end_offset(&p.topic, p.partition) {
+                    gauge.set((end - p.next).max(0) as f64);
+                }
+            }
+        }
+        Ok(applied)
     }
 }
 
 /// The broker side of [`ChangelogConsumer`]: Kafka Streams' restore consumer, with no group,
 /// assigned the restoring partitions.
 pub struct KafkaChangelogConsumer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ChangelogContext>,
 }
 
-/// Longest one read waits for records.
+/// The restore consumer's context: keeps the partition ends librdkafka's statistics report
+/// (standby lag, with no request to the broker).
+#[derive(Default)]
+pub struct ChangelogContext {
+    ends: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
+}
+
+impl rdkafka::ClientContext for ChangelogContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = self.ends.lock().expect("changelog ends lock");
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                if partition >= 0 && end >= 0 {
+                    ends.insert((topic.clone(), partition), end);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ChangelogContext {}
+
+/// Longest one restore read waits for records.
 const READ_BUDGET: Duration = Duration::from_millis(100);
 
 impl KafkaChangelogConsumer {
     /// A reader over `consumer` (`enable.auto.commit=false`, no subscription).
-    pub fn new(consumer: BaseConsumer) -> KafkaChangelogConsumer {
+    pub fn new(consumer: BaseConsumer<ChangelogContext>) -> KafkaChangelogConsumer {
         KafkaChangelogConsumer { consumer }
     }
 }
@@ -233,7 +406,7 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
         }
     }
 
-    fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+    fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize, wait: Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
         if changed && partitions.is_empty() {
             self.consumer.unassign().map_err(|e| e.to_string())?;
             return Ok(Vec::new());
@@ -248,8 +421,7 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
         let started = Instant::now();
         let mut records = Vec::new();
         while records.len() < max {
-            let Some(left) = READ_BUDGET.checked_sub(started.elapsed()) else { break };
-            match self.consumer.poll(left) {
+            match self.consumer.poll(wait.saturating_sub(started.elapsed())) {
                 None => break,
                 // librdkafka reports a broker that went away as consumer errors; it reconnects
                 // and goes on fetching by itself (Kafka's Java consumer does not surface these).
@@ -269,6 +441,10 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
             }
         }
         Ok(records)
+    }
+
+    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.consumer.context().ends.lock().expect("changelog ends lock").get(&(topic.to_string(), partition)).copied()
     }
 
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {

@@ -4,18 +4,19 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 
-use crate::changelog_reader::KafkaChangelogConsumer;
+use crate::changelog_reader::{ChangelogContext, KafkaChangelogConsumer};
 use crate::error::StreamsError;
 use crate::interactive::{InteractiveQueries, LocalStores};
 use crate::record_collector::KafkaRecordCollector;
 use crate::registry::ProcessorRegistry;
 use crate::serde::TopicSerdes;
+use crate::standby::GroupView;
 use crate::stream_thread::{StreamContext, StreamThread, ThreadClients, LAG_INTERVAL};
 use crate::task_manager::{ErrorPolicy, TaskManager, TaskManagerConfig};
 use crate::topology::Topology;
@@ -72,6 +73,9 @@ pub struct StreamsConfig {
     pub retry_backoff_max_ms: i64,
     /// `processing.guarantee`.
     pub processing_guarantee: ProcessingGuarantee,
+    /// `num.standby.replicas`: warm copies of each stateful task's stores kept on other
+    /// members (see [`crate::standby`]).
+    pub num_standby_replicas: usize,
 }
 
 impl StreamsConfig {
@@ -92,6 +96,7 @@ impl StreamsConfig {
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            num_standby_replicas: 0,
         }
     }
 }
@@ -128,10 +133,27 @@ impl KafkaStreams {
     /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,
     /// which stops the others), then commits and closes cleanly.
     pub fn run(&self, shutdown: &AtomicBool) -> Result<(), StreamsError> {
+        let watcher = if self.config.num_standby_replicas > 0 {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (view, handle) = crate::standby::watch_group(&self.config.bootstrap_servers, &self.config.application_id, Arc::clone(&stop))?;
+            Some((view, handle, stop))
+        } else {
+            None
+        };
+        let group = watcher.as_ref().map(|(view, _, _)| view);
+        let result = self.run_threads(shutdown, group);
+        if let Some((_, handle, stop)) = watcher {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
+        result
+    }
+
+    fn run_threads(&self, shutdown: &AtomicBool, group: Option<&Arc<Mutex<GroupView>>>) -> Result<(), StreamsError> {
         let threads = self.config.num_stream_threads.max(1);
         let failed = AtomicBool::new(false);
         if threads == 1 {
-            return self.run_thread(&self.config.instance_id, shutdown, &failed);
+            return self.run_thread(&self.config.instance_id, shutdown, &failed, group);
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -140,7 +162,7 @@ impl KafkaStreams {
                     std::thread::Builder::new()
                         .name(format!("sluice-stream-{i}"))
                         .spawn_scoped(scope, move || {
-                            let result = self.run_thread(&instance, shutdown, failed);
+                            let result = self.run_thread(&instance, shutdown, failed, group);
                             if result.is_err() {
                                 failed.store(true, Ordering::SeqCst);
                             }
@@ -162,9 +184,9 @@ impl KafkaStreams {
 
     /// One stream thread (named `instance`); a thread whose producer was fenced is replaced
     /// by a new one (new clients, its tasks restored), as Kafka Streams replaces it.
-    fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
+    fn run_thread(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool, group: Option<&Arc<Mutex<GroupView>>>) -> Result<(), StreamsError> {
         loop {
-            match self.run_thread_once(instance, shutdown, failed) {
+            match self.run_thread_once(instance, shutdown, failed, group) {
                 Err(StreamsError::Fenced(reason)) if !shutdown.load(Ordering::SeqCst) => {
                     tracing::error!(thread = instance, %reason, "this stream thread's producer was fenced (another instance took its tasks, or a newer incarnation started); its uncommitted work is discarded and the thread restarts");
                     metrics::counter!(crate::metrics::THREAD_RESTARTS_TOTAL, "reason" => "fenced").increment(1);
@@ -178,7 +200,7 @@ impl KafkaStreams {
     }
 
     /// One run of a stream thread: its own consumer, producer and restore consumer.
-    fn run_thread_once(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool) -> Result<(), StreamsError> {
+    fn run_thread_once(&self, instance: &str, shutdown: &AtomicBool, failed: &AtomicBool, group: Option<&Arc<Mutex<GroupView>>>) -> Result<(), StreamsError> {
         let config = &self.config;
         let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
         let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
@@ -187,6 +209,8 @@ impl KafkaStreams {
         consumer_config
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", &config.application_id)
+            // Standby placement finds this thread in the group by its client id.
+            .set("client.id", instance)
             .set("partition.assignment.strategy", "range")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -222,13 +246,14 @@ impl KafkaStreams {
         }
         let producer: FutureProducer = producer_config.create()?;
         // Kafka Streams' restore consumer: no group, assigned the restoring changelogs.
-        let restore_consumer: BaseConsumer = ClientConfig::new()
+        let restore_consumer: BaseConsumer<ChangelogContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", format!("{}-restore", config.application_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", isolation)
-            .create()?;
+            .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
+            .create_with_context(ChangelogContext::default())?;
         let watermark_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("group.id", format!("{}-watermarks", config.application_id)).create()?;
         let sources: Vec<String> = self.topology.subtopologies.iter().flat_map(|s| self.topology.input_topics(s.id, &config.application_id)).collect();
         let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
@@ -252,7 +277,7 @@ impl KafkaStreams {
         let mut thread = StreamThread::new(
             self,
             instance,
-            ThreadClients { consumer, watermark_client, collector, discovery, changelogs: KafkaChangelogConsumer::new(restore_consumer) },
+            ThreadClients { consumer, watermark_client, collector, discovery, changelogs: KafkaChangelogConsumer::new(restore_consumer), group: group.cloned() },
             serde,
             tasks,
         );

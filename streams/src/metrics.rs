@@ -25,6 +25,10 @@ pub const STORE_KEYS: &str = "sluice_store_keys";
 pub const REBALANCES_TOTAL: &str = "sluice_rebalances_total";
 /// Tasks this instance runs.
 pub const ACTIVE_TASKS: &str = "sluice_active_tasks";
+/// Standby tasks this instance keeps (`num_standby_replicas`).
+pub const STANDBY_TASKS: &str = "sluice_standby_tasks";
+/// Changelog records a standby task has not applied yet, by task and store.
+pub const STANDBY_RECORDS_LAG: &str = "sluice_standby_records_lag";
 /// Retriable failures (registry or broker away) after which the stream thread backed off and
 /// redid its work from the last commit (`reason`: `process` or `send`).
 pub const TASK_RETRIES_TOTAL: &str = "sluice_task_retries_total";
@@ -66,6 +70,8 @@ pub fn describe() {
     describe_gauge!(STORE_KEYS, "Entries in a store as of the last commit.");
     describe_counter!(REBALANCES_TOTAL, "Consumer group rebalances this instance took part in.");
     describe_gauge!(ACTIVE_TASKS, "Tasks this instance runs.");
+    describe_gauge!(STANDBY_TASKS, "Standby tasks this instance keeps warm.");
+    describe_gauge!(STANDBY_RECORDS_LAG, "Changelog records a standby task has not applied yet.");
     describe_counter!(TASK_RETRIES_TOTAL, "Retriable failures after which the stream thread backed off and retried.");
     describe_counter!(COMMANDS_TOTAL, "Commands that reached their final outcome, by type, outcome and reason.");
     describe_histogram!(COMMAND_LATENCY_SECONDS, Unit::Seconds, "Time from a command's record timestamp to its final outcome.");

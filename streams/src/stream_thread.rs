@@ -10,9 +10,9 @@
 //! checkpoint and the group's committed offset), and records fetched for a partition before
 //! its seek is accepted are dropped and refetched.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -28,6 +28,7 @@ use crate::now_ms;
 use crate::partition_group::FetchState;
 use crate::record_collector::KafkaRecordCollector;
 use crate::serde::TopicSerdes;
+use crate::standby::{standby_tasks, GroupView, SubtopologyInputs};
 use crate::stream_task::TaskId;
 use crate::task_manager::TaskManager;
 
@@ -60,6 +61,13 @@ const LAG_WAIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// How long after a failed attempt the thread tries again to create assigned tasks.
 const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+/// Most changelog records one standby step applies.
+const STANDBY_RECORDS_PER_STEP: usize = 5_000;
+
+/// Under `at_least_once`, how often standbys learn the group's committed offsets (the bound
+/// of what they apply).
+const STANDBY_COMMITTED_REFRESH: Duration = Duration::from_secs(1);
 
 /// Rebalance events, recorded by the consumer context and handled by the stream thread.
 #[derive(Default)]
@@ -179,6 +187,13 @@ pub(crate) struct StreamThread<'a> {
     progressed: bool,
     /// Where the loop spent its time: (polling, processing, committing).
     spent: (Duration, Duration, Duration),
+    /// Standby placement (with `num_standby_replicas` > 0): the group as last described, the
+    /// version of it the standbys follow (`None`: place them again), and each sub-topology's
+    /// inputs.
+    group: Option<Arc<Mutex<GroupView>>>,
+    placed: Option<u64>,
+    subtopologies: Vec<SubtopologyInputs>,
+    last_standby_committed: Instant,
 }
 
 /// A stream thread's Kafka clients.
@@ -193,11 +208,19 @@ pub(crate) struct ThreadClients {
     pub(crate) discovery: FutureProducer,
     /// Reads changelogs through the restore consumer.
     pub(crate) changelogs: KafkaChangelogConsumer,
+    /// The group as described for standby placement (`None` without standbys).
+    pub(crate) group: Option<Arc<Mutex<GroupView>>>,
 }
 
 impl<'a> StreamThread<'a> {
     pub(crate) fn new(streams: &'a KafkaStreams, instance: &str, clients: ThreadClients, serde: TopicSerdes, tasks: TaskManager<OwnedMessage>) -> StreamThread<'a> {
-        let ThreadClients { consumer, watermark_client, collector, discovery, changelogs } = clients;
+        let ThreadClients { consumer, watermark_client, collector, discovery, changelogs, group } = clients;
+        let subtopologies = streams
+            .topology
+            .subtopologies
+            .iter()
+            .filter_map(|sub| Some(SubtopologyInputs { id: sub.id, topic: tasks.input_topics(sub.id).into_iter().next()?, partitions: sub.partitions }))
+            .collect();
         StreamThread {
             streams,
             instance: instance.to_string(),
@@ -220,6 +243,10 @@ impl<'a> StreamThread<'a> {
             last_heartbeat: Instant::now(),
             progressed: false,
             spent: (Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            group,
+            placed: None,
+            subtopologies,
+            last_standby_committed: Instant::now(),
         }
     }
 
@@ -245,6 +272,9 @@ impl<'a> StreamThread<'a> {
                     Err(error @ StreamsError::Restore { .. }) => self.consumer_errors.report("a restore step failed; retrying", &error),
                     Err(error) => return Err(error),
                 }
+            }
+            if self.group.is_some() {
+                self.maintain_standbys()?;
             }
             let t1 = Instant::now();
             self.process()?;
@@ -408,6 +438,7 @@ impl<'a> StreamThread<'a> {
         if !self.consumer.context().assignment_changed.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
+        self.placed = None;
         let assignment = self.consumer.assignment()?;
         let assigned: HashSet<(String, i32)> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
         self.unstarted.clear();
@@ -433,15 +464,8 @@ impl<'a> StreamThread<'a> {
             for topic in self.tasks.input_topics(id.subtopology) {
                 list.add_partition(&topic, id.partition);
             }
-            let committed = match self.consumer.committed_offsets(list, Duration::from_secs(10)) {
-                Ok(list) => list
-                    .elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                        _ => None,
-                    })
-                    .collect(),
+            let committed = match committed_offsets(&self.consumer, list, Duration::from_secs(10)) {
+                Ok(committed) => committed,
                 Err(error) => {
                     self.consumer_errors.report("cannot read the committed offsets of an assigned task; retrying", &error);
                     self.last_create_failure = Some(Instant::now());
@@ -464,6 +488,48 @@ impl<'a> StreamThread<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Places this thread's standby tasks again when the group changed (see
+    /// [`crate::standby`]), refreshes their bound under `at_least_once`, and applies one step
+    /// of their changelogs.
+    fn maintain_standbys(&mut self) -> Result<(), StreamsError> {
+        let Some(group) = self.group.clone() else { return Ok(()) };
+        let exactly_once = self.config().processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        let wanted = {
+            let view = group.lock().expect("group view lock");
+            let changed = self.placed != Some(view.version);
+            self.placed = Some(view.version);
+            changed.then(|| standby_tasks(&self.instance, &view.members, self.config().static_membership, &self.subtopologies, self.config().num_standby_replicas))
+        };
+        let consumer = &self.consumer;
+        let committed_of = |id: TaskId, inputs: &[String]| -> Option<BTreeMap<(String, i32), i64>> {
+            let mut list = TopicPartitionList::new();
+            for topic in inputs {
+                list.add_partition(topic, id.partition);
+            }
+            // Unknown yet: nothing is applied until the next refresh.
+            Some(committed_offsets(consumer, list, Duration::from_secs(1)).unwrap_or_default())
+        };
+        if let Some(wanted) = wanted {
+            self.tasks.set_standbys(&wanted, |id, inputs| if exactly_once { None } else { committed_of(id, inputs) })?;
+        }
+        if !exactly_once && self.last_standby_committed.elapsed() >= STANDBY_COMMITTED_REFRESH {
+            self.last_standby_committed = Instant::now();
+            for id in self.tasks.standby_ids() {
+                if let Some(committed) = committed_of(id, &self.tasks.input_topics(id.subtopology)) {
+                    self.tasks.set_standby_committed(id, committed);
+                }
+            }
+        }
+        match self.tasks.update_standbys(&mut self.changelogs, STANDBY_RECORDS_PER_STEP) {
+            Ok(_) => Ok(()),
+            Err(error @ StreamsError::Restore { .. }) => {
+                self.consumer_errors.report("a standby update failed; retrying", &error);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Publishes this instance's running tasks on the discovery topic (with
@@ -549,6 +615,19 @@ impl<'a> StreamThread<'a> {
         self.consumer.unsubscribe();
         result.and(closed)
     }
+}
+
+/// The group's committed offsets of `list` (partitions with none are left out).
+fn committed_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, list: TopicPartitionList, timeout: Duration) -> rdkafka::error::KafkaResult<BTreeMap<(String, i32), i64>> {
+    Ok(consumer
+        .committed_offsets(list, timeout)?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Whether `topic`'s `partition` has records on the broker beyond `next` (see

@@ -16,7 +16,7 @@
 //!   since the last commit and redoes it from there;
 //! - bugs (fatal errors) stop the thread loudly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -201,8 +201,13 @@ impl<R: StampedRecord> TaskManager<R> {
     /// inputs. The consumer should seek its inputs to the returned resume positions.
     pub fn create(&mut self, id: TaskId, committed: &BTreeMap<(String, i32), i64>, changelogs: &mut dyn ChangelogConsumer) -> Result<Positions, StreamsError> {
         let stores = self.topology.task_stores(id.subtopology);
-        let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-        let state = TaskState::open(&id.state_dir(&self.config.state_dir, &self.config.application_id), &store_refs)?;
+        let state = match self.reader.remove_standby(id) {
+            Some(state) => {
+                tracing::info!(task = %id, "standby task promoted to active");
+                state
+            }
+            None => self.open_state(id, &stores)?,
+        };
         let resume = state.resume_positions(committed);
         self.reader.register(id, state, committed, &stores, &self.config.application_id, changelogs)?;
         let topics: Vec<Arc<str>> = self.input_topics(id.subtopology).into_iter().map(Arc::from).collect();
@@ -211,6 +216,64 @@ impl<R: StampedRecord> TaskManager<R> {
         }
         self.groups.insert(id, PartitionGroup::new(&topics, id.partition, self.config.max_task_idle_ms));
         Ok(topics.iter().map(|t| (Arc::clone(t), id.partition, resume.get(&(t.to_string(), id.partition)).copied().unwrap_or(0))).collect())
+    }
+
+    fn open_state(&self, id: TaskId, stores: &[(String, bool)]) -> Result<TaskState, StreamsError> {
+        let store_refs: Vec<(&str, bool)> = stores.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        Ok(TaskState::open(&id.state_dir(&self.config.state_dir, &self.config.application_id), &store_refs)?)
+    }
+
+    /// Keeps standby tasks (see [`crate::standby`]) for the stateful tasks of `wanted` that do
+    /// not run here: creates the missing ones, closes the others. `committed(task, inputs)`
+    /// gives the group's committed offsets of a new standby's inputs under `at_least_once`
+    /// (`None` under `exactly_once_v2`).
+    pub fn set_standbys(
+        &mut self,
+        wanted: &BTreeSet<TaskId>,
+        mut committed: impl FnMut(TaskId, &[String]) -> Option<BTreeMap<(String, i32), i64>>,
+    ) -> Result<(), StreamsError> {
+        for id in self.reader.standby_ids() {
+            if !wanted.contains(&id) || self.owns(id) {
+                self.reader.remove_standby(id);
+                tracing::info!(task = %id, "standby task closed");
+            }
+        }
+        let kept = self.reader.standby_ids();
+        for &id in wanted {
+            let stores = self.topology.task_stores(id.subtopology);
+            if self.owns(id) || kept.contains(&id) || !stores.iter().any(|(_, logged)| *logged) {
+                continue;
+            }
+            let state = match self.open_state(id, &stores) {
+                Ok(state) => state,
+                // Still held (a task of this thread just closed, or another instance shares the
+                // state directory): tried again at the next placement.
+                Err(StreamsError::State(error @ sluice_state::StateError::Locked(_))) => {
+                    tracing::warn!(task = %id, %error, "cannot open a standby task's state yet");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let inputs = self.input_topics(id.subtopology);
+            let committed = committed(id, &inputs);
+            self.reader.register_standby(id, state, &stores, &self.config.application_id, &inputs, committed.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Standby tasks kept here.
+    pub fn standby_ids(&self) -> Vec<TaskId> {
+        self.reader.standby_ids()
+    }
+
+    /// Under `at_least_once`: newer committed offsets of a standby's inputs.
+    pub fn set_standby_committed(&mut self, id: TaskId, committed: BTreeMap<(String, i32), i64>) {
+        self.reader.set_standby_committed(id, committed);
+    }
+
+    /// One standby step (see [`StoreChangelogReader::update_standbys`]).
+    pub fn update_standbys(&mut self, changelogs: &mut dyn ChangelogConsumer, max_records: usize) -> Result<u64, StreamsError> {
+        self.reader.update_standbys(changelogs, max_records)
     }
 
     /// One restore step (at most `max_records` changelog records); tasks whose restore
@@ -253,6 +316,11 @@ impl<R: StampedRecord> TaskManager<R> {
 
     /// Closes every task after a clean commit: their state is flushed to disk.
     pub fn close_clean(&mut self) -> Result<(), StreamsError> {
+        for id in self.reader.standby_ids() {
+            if let Some(state) = self.reader.remove_standby(id) {
+                state.flush()?;
+            }
+        }
         for id in self.owned_ids() {
             if let Some(task) = self.tasks.remove(&id) {
                 self.local_stores.remove(id);

@@ -199,7 +199,7 @@ impl ChangelogConsumer for InMemoryChangelog<'_> {
         Ok(self.logs.borrow().get(topic).and_then(|parts| parts.get(partition as usize)).map(|log| (0, log.len() as i64)))
     }
 
-    fn read(&mut self, partitions: &[ChangelogPartition], _changed: bool, max: usize) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+    fn read(&mut self, partitions: &[ChangelogPartition], _changed: bool, max: usize, _wait: std::time::Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
         let logs = self.logs.borrow();
         let mut records = Vec::new();
         for (index, p) in partitions.iter().enumerate() {
@@ -214,6 +214,10 @@ impl ChangelogConsumer for InMemoryChangelog<'_> {
             }
         }
         Ok(records)
+    }
+
+    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.logs.borrow().get(topic).and_then(|parts| parts.get(partition as usize)).map(|log| log.len() as i64)
     }
 
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {
