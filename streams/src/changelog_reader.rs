@@ -452,3 +452,112 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
         position.elements_for_topic(&partition.topic).iter().any(|e| e.partition() == partition.partition && matches!(e.offset(), Offset::Offset(o) if o >= partition.end))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One changelog partition in memory (`store`'s of app `app`, partition 0).
+    struct Log(Vec<ChangelogRecord>);
+
+    impl ChangelogConsumer for Log {
+        fn watermarks(&mut self, _topic: &str, _partition: i32) -> Result<Option<(i64, i64)>, String> {
+            Ok(Some((0, self.0.len() as i64)))
+        }
+
+        fn read(&mut self, partitions: &[ChangelogPartition], _changed: bool, max: usize, _wait: Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String> {
+            Ok(partitions
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| (p.next..(self.0.len() as i64).min(p.end)).map(move |o| (i, o)))
+                .take(max)
+                .map(|(i, o)| (i, o, self.0[o as usize].clone()))
+                .collect())
+        }
+
+        fn end_offset(&self, _topic: &str, _partition: i32) -> Option<i64> {
+            Some(self.0.len() as i64)
+        }
+
+        fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {
+            partition.next >= partition.end
+        }
+    }
+
+    fn write(key: &str, value: &str, input_offset: i64) -> ChangelogRecord {
+        ChangelogRecord { store: Arc::from("s"), key: key.as_bytes().to_vec(), value: Some(value.as_bytes().to_vec()), source: SourceOffset::new("in", 0, input_offset) }
+    }
+
+    fn value(state: &TaskState, key: &str) -> Option<Vec<u8>> {
+        state.reader("s").unwrap().get(key.as_bytes()).unwrap()
+    }
+
+    const TASK: TaskId = TaskId { subtopology: 0, partition: 0 };
+
+    /// A fresh directory, removed when dropped.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!("sluice-reader-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            Dir(path)
+        }
+
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn an_at_least_once_standby_applies_only_committed_inputs_and_is_promoted_with_its_progress() {
+        let dir = Dir::new("alos");
+        let stores = [("s".to_string(), true)];
+        let mut log = Log(vec![write("a", "1", 0), write("b", "1", 1), write("a", "2", 2)]);
+        let mut reader = StoreChangelogReader::default();
+        let state = TaskState::open(dir.path(), &[("s", true)]).unwrap();
+        let committed = BTreeMap::from([(("in".to_string(), 0), 2)]);
+        reader.register_standby(TASK, state, &stores, "app", &["in".to_string()], Some(&committed)).unwrap();
+        // Inputs 0 and 1 are committed, input 2 is not: the standby stops before it.
+        assert_eq!(reader.update_standbys(&mut log, 100).unwrap(), 2);
+        assert_eq!(reader.update_standbys(&mut log, 100).unwrap(), 0, "blocked until the group commits more");
+        assert_eq!(value(&reader.standbys[&TASK].state, "a"), Some(b"1".to_vec()));
+        reader.set_standby_committed(TASK, BTreeMap::from([(("in".to_string(), 0), 3)]));
+        assert_eq!(reader.update_standbys(&mut log, 100).unwrap(), 1);
+        assert_eq!(value(&reader.standbys[&TASK].state, "a"), Some(b"2".to_vec()));
+        // Promoted: the restore starts at the standby's checkpoint and reads only the tail.
+        log.0.push(write("c", "1", 3));
+        let state = reader.remove_standby(TASK).unwrap();
+        assert_eq!(state.checkpoint().changelog_offsets.get("s"), Some(&3));
+        reader.register(TASK, state, &BTreeMap::from([(("in".to_string(), 0), 4)]), &stores, "app", &mut log).unwrap();
+        let restored = reader.restore(&mut log, 100).unwrap();
+        assert_eq!(restored.len(), 1);
+        let state = &restored[0].1;
+        assert_eq!((value(state, "a"), value(state, "b"), value(state, "c")), (Some(b"2".to_vec()), Some(b"1".to_vec()), Some(b"1".to_vec())));
+        assert_eq!(state.checkpoint().changelog_offsets.get("s"), Some(&4));
+    }
+
+    #[test]
+    fn an_exactly_once_standby_applies_everything_it_reads_and_forgets_its_own_input_positions() {
+        let dir = Dir::new("eos");
+        let mut state = TaskState::open(dir.path(), &[("s", true)]).unwrap();
+        state.finish_restore(BTreeMap::from([(("in".to_string(), 0), 50)])).unwrap();
+        let mut log = Log((0..10).map(|i| write(&format!("k{i}"), "v", 100 + i)).collect());
+        let mut reader = StoreChangelogReader::default();
+        reader.register_standby(TASK, state, &[("s".to_string(), true)], "app", &["in".to_string()], None).unwrap();
+        assert_eq!(reader.update_standbys(&mut log, 4).unwrap(), 4, "bounded per step");
+        assert_eq!(reader.update_standbys(&mut log, 100).unwrap(), 6);
+        let state = reader.remove_standby(TASK).unwrap();
+        assert!(state.checkpoint().input_offsets.is_empty(), "{:?}", state.checkpoint());
+        assert_eq!(state.checkpoint().changelog_offsets.get("s"), Some(&10));
+        drop(state);
+        let reopened = TaskState::open(dir.path(), &[("s", true)]).unwrap();
+        assert!(reopened.checkpoint().input_offsets.is_empty(), "forgotten on disk too");
+    }
+}
