@@ -1058,3 +1058,5 @@ mod outage;
 mod failover;
 #[path = "cli/replica.rs"]
 mod replica;
+#[path = "cli/chaos.rs"]
+mod chaos;

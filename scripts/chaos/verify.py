@@ -16,12 +16,15 @@ Manifest (JSON):
      "commands": [{"command_id": "<id the API returned>", "kind": "deposit", "user_id": "u_...",
                    "idempotency_key": "...", "amount": "12.34", "payee": null, "attempts": 2}]}
 
+Required: `users[].user_id`, `users[].token`, `operator_token`, and for each command
+`command_id`, `kind`, `user_id`, plus `amount` (a decimal string) for payment commands.
 `kind` is deposit, withdrawal, transfer or refund (payment commands), or any other word for a
-non-payment command (e.g. `profile`), whose amount is null. `user_id` is the account the
-command acts on (the record key: the payer; for a deposit, the user credited; for a refund,
-the transfer's payee who sends money back). `payee` (transfers and refunds; optional) is the
-user credited, as an email or a user id. `idempotency_key` and `attempts` are informational.
-Extension: none; every listed key other than `command_id`, `kind` and `user_id` may be null.
+non-payment command (e.g. `profile`; amount null), which is checked on the audit trail only.
+`user_id` is the account the command acts on, i.e. its record key: the payer; for a deposit
+the user credited; for a refund the transfer's payee, who sends the money back. `payee`
+(optional) is the user a transfer or refund credits, as an email or a user id. `email`,
+`idempotency_key` and `attempts` are informational. List a command retried with the same
+Idempotency-Key once: the API gives every retry the same command id.
 
 Where a command's final outcome is (see processors/src/emit.rs, balance_check.rs, settlement.rs):
 
@@ -36,11 +39,18 @@ Where a command's final outcome is (see processors/src/emit.rs, balance_check.rs
 - `GET /v1/commands/{id}?user_id=` (operator token) must answer the same status (`settled`, or
   `rejected` with the same reason); `accepted` and `pending` are not final.
 
+Reading: the three topics, every partition, from its earliest offset to its high watermark
+as it is when the verifier starts; a read_committed consumer's position passes that mark only
+once every transaction below it is committed or aborted, so a transaction still open there is
+waited for (the engine's transactions time out after 10 s), up to `--timeout`.
+
 Balances: `GET /v1/accounts/me` with each user's token answers `{"balance": "210.00", ...}`.
 The verifier computes each balance from the settled records it read (deposit: +payer;
 withdrawal: -payer; transfer and refund: -payer, +payee; rejected and reversed: nothing) and
 checks: API balance == computed balance for every user; no balance negative; the sum of the
-API balances == settled deposits - settled withdrawals (money neither created nor destroyed).
+API balances == settled deposits - settled withdrawals (money neither created nor destroyed;
+this assumes topology.toml's `opening_balance` of 0.00). Settled payments touching a user the
+manifest does not list are violations, since that user's balance cannot be checked.
 
 Prints every violation on its own line (`VIOLATION ...`, naming the command ids), then one
 line of JSON with counts. Exit code: 0 when every check holds, 1 on violations, 2 when the
@@ -122,56 +132,57 @@ def user_id_for_email(email: str) -> str:
 
 def check_outcomes(commands, outcomes, activities):
     """Exactly one final outcome per command. Returns (final, violations): `final` maps each
-    command id with a single consistent outcome to (status, reason); the violations name the
-    commands with none, several, or one that contradicts the manifest or the audit trail, and
-    outcomes of commands the manifest does not list."""
-    violations = []
-    by_command = defaultdict(list)
+    command id with a single final outcome to (status, reason); the violations name the
+    commands with none or several, those whose outcome contradicts the manifest or the audit
+    trail, and payment outcomes of commands the manifest does not list."""
+    outcomes_of, activities_of = defaultdict(list), defaultdict(list)
     for outcome in outcomes:
-        by_command[outcome.command_id].append(outcome)
-    activity_by_command = defaultdict(list)
+        outcomes_of[outcome.command_id].append(outcome)
     for activity in activities:
-        activity_by_command[activity.command_id].append(activity)
-    listed = {c.command_id for c in commands}
-    for command_id in sorted(set(by_command) - listed):
-        where = ", ".join(o.where for o in by_command[command_id])
-        violations.append(f"unlisted-outcome command={command_id}: payment outcome(s) for a command the manifest does not list ({where})")
-
+        activities_of[activity.command_id].append(activity)
+    violations = []
+    for command_id in sorted(set(outcomes_of) - {c.command_id for c in commands}):
+        where = ", ".join(o.where for o in outcomes_of[command_id])
+        violations.append(f"unlisted-outcome command={command_id}: payment outcome for a command the manifest does not list ({where})")
     final = {}
     for command in commands:
-        cid = command.command_id
-        acts = activity_by_command.get(cid, [])
-        if len(acts) > 1:
-            violations.append(f"duplicate-activity command={cid}: {len(acts)} activity records ({', '.join(a.where for a in acts)})")
-        if command.kind in PAYMENT_KINDS:
-            found = by_command.get(cid, [])
-            if not found:
-                violations.append(f"no-outcome command={cid} kind={command.kind} user={command.user_id}: nothing on {SETTLED_TOPIC} or {REJECTED_TOPIC}")
-                continue
-            if len(found) > 1:
-                listing = ", ".join(f"{o.status}@{o.where}" for o in found)
-                violations.append(f"duplicate-outcome command={cid} kind={command.kind}: {len(found)} outcome records ({listing})")
-                continue
-            outcome = found[0]
-            violations.extend(record_mismatches(command, outcome))
-            status, reason = outcome.status, outcome.reason
-        else:
-            if not acts:
-                violations.append(f"no-outcome command={cid} kind={command.kind} user={command.user_id}: nothing on {ACTIVITY_TOPIC}")
-                continue
-            status, reason = acts[0].outcome, acts[0].reason
-            if status not in FINAL_STATUSES:
-                violations.append(f"not-final command={cid}: activity outcome `{status}` at {acts[0].where}")
-                continue
-        final[cid] = (status, reason)
-        if command.kind in PAYMENT_KINDS:
-            violations.extend(activity_mismatches(command, status, reason, acts))
+        outcome, found = final_outcome(command, outcomes_of.get(command.command_id, []), activities_of.get(command.command_id, []))
+        violations += found
+        if outcome is not None:
+            final[command.command_id] = outcome
     return final, violations
+
+
+def final_outcome(command, outcomes, activities):
+    """The one final (status, reason) of `command` from its payment outcome records and its
+    audit records, or None; and the violations found."""
+    cid = command.command_id
+    violations = []
+    if len(activities) > 1:
+        violations.append(f"duplicate-activity command={cid}: {len(activities)} activity records ({', '.join(a.where for a in activities)})")
+    if command.kind not in PAYMENT_KINDS:
+        if outcomes:
+            violations.append(f"outcome-mismatch command={cid}: a {command.kind} command has payment outcomes ({', '.join(o.where for o in outcomes)})")
+        if not activities:
+            return None, violations + [f"no-outcome command={cid} kind={command.kind} user={command.user_id}: nothing on {ACTIVITY_TOPIC}"]
+        activity = activities[0]
+        if activity.outcome not in FINAL_STATUSES:
+            return None, violations + [f"not-final command={cid}: activity outcome `{activity.outcome}` at {activity.where}"]
+        return (activity.outcome, activity.reason), violations
+    if not outcomes:
+        return None, violations + [f"no-outcome command={cid} kind={command.kind} user={command.user_id}: nothing on {SETTLED_TOPIC} or {REJECTED_TOPIC}"]
+    if len(outcomes) > 1:
+        listing = ", ".join(f"{o.status} at {o.where}" for o in outcomes)
+        return None, violations + [f"duplicate-outcome command={cid} kind={command.kind}: {len(outcomes)} outcome records ({listing})"]
+    outcome = outcomes[0]
+    violations += record_mismatches(command, outcome)
+    violations += activity_mismatches(command, outcome, activities)
+    return (outcome.status, outcome.reason), violations
 
 
 def record_mismatches(command, outcome):
     """The ways a payment outcome record contradicts the manifest command it answers."""
-    cid, problems = command.command_id, []
+    problems = []
     expected_kind = PAYMENT_KINDS[command.kind][0]
     if outcome.kind != expected_kind:
         problems.append(f"kind {outcome.kind}, manifest {expected_kind}")
@@ -179,23 +190,27 @@ def record_mismatches(command, outcome):
         problems.append(f"payer {outcome.payer}, manifest {command.user_id}")
     if command.amount is not None and outcome.amount != command.amount:
         problems.append(f"amount {outcome.amount}, manifest {command.amount}")
-    if outcome.status == "settled" and command.payee is not None and outcome.payee != command.payee:
-        problems.append(f"payee {outcome.payee}, manifest {command.payee}")
-    if outcome.status == "settled" and (outcome.payee is None) == (command.kind in ("transfer", "refund")):
-        problems.append(f"payee {outcome.payee} on a settled {command.kind}")
-    return [f"outcome-mismatch command={cid} at {outcome.where}: {p}" for p in problems]
+    if outcome.status == "settled":
+        two_sided = command.kind in ("transfer", "refund")
+        if two_sided and outcome.payee is None:
+            problems.append(f"no payee on a settled {command.kind}")
+        elif not two_sided and outcome.payee is not None:
+            problems.append(f"payee {outcome.payee} on a settled {command.kind}")
+        elif two_sided and command.payee is not None and outcome.payee != command.payee:
+            problems.append(f"payee {outcome.payee}, manifest {command.payee}")
+    return [f"outcome-mismatch command={command.command_id} at {outcome.where}: {p}" for p in problems]
 
 
-def activity_mismatches(command, status, reason, acts):
+def activity_mismatches(command, outcome, activities):
     """The audit record of a payment must exist and say what its outcome record says."""
     cid = command.command_id
-    if not acts:
-        return [f"no-activity command={cid}: {status} on the payment topics but nothing on {ACTIVITY_TOPIC}"]
-    activity = acts[0]
-    expected_type = PAYMENT_KINDS[command.kind][1]
-    if (activity.outcome, activity.reason, activity.command_type) != (status, reason, expected_type):
-        return [f"activity-mismatch command={cid} at {activity.where}: activity says {activity.command_type} {activity.outcome}"
-                f" ({activity.reason}), payment topics say {expected_type} {status} ({reason})"]
+    if not activities:
+        return [f"no-activity command={cid}: {outcome.status} at {outcome.where} but nothing on {ACTIVITY_TOPIC}"]
+    activity = activities[0]
+    expected = (PAYMENT_KINDS[command.kind][1], outcome.status, outcome.reason)
+    if (activity.command_type, activity.outcome, activity.reason) != expected:
+        return [f"activity-mismatch command={cid}: {activity.where} says {activity.command_type} {activity.outcome} ({activity.reason}),"
+                f" {outcome.where} says {expected[0]} {expected[1]} ({expected[2]})"]
     return []
 
 
@@ -268,7 +283,7 @@ def load_manifest(path):
     """Returns (users: user id -> token, operator token, commands)."""
     try:
         with open(path, encoding="utf-8") as file:
-            manifest = json.load(file)
+            manifest = json.load(file, parse_float=Decimal)  # an amount given as a number stays exact
         users = {u["user_id"]: u["token"] for u in manifest["users"]}
         operator = manifest["operator_token"]
         commands, seen = [], set()
@@ -284,7 +299,7 @@ def load_manifest(path):
             kind = entry["kind"].lower()
             if kind in PAYMENT_KINDS and amount is None:
                 raise VerifierError(f"manifest command {cid}: a {kind} needs an amount")
-            commands.append(Command(cid, kind, entry["user_id"], None if amount is None else Decimal(amount), payee))
+            commands.append(Command(cid, kind, entry["user_id"], None if amount is None else Decimal(str(amount)), payee))
     except (OSError, ValueError, KeyError, TypeError, InvalidOperation) as error:
         raise VerifierError(f"cannot read manifest {path}: {error!r}") from error
     return users, operator, commands
@@ -293,13 +308,14 @@ def load_manifest(path):
 # ---------------------------------------------------------------- Kafka
 
 def read_topics(bootstrap, registry_url, timeout_s):
-    """Every record of TOPICS committed when the verifier starts, decoded. Returns (outcomes,
-    activities, violations for undecodable records, records read per topic)."""
+    """Every committed record of TOPICS below the high watermarks of the start, decoded.
+    Returns (outcomes, activities, violations for undecodable records, records read per topic)."""
     # Imported here so that the pure checks above run (and are unit-tested) without them.
     from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     deadline = time.monotonic() + timeout_s
@@ -319,7 +335,12 @@ def read_topics(bootstrap, registry_url, timeout_s):
     except KafkaException as error:
         raise VerifierError(f"broker {bootstrap}: {error}") from error
 
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    registry = SchemaRegistryClient({"url": registry_url})
+    try:
+        registry.get_subjects()
+    except Exception as error:
+        raise VerifierError(f"schema registry {registry_url}: {error}") from error
+    deserialize = AvroDeserializer(registry)
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"sluice-chaos-verify-{uuid.uuid4().hex}",  # assign() only: never joins or commits
@@ -348,10 +369,14 @@ def read_topics(bootstrap, registry_url, timeout_s):
                     where = f"{message.topic()}/{message.partition()}@{message.offset()}"
                     try:
                         value = deserialize(message.value(), SerializationContext(message.topic(), MessageField.VALUE))
-                    except Exception as error:  # bad wire format, unknown schema id, bad datum
-                        violations.append(f"undecodable-record at {where}: {error}")
-                    else:
                         record = decode(message.topic(), where, value)
+                    except SchemaRegistryError as error:
+                        if error.http_status_code != 404:
+                            raise VerifierError(f"schema registry {registry_url}: {error}") from error
+                        violations.append(f"undecodable-record at {where}: {error}")
+                    except Exception as error:  # bad wire format, datum or record type
+                        violations.append(f"undecodable-record at {where}: {error!r}")
+                    else:
                         (activities if isinstance(record, Activity) else outcomes).append(record)
             # Transaction markers and aborted records take offsets too: the position, not the
             # last record, says when a partition is read to its end.
@@ -415,7 +440,8 @@ class Api:
                     answer = (error.code, body.decode(errors="replace"))
                 if error.code not in (429, 503):
                     return answer
-                wait = float(error.headers.get("retry-after") or wait)
+                retry_after = error.headers.get("retry-after", "")
+                wait = float(retry_after) if retry_after.isdigit() else wait
             except (urllib.error.URLError, OSError) as error:
                 answer = (None, str(error))
             if time.monotonic() + wait > deadline:
@@ -464,7 +490,7 @@ def main(argv=None):
         violations += found
 
         api = Api(args.api, args.http_retry_s)
-        statuses = {c.command_id: api.command_status(c, operator) for c in commands}
+        statuses = {c.command_id: api.command_status(c, operator) for c in commands if c.command_id in final}
         violations += check_statuses(commands, final, statuses)
 
         computed, deposited, withdrawn = compute_balances(outcomes)

@@ -49,9 +49,10 @@ pub trait ChangelogConsumer {
     /// `wait` for the first. `changed` says the partitions or their `next` offsets differ
     /// from the previous call's; an empty set releases the reader.
     fn read(&mut self, partitions: &[ChangelogPartition], changed: bool, max: usize, wait: Duration) -> Result<Vec<(usize, i64, ChangelogRecord)>, String>;
-    /// The last known end of a partition being read (its last stable offset when reading
-    /// committed), without asking the broker; `None` when not known yet.
-    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64>;
+    /// Records between the reader's position in `partition` (at least `partition.next`) and
+    /// the partition's last known end (its last stable offset when reading committed), without
+    /// asking the broker; `None` when not known yet.
+    fn lag(&mut self, partition: &ChangelogPartition) -> Option<i64>;
     /// True when the reader is past `partition.end` although it delivered no record there (a
     /// compacted or transactional tail).
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool;
@@ -93,7 +94,12 @@ pub struct StoreChangelogReader {
     /// again (a task registered or removed, a standby cut short).
     assigned: Vec<(String, i32)>,
     changed: bool,
+    /// When the standby lag gauges were last set.
+    last_lag: Option<Instant>,
 }
+
+/// How often the standby lag gauges are refreshed.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
 
 /// How often a long restore logs its progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -339,10 +345,13 @@ impl StoreChangelogReader {
             let task = self.standbys.get_mut(&id).expect("owner exists");
             applied += task.state.restore_batch(records, &task.applicable)?.applied;
         }
-        for task in self.standbys.values() {
-            for (p, gauge) in task.partitions.iter().zip(&task.lag) {
-                if let Some(end) = consumer.end_offset(&p.topic, p.partition) {
-                    gauge.set((end - p.next).max(0) as f64);
+        if self.last_lag.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+            self.last_lag = Some(Instant::now());
+            for task in self.standbys.values() {
+                for (p, gauge) in task.partitions.iter().zip(&task.lag) {
+                    if let Some(lag) = consumer.lag(p) {
+                        gauge.set(lag as f64);
+                    }
                 }
             }
         }
@@ -443,8 +452,16 @@ impl ChangelogConsumer for KafkaChangelogConsumer {
         Ok(records)
     }
 
-    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.consumer.context().ends.lock().expect("changelog ends lock").get(&(topic.to_string(), partition)).copied()
+    fn lag(&mut self, partition: &ChangelogPartition) -> Option<i64> {
+        let end = self.consumer.context().ends.lock().expect("changelog ends lock").get(&(partition.topic.clone(), partition.partition)).copied()?;
+        // The position is past transaction markers, which `next` (after the last record) is not.
+        let position = self.consumer.position().ok().and_then(|list| {
+            list.elements_for_topic(&partition.topic).iter().find(|e| e.partition() == partition.partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+        });
+        Some((end - position.unwrap_or(partition.next).max(partition.next)).max(0))
     }
 
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {
@@ -475,8 +492,8 @@ mod tests {
                 .collect())
         }
 
-        fn end_offset(&self, _topic: &str, _partition: i32) -> Option<i64> {
-            Some(self.0.len() as i64)
+        fn lag(&mut self, partition: &ChangelogPartition) -> Option<i64> {
+            Some(self.0.len() as i64 - partition.next)
         }
 
         fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {

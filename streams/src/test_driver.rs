@@ -216,8 +216,8 @@ impl ChangelogConsumer for InMemoryChangelog<'_> {
         Ok(records)
     }
 
-    fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.logs.borrow().get(topic).and_then(|parts| parts.get(partition as usize)).map(|log| log.len() as i64)
+    fn lag(&mut self, partition: &ChangelogPartition) -> Option<i64> {
+        self.logs.borrow().get(&partition.topic).and_then(|parts| parts.get(partition.partition as usize)).map(|log| log.len() as i64 - partition.next)
     }
 
     fn reached_end(&mut self, partition: &ChangelogPartition) -> bool {
