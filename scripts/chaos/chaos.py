@@ -211,7 +211,7 @@ def submit(api, ledger, user, path, body, kind, account, payee=None, duplicate=F
                 ledger.problems.append(f"a retry with Idempotency-Key {key} got command {again.get('command_id')}, not {command_id}")
     with ledger.lock:
         ledger.commands.append({"command_id": command_id, "kind": kind, "user_id": account, "idempotency_key": key, "amount": body.get("amount"),
-                                "payee": payee, "attempts": attempts, "status_url": answer["status_url"]})
+                                "payee": payee, "attempts": attempts, "status_url": answer["status_url"], "sender": user})
     return command_id
 
 
@@ -232,12 +232,13 @@ def sign_up(stack, ledger, n):
     return users
 
 
-def client(stack, ledger, users, me, rng, target, pause, stop):
-    """One user's client: transfers (some to unknown payees), refunds of what it received;
-    until the chaos is over and `target` transfers were accepted."""
-    user = users[me]
+def client(stack, ledger, users, rng, target, pause, stop):
+    """A client acting for a random user each time: transfers (some to unknown payees),
+    refunds of what that user received; until the chaos is over and `target` transfers were
+    accepted."""
     while not (stop.is_set() and ledger.transfers >= target):
         time.sleep(pause)
+        user = rng.choice(users)
         roll = rng.random()
         with ledger.lock:
             mine = [c for c in ledger.commands if c["kind"] == "transfer" and c["payee"] == user["user_id"]]
@@ -294,6 +295,7 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pause", type=float, default=0.02, help="seconds each client waits between commands")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--settle-timeout", type=float, default=600, help="seconds to wait for every command's final status")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, manifest)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(10**6)
@@ -310,7 +312,7 @@ def main():
             submit(stack.api, ledger, operator, "/v1/deposits", {"user_id": user["user_id"], "amount": f"{DEPOSIT}.00"}, "deposit", user["user_id"])
         stop, chaos_done, events = threading.Event(), threading.Event(), []
         started = time.time()
-        threads = [threading.Thread(target=client, args=(stack, ledger, users, i % USERS, random.Random(seed + i), args.transfers, args.pause, stop)) for i in range(args.clients)]
+        threads = [threading.Thread(target=client, args=(stack, ledger, users, random.Random(seed + i), args.transfers, args.pause, stop)) for i in range(args.clients)]
         threads.append(threading.Thread(target=chaos, args=(stack, args.kills, args.kill_interval, random.Random(seed), events, chaos_done)))
         for thread in threads:
             thread.start()
@@ -325,19 +327,26 @@ def main():
 
         def settled():
             for command_id, command in list(pending.items()):
-                status, body, _ = call(stack.api, "GET", command["status_url"], token=operator["token"])
+                # The status URL names the account when the sender acts for another (deposits).
+                status, body, _ = call(stack.api, "GET", command["status_url"], token=command["sender"]["token"])
+                if status == 401 and "password" in command["sender"]:
+                    login(stack.api, command["sender"])
                 if status == 200 and body.get("status") in ("settled", "rejected"):
                     del pending[command_id]
             return not pending
 
-        wait_for("every command's final status", settled, 600, lambda: f"{len(pending)} pending, e.g. {list(pending)[:5]}")
+        def show_pending():
+            sample = [(c["kind"], c["command_id"], call(stack.api, "GET", c["status_url"], token=c["sender"]["token"])[:2]) for c in list(pending.values())[:5]]
+            return f"{len(pending)} not final, e.g. {sample}"
+
+        wait_for("every command's final status", settled, args.settle_timeout, show_pending)
         print(f"chaos: every command final {time.time() - settle_started:.0f} s after the last was sent", flush=True)
         for user in users:
             login(stack.api, user)  # a fresh token for the verifier's balance reads
         manifest = {
             "users": [{k: u[k] for k in ("user_id", "email", "token")} for u in users],
             "operator_token": operator["token"],
-            "commands": [{k: v for k, v in c.items() if k != "status_url"} for c in ledger.commands],
+            "commands": [{k: v for k, v in c.items() if k not in ("status_url", "sender")} for c in ledger.commands],
         }
         path = os.path.join(work, "manifest.json")
         with open(path, "w") as f:
