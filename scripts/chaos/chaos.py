@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -278,10 +279,11 @@ def chaos(stack, kills, interval, rng, events, done):
         stack.start_instance(i)
         if k + 1 == broker_at:
             time.sleep(interval / 2)
+            stopping = time.time()
             stack.broker("stop")
-            events.append(("broker-restart", None, time.time()))
             time.sleep(2)
             stack.broker("start")
+            events.append(("broker-restart", None, stopping, time.time()))
     done.set()
 
 
@@ -325,14 +327,19 @@ def main():
         pending = {c["command_id"]: c for c in ledger.commands}
         settle_started = time.time()
 
+        def final(command):
+            # The status URL names the account when the sender acts for another (deposits).
+            status, body, _ = call(stack.api, "GET", command["status_url"], token=command["sender"]["token"])
+            if status == 401 and "password" in command["sender"]:
+                login(stack.api, command["sender"])
+            return status == 200 and body.get("status") in ("settled", "rejected")
+
         def settled():
-            for command_id, command in list(pending.items()):
-                # The status URL names the account when the sender acts for another (deposits).
-                status, body, _ = call(stack.api, "GET", command["status_url"], token=command["sender"]["token"])
-                if status == 401 and "password" in command["sender"]:
-                    login(stack.api, command["sender"])
-                if status == 200 and body.get("status") in ("settled", "rejected"):
-                    del pending[command_id]
+            commands = list(pending.values())
+            with ThreadPoolExecutor(8) as pool:
+                for command, done in zip(commands, pool.map(final, commands)):
+                    if done:
+                        del pending[command["command_id"]]
             return not pending
 
         def show_pending():
@@ -356,9 +363,11 @@ def main():
         seconds = {int(t) for (a, b) in ledger.refused for t in range(int(a), int(b) + 1)}
         kills = sum(1 for e in events if e[0] in ("kill", "wipe"))
         wipes = sum(1 for e in events if e[0] == "wipe")
-        restarts = sum(1 for e in events if e[0] == "broker-restart")
-        print(json.dumps({"commands": len(ledger.commands), "transfers": ledger.transfers, "kills": kills, "wipes": wipes, "broker_restarts": restarts,
-                          "refused_requests": len(ledger.refused), "seconds_refused": len(seconds), "seconds": round(elapsed), "seed": seed}))
+        restarts = [e for e in events if e[0] == "broker-restart"]
+        # Refusals while the broker was away (plus the time clients take to reconnect).
+        during_restart = sum(1 for (a, b) in ledger.refused if any(e[2] <= b and a <= e[3] + 10 for e in restarts))
+        print(json.dumps({"commands": len(ledger.commands), "transfers": ledger.transfers, "kills": kills, "wipes": wipes, "broker_restarts": len(restarts),
+                          "refused_requests": len(ledger.refused), "refused_during_broker_restart": during_restart, "seconds_refused": len(seconds), "seconds": round(elapsed), "seed": seed}))
         for problem in ledger.problems:
             print(f"VIOLATION: {problem}")
         ok = verify.returncode == 0 and not ledger.problems

@@ -66,6 +66,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -311,6 +312,9 @@ def read_topics(bootstrap, registry_url, timeout_s):
     """Every committed record of TOPICS below the high watermarks of the start, decoded.
     Returns (outcomes, activities, violations for undecodable records, records read per topic)."""
     # Imported here so that the pure checks above run (and are unit-tested) without them.
+    # authlib, which the schema registry client imports, warns about its own httpx module.
+    warnings.filterwarnings("ignore", module="authlib")
+    warnings.filterwarnings("ignore", message=".*httpx.*")
     from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
     from confluent_kafka.schema_registry import SchemaRegistryClient
