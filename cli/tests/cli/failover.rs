@@ -97,6 +97,20 @@ impl Pair {
         assert!(wrong.is_empty(), "keys whose committed outputs are not the running totals (key, inputs, outputs): {wrong:?}");
     }
 
+    /// Kills the first instance (`a`) with SIGKILL mid-stream (its open transaction is left to
+    /// the coordinator), waits until the other runs every task and checks the outputs are
+    /// exactly once; returns the time from the kill to every task running.
+    fn kill_first_and_fail_over(&self, mut a: Running, inputs: &[(String, i64, String)]) -> Duration {
+        a.kill().unwrap();
+        a.wait().unwrap();
+        let killed = Instant::now();
+        assert!(self.committed() < inputs.len() as i64, "killed mid-stream");
+        wait_until("the survivor runs every task", 90, || self.tasks(1) == Some(4.0));
+        let failover = killed.elapsed();
+        self.check_exactly_once(inputs);
+        failover
+    }
+
     fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.instances[i].0.join("run.log")).unwrap()
     }
@@ -114,14 +128,8 @@ impl Pair {
 fn a_killed_instance_is_replaced_and_nothing_is_lost_or_repeated() {
     let pair = Pair::new("failover");
     let inputs = increments(0, 32_000);
-    let (mut a, b) = pair.start_mid_stream(&inputs);
-    a.kill().unwrap(); // SIGKILL mid-stream: its open transaction is left to the coordinator
-    a.wait().unwrap();
-    let killed = Instant::now();
-    assert!(pair.committed() < 32_000, "killed mid-stream");
-    wait_until("the survivor runs every task", 90, || pair.tasks(1) == Some(4.0));
-    let failover = killed.elapsed();
-    pair.check_exactly_once(&inputs);
+    let (a, b) = pair.start_mid_stream(&inputs);
+    let failover = pair.kill_first_and_fail_over(a, &inputs);
     assert!(pair.log(1).matches("task restored").count() >= 4, "the survivor restored the tasks it took over: {}", pair.log(1));
     eprintln!("failover: {:.1} s from kill -9 to every task running on the survivor", failover.as_secs_f64());
     pair.finish(vec![b]);
@@ -155,19 +163,13 @@ fn a_paused_instance_cannot_commit_when_it_wakes_and_rejoins() {
 fn a_standby_is_promoted_on_failover_and_restores_only_the_tail() {
     let pair = Pair::with("standby", "num_standby_replicas = 1\n");
     let inputs = increments(0, 32_000);
-    let (mut a, b) = pair.start_mid_stream(&inputs);
+    let (a, b) = pair.start_mid_stream(&inputs);
     wait_until("each instance keeps standbys of the other's two tasks", 90, || pair.standbys(0) == Some(2.0) && pair.standbys(1) == Some(2.0));
     wait_until("standby lag is served per task and store", 30, || {
         metrics_text(&pair.instances[1].2).lines().any(|l| l.starts_with("sluice_standby_records_lag{") && l.contains("store=\"balances\""))
     });
     wait_until("part of the remaining inputs is committed", 90, || pair.committed() >= 8_000);
-    a.kill().unwrap();
-    a.wait().unwrap();
-    let killed = Instant::now();
-    assert!(pair.committed() < 32_000, "killed mid-stream");
-    wait_until("the survivor runs every task", 90, || pair.tasks(1) == Some(4.0));
-    let failover = killed.elapsed();
-    pair.check_exactly_once(&inputs);
+    let failover = pair.kill_first_and_fail_over(a, &inputs);
     let log = pair.log(1);
     let promoted = log.find("standby task promoted to active").unwrap_or_else(|| panic!("the survivor promoted its standbys: {log}"));
     assert_eq!(log.matches("standby task promoted to active").count(), 2, "{log}");
