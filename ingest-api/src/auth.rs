@@ -9,6 +9,7 @@
 //! password change, applied by the pipeline).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -28,6 +29,7 @@ use utoipa::ToSchema;
 
 use crate::body::ApiJson;
 use crate::commands::{self, Accepted, Submission};
+use crate::login_guard::LoginGuard;
 use crate::ops::RequestContext;
 use crate::problem::Problem;
 use crate::SharedState;
@@ -245,7 +247,7 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
     if read_user(&state, &user_id).await?.is_some() {
         return Err(Problem::new(StatusCode::CONFLICT, "email-taken", "Email taken", format!("`{email}` is already registered; log in instead")));
     }
-    let password_hash = hash_password(request.password.clone()).await?;
+    let password_hash = hash_password(&state.login_guard, request.password.clone()).await?;
     let principal = Principal { subject: user_id.clone(), roles: Vec::new(), token_issued_at: TimestampMillis(0) };
     // The fingerprint leaves the password out: the hash is salted, the email names the user.
     let fingerprint = serde_json::json!({ "email": email, "full_name": request.full_name });
@@ -259,13 +261,24 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
 pub async fn login(State(state): State<SharedState>, Extension(context): Extension<Arc<RequestContext>>, ApiJson(request): ApiJson<LoginRequest>) -> Result<Json<TokenResponse>, Problem> {
     state.limiter.check(&context.anonymous_key())?;
     let user_id = model::user_id_for_email(&request.email);
+    state.login_guard.check(&user_id, Instant::now())?;
     let user = read_user(&state, &user_id).await?;
     // Verify against a real hash even for unknown users, so timing does not tell them apart.
     let stored = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
-    let matches = verify_password(request.password, stored).await?;
+    let matches = verify_password(&state.login_guard, &user_id, request.password, stored).await?;
     let user = match user {
-        Some(user) if matches => user,
-        _ => return Err(invalid_credentials()),
+        Some(user) if matches => {
+            state.login_guard.succeeded(&user_id);
+            user
+        }
+        // Only registered accounts count failures: whether an email is registered is no
+        // secret (registration says so), and a login tried before the registration was
+        // processed does not count against the new account.
+        Some(_) => {
+            state.login_guard.failed(&user_id, Instant::now());
+            return Err(invalid_credentials());
+        }
+        None => return Err(invalid_credentials()),
     };
     if user.status == UserStatus::Deceased {
         return Err(account_closed());
@@ -304,10 +317,12 @@ pub async fn logout(State(state): State<SharedState>, caller: Caller, headers: H
 pub async fn change_password(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<ChangePasswordRequest>) -> Result<Response, Problem> {
     let user = caller.user()?.clone();
     check_password(&request.new_password)?;
-    if !verify_password(request.current_password, user.password_hash.clone()).await? {
+    state.login_guard.check(&user.user_id, Instant::now())?;
+    if !verify_password(&state.login_guard, &user.user_id, request.current_password, user.password_hash.clone()).await? {
+        state.login_guard.failed(&user.user_id, Instant::now());
         return Err(invalid_credentials());
     }
-    let password_hash = hash_password(request.new_password).await?;
+    let password_hash = hash_password(&state.login_guard, request.new_password).await?;
     let principal = caller.principal();
     let submission = Submission { command_type: "ChangePassword", topic: AUTH_TOPIC, key: user.user_id.clone(), subject: user.user_id.clone(), status_query: None };
     commands::submit(&state, &headers, submission, &serde_json::json!({ "jti": caller.claims.jti }), auth_command(principal, AuthPayload::ChangePassword(ChangePassword { password_hash }))).await
@@ -385,8 +400,10 @@ fn check_name(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads.
-async fn hash_password(password: String) -> Result<String, Problem> {
+/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads, in one of the
+/// login guard's slots.
+async fn hash_password(guard: &LoginGuard, password: String) -> Result<String, Problem> {
+    let _slot = guard.slot().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
@@ -396,13 +413,22 @@ async fn hash_password(password: String) -> Result<String, Problem> {
     .map_err(|e| Problem::internal(format!("password hashing failed: {e}")))
 }
 
-async fn verify_password(password: String, phc: String) -> Result<bool, Problem> {
-    tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    })
-    .await
-    .map_err(|e| Problem::internal(e.to_string()))
+/// Checks `password` against `account`'s stored hash in one of the login guard's slots. A
+/// stored hash whose parameters lie outside the bounds (docs/security.md) is never computed:
+/// the check fails.
+async fn verify_password(guard: &LoginGuard, account: &str, password: String, phc: String) -> Result<bool, Problem> {
+    if sluice_processors::auth_validation::is_argon2id_phc(&phc) {
+        let _slot = guard.slot().await?;
+        tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
+            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+            Err(_) => false,
+        })
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))
+    } else {
+        tracing::warn!(user = account, "the stored password hash is not an argon2id hash within the bounds; not computing it");
+        Ok(false)
+    }
 }
 
 /// An argon2id hash of a random password, verified against for unknown users.
@@ -414,10 +440,13 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_to_argon2id_and_verify() {
-        let hash = hash_password("correct horse battery".to_string()).await.unwrap();
+        let guard = LoginGuard::new(1, crate::login_guard::SLOT_WAIT);
+        let hash = hash_password(&guard, "correct horse battery".to_string()).await.unwrap();
         assert!(sluice_processors::auth_validation::is_argon2id_phc(&hash), "{hash}");
-        assert!(verify_password("correct horse battery".to_string(), hash.clone()).await.unwrap());
-        assert!(!verify_password("wrong horse battery".to_string(), hash).await.unwrap());
+        assert!(verify_password(&guard, "u", "correct horse battery".to_string(), hash.clone()).await.unwrap());
+        assert!(!verify_password(&guard, "u", "wrong horse battery".to_string(), hash).await.unwrap());
+        let hostile = "$argon2id$v=19$m=4294967295,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_string();
+        assert!(!verify_password(&guard, "u", "anything".to_string(), hostile).await.unwrap(), "never computed");
         assert!(PasswordHash::new(DUMMY_HASH).is_ok(), "the dummy hash parses, so unknown users cost a full verification");
     }
 

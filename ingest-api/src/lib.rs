@@ -18,6 +18,7 @@ pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod console;
+pub mod login_guard;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub idempotency: commands::IdempotencyTable,
     /// Per-principal token buckets (`http_rate_limit_per_s`, `http_rate_limit_burst`).
     pub limiter: ops::RateLimiter,
+    /// Bounds on password checks: concurrent argon2 work, failed logins per account.
+    pub login_guard: login_guard::LoginGuard,
     /// Settings.
     pub settings: ApiSettings,
     /// Renders `/metrics`, when a recorder is installed.

@@ -94,6 +94,7 @@ mod tests {
             publisher: crate::publish::Publisher::new("127.0.0.1:1", "http://127.0.0.1:1").unwrap(),
             idempotency: Default::default(),
             limiter: crate::ops::RateLimiter::new(rate_limit_per_s, burst),
+            login_guard: crate::login_guard::LoginGuard::new(2, crate::login_guard::SLOT_WAIT),
             settings: ApiSettings {
                 access_ttl_s: 900,
                 refresh_ttl_s: 3600,

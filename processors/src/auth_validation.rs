@@ -129,7 +129,7 @@ impl AuthValidation {
                 return Ok(Err((reasons::INVALID_USER_ID, "the record key must be the user id derived from the email".to_string())));
             }
             if !is_argon2id_phc(&register.password_hash) {
-                return Ok(Err((reasons::INVALID_PASSWORD_HASH, "password_hash must be an argon2id PHC string".to_string())));
+                return Ok(Err((reasons::INVALID_PASSWORD_HASH, ARGON2_REQUIREMENT.to_string())));
             }
             if existing.is_some() {
                 return Ok(Err((reasons::EMAIL_TAKEN, "a user with this email already exists".to_string())));
@@ -164,7 +164,7 @@ impl AuthValidation {
             AuthPayload::RegisterUser(_) => unreachable!("handled above"),
             AuthPayload::ChangePassword(change) => {
                 if !is_argon2id_phc(&change.password_hash) {
-                    return Ok(Err((reasons::INVALID_PASSWORD_HASH, "password_hash must be an argon2id PHC string".to_string())));
+                    return Ok(Err((reasons::INVALID_PASSWORD_HASH, ARGON2_REQUIREMENT.to_string())));
                 }
                 user.password_hash = change.password_hash.clone();
                 user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(now_ms);
@@ -446,18 +446,46 @@ fn apply_profile(user: &mut User, update: &UpdateProfile, now_ms: i64) -> Result
     Ok(())
 }
 
-/// An argon2id hash in PHC form: `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>`. Plaintext
-/// passwords and other algorithms are refused.
+/// Argon2 memory (KiB), passes and lanes a stored hash may ask for: around the argon2 crate's
+/// defaults (19,456 KiB, 2 passes, 1 lane), so that checking a password costs at most a few
+/// times what the API's own hashes cost (docs/security.md, password checks).
+pub const ARGON2_MEMORY_KIB: std::ops::RangeInclusive<u32> = 8_192..=65_536;
+/// See [`ARGON2_MEMORY_KIB`].
+pub const ARGON2_PASSES: std::ops::RangeInclusive<u32> = 1..=4;
+/// See [`ARGON2_MEMORY_KIB`].
+pub const ARGON2_LANES: std::ops::RangeInclusive<u32> = 1..=4;
+
+/// Why a password hash is refused, naming the bounds.
+pub const ARGON2_REQUIREMENT: &str = "password_hash must be an argon2id PHC string with m from 8192 to 65536 KiB, t from 1 to 4 and p from 1 to 4";
+
+/// An argon2id hash in PHC form, `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>`, whose
+/// parameters lie within [`ARGON2_MEMORY_KIB`], [`ARGON2_PASSES`] and [`ARGON2_LANES`], with a
+/// salt of 8 to 48 bytes and an output of 4 to 64 bytes. Plaintext passwords, other
+/// algorithms and hashes that would make a check allocate or compute without bound are refused.
 pub fn is_argon2id_phc(hash: &str) -> bool {
     let parts: Vec<&str> = hash.split('$').collect();
-    let b64 = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+    let b64 = |s: &str, bytes: std::ops::RangeInclusive<usize>| {
+        s.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') && bytes.contains(&(s.len() * 3 / 4))
+    };
+    let mut params = (None, None, None);
+    let known = parts.get(3).is_some_and(|list| {
+        list.split(',').all(|p| match p.split_once('=').map(|(k, v)| (k, v.parse::<u32>())) {
+            Some(("m", Ok(n))) if params.0.is_none() => params.0.replace(n).is_none(),
+            Some(("t", Ok(n))) if params.1.is_none() => params.1.replace(n).is_none(),
+            Some(("p", Ok(n))) if params.2.is_none() => params.2.replace(n).is_none(),
+            _ => false,
+        })
+    });
     parts.len() == 6
         && parts[0].is_empty()
         && parts[1] == "argon2id"
         && parts[2].starts_with("v=")
-        && parts[3].split(',').all(|p| matches!(p.split_once('='), Some(("m" | "t" | "p", n)) if n.parse::<u32>().is_ok()))
-        && b64(parts[4])
-        && b64(parts[5])
+        && known
+        && params.0.is_some_and(|m| ARGON2_MEMORY_KIB.contains(&m))
+        && params.1.is_some_and(|t| ARGON2_PASSES.contains(&t))
+        && params.2.is_some_and(|p| ARGON2_LANES.contains(&p))
+        && b64(parts[4], 8..=48)
+        && b64(parts[5], 4..=64)
 }
 
 #[cfg(test)]
@@ -471,5 +499,17 @@ mod tests {
         assert!(!is_argon2id_phc("$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"));
         assert!(!is_argon2id_phc("$argon2id$v=19$m=19456,t=2,p=1$$aGFzaA"));
         assert!(!is_argon2id_phc("$argon2id$v=19$x=1$c2FsdA$aGFzaA"));
+    }
+
+    #[test]
+    fn argon2_parameters_outside_the_bounds_are_refused() {
+        let with = |params: &str| format!("$argon2id$v=19${params}$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA");
+        assert!(is_argon2id_phc(&with("m=65536,t=4,p=4")), "the upper bounds");
+        assert!(is_argon2id_phc(&with("m=8192,t=1,p=1")), "the lower bounds");
+        for hostile in ["m=4294967295,t=2,p=1", "m=19456,t=1000000,p=1", "m=19456,t=2,p=255", "m=8191,t=2,p=1", "m=19456,t=0,p=1", "m=19456,t=2", "m=19456,m=8192,t=2,p=1"] {
+            assert!(!is_argon2id_phc(&with(hostile)), "{hostile}");
+        }
+        let long_output = format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ${}", "A".repeat(100));
+        assert!(!is_argon2id_phc(&long_output), "an output of 75 bytes");
     }
 }

@@ -288,6 +288,34 @@ fn the_http_api_journey_and_security_table() {
     let peek = api.get(&format!("/v1/commands/{transfer_id}?user_id={alice}"), Some(&mallory_token));
     assert_eq!((peek.status, peek.problem_type()), (403, "forbidden"), "reading another user's command");
     assert_eq!(api.get("/v1/nowhere", None).problem_type(), "not-found");
+
+    // 20 wrong passwords for one account: five are checked, then the account waits (429 with
+    // Retry-After), even with the right password; attempts refused meanwhile cost no argon2
+    // work and do not extend the wait; other accounts log in as before.
+    api.sign_up("victim@example.com", "victim-password-1");
+    let guesses: Vec<(u16, String)> = (0..20)
+        .map(|i| {
+            let answer = api.post("/v1/auth/login", None, json!({"email": "victim@example.com", "password": format!("guess-{i}")}));
+            (answer.status, answer.problem_type().to_string())
+        })
+        .collect();
+    let checked = guesses.iter().filter(|g| g.0 == 401).count();
+    assert!(guesses[..5].iter().all(|g| *g == (401, "invalid-credentials".to_string())), "{guesses:?}");
+    assert_eq!(guesses[5], (429, "too-many-failed-logins".to_string()), "{guesses:?}");
+    assert!(checked <= 7 && guesses.iter().all(|g| g.0 == 401 || g.1 == "too-many-failed-logins"), "at most a couple more checks after the waits: {guesses:?}");
+    let right = api.post("/v1/auth/login", None, json!({"email": "victim@example.com", "password": "victim-password-1"}));
+    assert_eq!((right.status, right.problem_type()), (429, "too-many-failed-logins"), "{}", right.body);
+    assert!(right.headers.contains_key("retry-after"));
+    api.log_in("bob@example.com", "bob-password-12");
+
+    // A hostile argon2 hash registered through the kcat bridge (no token needed there) is
+    // refused by the pipeline: no login would ever try to allocate what it asks for.
+    let hostile = "$argon2id$v=19$m=4294967295,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    let json = format!(r#"{{"event_id": "reg-hostile", "payload": {{"type": "RegisterUser", "email": "hostile@example.com", "password_hash": "{hostile}"}}}}"#);
+    p.send("auth.commands.json", Some(&model::user_id_for_email("hostile@example.com")), None, &json);
+    p.expect("a hostile argon2 hash", &[("reg-hostile", "rejected", Some("invalid_password_hash"))]);
+    let login = api.post("/v1/auth/login", None, json!({"email": "hostile@example.com", "password": "anything"}));
+    assert_eq!((login.status, login.problem_type()), (401, "invalid-credentials"));
     assert_eq!(api.call("DELETE", "/v1/transfers", Some(&mallory_token), &[], None).status, 405);
 
     // Nothing was published: mallory's only payment command is the marker sent after the table,
