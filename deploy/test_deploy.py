@@ -118,6 +118,11 @@ class Compose(unittest.TestCase):
                 if arg.startswith("--"):
                     self.assertIn(arg, flags, f"{name}: sluice {command[0]} has no {arg}")
 
+    def test_secrets_come_from_the_environment_with_no_default(self):
+        for name in ["sluice-processors", "sluice-ingest"]:
+            secret = str(SERVICES[name]["environment"]["SLUICE__JWT_SECRET"])
+            self.assertRegex(secret, r"^\$\{SLUICE_JWT_SECRET:\?[^}]+\}$", f"{name}: the JWT secret must be required from the environment, not defaulted")
+
     def test_mounted_files_exist(self):
         for name, service in SERVICES.items():
             for volume in service.get("volumes", []):

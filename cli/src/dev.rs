@@ -198,15 +198,6 @@ pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf
     Ok(Some(file))
 }
 
-/// For `sluice run` and `sluice ingest`: without configured keys, use the secret `sluice dev`
-/// generated if there is one (as `sluice token` does), and say so; otherwise leave the settings
-/// to be refused where keys are needed.
-pub(crate) fn fall_back_to_dev_secret(config: &mut SluiceConfig) {
-    if let Ok(Some(file)) = use_dev_secret(config) {
-        println!("JWT keys: the dev secret in {}", file.display());
-    }
-}
-
 /// Starts the embedded Schema Registry on `config.registry_listen`.
 pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, String> {
     let listen: SocketAddr = config

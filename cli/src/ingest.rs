@@ -38,7 +38,6 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     if let Some(url) = args.schema_registry_url {
         config.schema_registry_url = url;
     }
-    crate::dev::fall_back_to_dev_secret(&mut config);
     let topology = Arc::new(Topology::from_file(&config.topology).map_err(|e| e.to_string())?);
     let instance = format!("{}-ingest-{}", config.application_id, std::process::id());
     let iq = InteractiveQueries::new(Arc::clone(&topology), LocalStores::default(), &instance);
@@ -56,7 +55,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
 
 /// The API's state from the settings.
 pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>) -> Result<SharedState, String> {
-    let keys = crate::run::jwt_keys(config)?.ok_or("the API signs tokens: set jwt_secret (SLUICE__JWT_SECRET), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file")?;
+    let keys = crate::run::jwt_keys(config)?.ok_or("the API signs tokens and no JWT key is configured: set jwt_secret (SLUICE__JWT_SECRET, 32 or more random characters), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file (the secret `sluice dev` generates is for the dev stack only and is not used here)")?;
     if !keys.can_issue() {
         return Err("the API signs tokens: set jwt_private_key_file".to_string());
     }

@@ -78,7 +78,6 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     if let Some(server) = args.application_server {
         config.application_server = Some(server);
     }
-    crate::dev::fall_back_to_dev_secret(&mut config);
     let mut streams = StreamThread::start(&config).await?;
     if let Some(server) = &config.application_server {
         let queries = streams.queries.clone();

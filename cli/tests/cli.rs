@@ -123,6 +123,24 @@ fn topology_validate_fails_naming_the_line() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `sluice ingest` signs tokens: with no key configured it refuses to start, even beside the
+/// secret `sluice dev` generated (a development secret is never picked up silently).
+#[test]
+fn ingest_refuses_to_start_without_a_configured_jwt_key() {
+    let dir = temp_dir("no-secret");
+    std::fs::write(dir.join("jwt-secret"), "d".repeat(64)).unwrap(); // where `sluice dev` keeps it
+    let output = sluice()
+        .args(["ingest", "--http-listen", "127.0.0.1:0", "--bootstrap-servers", "127.0.0.1:1"])
+        .env("SLUICE__STATE_DIR", dir.join("state"))
+        .env("SLUICE__METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no JWT key is configured: set jwt_secret"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn topics_create_is_idempotent_and_reports_unreachable_brokers() {
     let broker = sluice_testkit::Broker::start();
@@ -745,6 +763,11 @@ impl Pipeline {
 
     /// Produces a JSON command as kcat would: optional key, `authorization` header.
     fn send(&self, topic: &str, key: Option<&str>, token: Option<&str>, json: &str) {
+        self.send_at(topic, key, token, json, None);
+    }
+
+    /// [`Pipeline::send`] with the record's CreateTime set by the producer.
+    fn send_at(&self, topic: &str, key: Option<&str>, token: Option<&str>, json: &str, timestamp_ms: Option<i64>) {
         let bearer = token.map(|t| format!("Bearer {t}"));
         let headers = OwnedHeaders::new();
         let headers = match &bearer {
@@ -754,6 +777,9 @@ impl Pipeline {
         let mut record = BaseRecord::to(topic).payload(json).headers(headers);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(timestamp) = timestamp_ms {
+            record = record.timestamp(timestamp);
         }
         self.producer.send(record).map_err(|(e, _)| e).unwrap();
         self.producer.flush(Duration::from_secs(10)).unwrap();

@@ -6,7 +6,7 @@ use super::*;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use sluice_schemas::types::{AccessLog, HmrcCommand, PaymentCommand};
+use sluice_schemas::types::{AccessLog, DeadLetter, HmrcCommand, PaymentCommand};
 
 const PROBLEMS: &str = "https://sluice.dev/problems/";
 
@@ -316,6 +316,20 @@ fn the_http_api_journey_and_security_table() {
     p.expect("a hostile argon2 hash", &[("reg-hostile", "rejected", Some("invalid_password_hash"))]);
     let login = api.post("/v1/auth/login", None, json!({"email": "hostile@example.com", "password": "anything"}));
     assert_eq!((login.status, login.problem_type()), (401, "invalid-credentials"));
+
+    // A bridge record backdated to when an expired token was still valid: the topic stamps it
+    // with the broker's clock, so the token is judged expired and the deposit dead-lettered.
+    let two_hours_ago = now_ms() - 7_200_000;
+    let stale = p.keys.issue("ops", &["operator"], TokenUse::Access, two_hours_ago, 900, "stale").unwrap();
+    let json = r#"{"event_id": "dep-backdated", "payload": {"type": "Deposit", "amount": "1000000.00", "currency": "GBP"}}"#;
+    p.send_at("payments.commands.json", Some(&mallory), Some(&stale), json, Some(two_hours_ago + 60_000));
+    let letter = api.wait_for("the backdated deposit in the DLQ", || {
+        p.decode_all::<DeadLetter>("sluice.dlq").into_iter().find(|d| d.source_topic == "payments.commands.json")
+    });
+    assert_eq!(letter.error_class, "invalid_token", "{letter:?}");
+    assert!(letter.error_message.contains("token_expired"), "{letter:?}");
+    assert!(letter.occurred_at.0 > two_hours_ago + 3_600_000, "judged at the broker's time, not the producer's: {letter:?}");
+    assert!(!p.outcomes().contains_key("dep-backdated"), "no outcome: it never reached the pipeline");
     assert_eq!(api.call("DELETE", "/v1/transfers", Some(&mallory_token), &[], None).status, 405);
 
     // Nothing was published: mallory's only payment command is the marker sent after the table,
