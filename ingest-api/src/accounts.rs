@@ -67,6 +67,11 @@ pub async fn command_status(State(state): State<SharedState>, caller: Caller, Pa
     let served = state.queries.get_on(store, &key, &id).await?;
     if let Some(bytes) = served.value {
         let status: CommandStatus = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("unreadable command status: {e}")))?;
+        // The store is shared by every user of the partition: answer only for the account asked
+        // about, as if the command did not exist otherwise (docs/security.md).
+        if store == stores::COMMAND_STATUS && status.user_id != key {
+            return Err(command_not_found(&id, &key));
+        }
         return Ok(Json(CommandStatusResponse {
             command_id: status.command_id,
             command_type: status.command_type,
@@ -85,8 +90,12 @@ pub async fn command_status(State(state): State<SharedState>, caller: Caller, Pa
             detail: None,
             updated_at_ms: None,
         })),
-        _ => Err(Problem::new(StatusCode::NOT_FOUND, "command-not-found", "No such command", format!("no command `{id}` for `{key}`"))),
+        _ => Err(command_not_found(&id, &key)),
     }
+}
+
+fn command_not_found(id: &str, key: &str) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "command-not-found", "No such command", format!("no command `{id}` for `{key}`"))
 }
 
 fn state_name(state: CommandState) -> &'static str {

@@ -71,7 +71,7 @@ impl BalanceCheck {
         // A refund must name a transfer this user received, with enough of it left.
         let mut refunded = None;
         if let PaymentPayload::Refund(refund) = &command.payload {
-            let incoming_key = model::incoming_key(&refund.payment_id);
+            let incoming_key = model::incoming_key(key, &refund.payment_id);
             let Some(incoming) = model::load::<IncomingPayment>(ctx.store(stores::PAYMENTS)?, &incoming_key)? else {
                 let detail = format!("no settled transfer `{}` to this account", refund.payment_id);
                 return emit::reject_payment(ctx, &payment, reasons::PAYMENT_UNKNOWN, &detail);
@@ -131,7 +131,7 @@ impl BalanceCheck {
     /// Records the payment in flight and sends its credit leg to the payee's task.
     fn send_credit(&self, ctx: &mut ProcessorContext<'_>, payment: &Payment, payee: &str, refund_of: Option<String>) -> Result<(), ProcessError> {
         let outgoing = OutgoingPayment { kind: payment.kind, payee_user_id: payee.to_string(), amount: payment.amount, state: PaymentState::InFlight, refund_of };
-        model::save(ctx.store(stores::PAYMENTS)?, &model::outgoing_key(&payment.command_id), &outgoing)?;
+        model::save(ctx.store(stores::PAYMENTS)?, &model::outgoing_key(&payment.payer_user_id, &payment.command_id), &outgoing)?;
         emit::set_status(ctx, &payment.command_id, emit::payment_type(payment.kind), &payment.payer_user_id, CommandState::Pending, None)?;
         let leg = PaymentLeg {
             event_id: format!("{}:credit", payment.command_id),
@@ -151,7 +151,7 @@ impl BalanceCheck {
 
     /// The payee was credited: the payment is settled.
     fn confirm(&self, leg: &PaymentLeg, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        let key = model::outgoing_key(&leg.command_id);
+        let key = model::outgoing_key(&leg.payer_user_id, &leg.command_id);
         let mut outgoing = load_outgoing(ctx, &key)?;
         outgoing.state = PaymentState::Settled;
         model::save(ctx.store(stores::PAYMENTS)?, &key, &outgoing)?;
@@ -161,7 +161,7 @@ impl BalanceCheck {
     /// The payee could not be credited: the money comes back to the payer, and the payment's
     /// one outcome is its rejection.
     fn reverse(&self, leg: &PaymentLeg, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        let key = model::outgoing_key(&leg.command_id);
+        let key = model::outgoing_key(&leg.payer_user_id, &leg.command_id);
         let mut outgoing = load_outgoing(ctx, &key)?;
         outgoing.state = PaymentState::Reversed;
         model::save(ctx.store(stores::PAYMENTS)?, &key, &outgoing)?;
@@ -179,7 +179,7 @@ impl BalanceCheck {
         };
         accounts::post(ctx, &mut account, posting)?;
         if let Some(original) = &outgoing.refund_of {
-            let incoming_key = model::incoming_key(original);
+            let incoming_key = model::incoming_key(&leg.payer_user_id, original);
             if let Some(mut incoming) = model::load::<IncomingPayment>(ctx.store(stores::PAYMENTS)?, &incoming_key)? {
                 incoming.refunded -= leg.amount;
                 model::save(ctx.store(stores::PAYMENTS)?, &incoming_key, &incoming)?;

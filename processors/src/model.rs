@@ -17,7 +17,9 @@ pub mod stores {
     pub const ACCOUNTS: &str = "accounts";
     /// Transaction history: `<user_id>/<newest-first sequence>`.
     pub const LEDGER: &str = "ledger";
-    /// Payments: `out/<command_id>` on the payer's task, `in/<command_id>` on the payee's.
+    /// Payments: `out/<payer user_id>/<command_id>` on the payer's task,
+    /// `in/<payee user_id>/<command_id>` on the payee's: several users share a task, and a
+    /// payment is reachable only from its own party's key (docs/security.md).
     pub const PAYMENTS: &str = "payments";
     /// Command outcomes by command id, on the task of the user the command concerns.
     pub const COMMAND_STATUS: &str = "command-status";
@@ -244,7 +246,7 @@ pub enum PaymentState {
     Reversed,
 }
 
-/// An outgoing transfer or refund (`out/<command_id>`, payer's task).
+/// An outgoing transfer or refund (`out/<payer>/<command_id>`, payer's task).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutgoingPayment {
     /// Transfer or refund.
@@ -259,7 +261,7 @@ pub struct OutgoingPayment {
     pub refund_of: Option<String>,
 }
 
-/// A received transfer (`in/<command_id>`, payee's task): what can still be refunded.
+/// A received transfer (`in/<payee>/<command_id>`, payee's task): what can still be refunded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncomingPayment {
     /// Who sent it.
@@ -270,14 +272,14 @@ pub struct IncomingPayment {
     pub refunded: Decimal,
 }
 
-/// Key of an outgoing payment.
-pub fn outgoing_key(command_id: &str) -> String {
-    format!("out/{command_id}")
+/// Key of `payer`'s outgoing payment `command_id`.
+pub fn outgoing_key(payer: &str, command_id: &str) -> String {
+    format!("out/{payer}/{command_id}")
 }
 
-/// Key of an incoming payment.
-pub fn incoming_key(command_id: &str) -> String {
-    format!("in/{command_id}")
+/// Key of `payee`'s incoming payment `command_id`.
+pub fn incoming_key(payee: &str, command_id: &str) -> String {
+    format!("in/{payee}/{command_id}")
 }
 
 /// The status of a command as clients see it (`GET /v1/commands/{id}`).

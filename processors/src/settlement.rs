@@ -70,7 +70,7 @@ impl Processor for Settlement {
         accounts::post(ctx, &mut account, posting)?;
         if leg.kind == PaymentKind::Transfer {
             let incoming = IncomingPayment { payer_user_id: leg.payer_user_id.clone(), amount: leg.amount, refunded: rust_decimal::Decimal::ZERO };
-            model::save(ctx.store(stores::PAYMENTS)?, &model::incoming_key(&leg.command_id), &incoming)?;
+            model::save(ctx.store(stores::PAYMENTS)?, &model::incoming_key(&key, &leg.command_id), &incoming)?;
         }
         let payment = Payment {
             command_id: leg.command_id.clone(),

@@ -446,6 +446,26 @@ fn refunds_go_back_to_the_payer_once() {
     assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.kind == "refund_received" && n.user_id == alice));
 }
 
+/// Users whose keys fall on one partition share its task and stores: a user may refund only
+/// a transfer they received themselves, not one their partition neighbour received.
+#[test]
+fn a_partition_neighbour_cannot_refund_a_transfer_someone_else_received() {
+    let mut bank = Bank::new("neighbours");
+    let partition_of = |user: &str| sluice_streams::partitioner::partition_for_key(user.as_bytes(), 4);
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let carol_email = (0..).map(|i| format!("carol{i}@example.com")).find(|e| partition_of(&model::user_id_for_email(e)) == partition_of(&bob)).unwrap();
+    let carol = bank.basic_user(&carol_email);
+    bank.deposit(&alice, "100.00");
+    bank.deposit(&carol, "50.00");
+    let transfer = bank.transfer(&alice, &bob, "60.00");
+    let by_neighbour = bank.refund(&carol, &transfer, "10.00");
+    assert_eq!(bank.rejected_with(&carol, &by_neighbour), reasons::PAYMENT_UNKNOWN);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob), bank.balance(&carol)), (gbp("40.00"), gbp("60.00"), gbp("50.00")));
+    let by_payee = bank.refund(&bob, &transfer, "60.00");
+    assert_eq!(bank.status(&bob, &by_payee).status, CommandState::Settled, "Bob's refund allowance is whole");
+}
+
 #[test]
 fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     let mut bank = Bank::new("identity");

@@ -287,6 +287,13 @@ fn the_http_api_journey_and_security_table() {
     }
     let peek = api.get(&format!("/v1/commands/{transfer_id}?user_id={alice}"), Some(&mallory_token));
     assert_eq!((peek.status, peek.problem_type()), (403, "forbidden"), "reading another user's command");
+    // A user whose commands share Alice's partition (and so the task and store that hold her
+    // command statuses) asks for Alice's transfer as if it were their own: not found.
+    let partition_of = |user: &str| sluice_streams::partitioner::partition_for_key(user.as_bytes(), 4);
+    let neighbour_email = (0..).map(|i| format!("neighbour{i}@example.com")).find(|e| partition_of(&model::user_id_for_email(e)) == partition_of(&alice)).unwrap();
+    let (neighbour_token, _, _) = api.sign_up(&neighbour_email, "neighbour-password");
+    let peek = api.get(&format!("/v1/commands/{transfer_id}"), Some(&neighbour_token));
+    assert_eq!((peek.status, peek.problem_type()), (404, "command-not-found"), "a neighbour reading Alice's command: {}", peek.body);
     assert_eq!(api.get("/v1/nowhere", None).problem_type(), "not-found");
 
     // 20 wrong passwords for one account: five are checked, then the account waits (429 with
