@@ -120,8 +120,9 @@ class Compose(unittest.TestCase):
 
     def test_secrets_come_from_the_environment_with_no_default(self):
         for name in ["sluice-processors", "sluice-ingest"]:
-            secret = str(SERVICES[name]["environment"]["SLUICE__JWT_SECRET"])
-            self.assertRegex(secret, r"^\$\{SLUICE_JWT_SECRET:\?[^}]+\}$", f"{name}: the JWT secret must be required from the environment, not defaulted")
+            for variable in ["SLUICE_JWT_SECRET", "SLUICE_INTERNAL_KEY"]:
+                secret = str(SERVICES[name]["environment"][f"SLUICE__{variable[7:]}"])
+                self.assertRegex(secret, r"^\$\{" + variable + r":\?[^}]+\}$", f"{name}: {variable} must be required from the environment, not defaulted")
 
     def test_mounted_files_exist(self):
         for name, service in SERVICES.items():

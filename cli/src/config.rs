@@ -85,6 +85,22 @@ pub(crate) struct SluiceConfig {
     /// Retired keys still accepted after a rotation, comma-separated `kid=secret` (HS256) or
     /// `kid=/path/public.pem`. Default empty.
     pub(crate) jwt_retired_keys: Secret,
+    /// The application's internal key, shared by every `sluice run` and `sluice ingest` of the
+    /// application and nobody else: signs commands and internal records, discovery entries
+    /// and internal query requests (docs/security.md, signed records). At least 32
+    /// characters. No default (`sluice dev` generates one in `<state_dir>/../internal-key`);
+    /// never logged.
+    pub(crate) internal_key: Option<Secret>,
+    /// Id of the current internal key (rotation). Default `i1`.
+    pub(crate) internal_key_id: String,
+    /// Retired internal keys that still verify, comma-separated `id=secret`. Default empty.
+    pub(crate) internal_retired_keys: Secret,
+    /// HTTP basic auth of the Schema Registry, `user:password` (Confluent's
+    /// `basic.auth.user.info`): the account `sluice registry` lets register, delete and
+    /// configure (reads stay open), and the one every Sluice client registers schemas with.
+    /// No default (`sluice dev` generates one in `<state_dir>/../registry-user-info`); never
+    /// logged.
+    pub(crate) schema_registry_user_info: Option<Secret>,
     /// Lifetime of the access tokens the ingest API issues, in seconds. Default 900.
     pub(crate) jwt_access_ttl_s: u64,
     /// Lifetime of the refresh tokens the ingest API issues, in seconds. Default 1209600 (14 days).
@@ -142,6 +158,10 @@ impl Default for SluiceConfig {
             jwt_private_key_file: None,
             jwt_public_key_file: None,
             jwt_retired_keys: Secret::default(),
+            internal_key: None,
+            schema_registry_user_info: None,
+            internal_key_id: "i1".to_string(),
+            internal_retired_keys: Secret::default(),
             jwt_access_ttl_s: 900,
             jwt_refresh_ttl_s: 1_209_600,
             http_listen: "127.0.0.1:8080".to_string(),
@@ -175,6 +195,11 @@ pub(crate) enum ConfigError {
 }
 
 impl SluiceConfig {
+    /// The registry's basic auth `user:password`, if configured.
+    pub(crate) fn registry_user_info(&self) -> Option<&str> {
+        self.schema_registry_user_info.as_ref().map(|s| s.0.as_str())
+    }
+
     /// Defaults, then `path` (if it exists; a missing explicit file is an error only when
     /// `required`), then `SLUICE__*` variables from `env`.
     pub(crate) fn load(

@@ -92,17 +92,18 @@ async fn serve(config: &SluiceConfig, demo: bool) -> Result<(), String> {
     let topology = sluice_streams::Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
     crate::run::refuse_missing_changelogs(&topology, config)?;
     let topology = topics::create_all(config, false).await?;
-    let registry = start_registry(config).await?;
-    let result = serve_with_registry(config, &topology, &registry, demo).await;
+    let mut config = config.clone();
+    let secret_file = ensure_dev_secrets(&mut config)?;
+    let registry = start_registry(&config).await?;
+    let result = serve_with_registry(&config, &topology, &registry, demo, secret_file).await;
     registry.shutdown().await;
     result
 }
 
-async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool) -> Result<(), String> {
-    let registered = register_schemas(topology, &config.application_id, &registry.url()).await?;
+async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool, secret_file: Option<PathBuf>) -> Result<(), String> {
+    let registered = register_schemas(topology, &config.application_id, &registry.url(), config.registry_user_info()).await?;
     let mut config = config.clone();
     config.schema_registry_url = registry.url();
-    let secret_file = ensure_jwt_secret(&mut config)?;
     let mut streams = StreamThread::start(&config).await?;
     let metrics = crate::run::install_metrics()?;
     let metrics_url = crate::run::serve_metrics(&config.metrics_listen, metrics.clone()).await?;
@@ -161,27 +162,50 @@ pub(crate) fn dev_secret_file(config: &SluiceConfig) -> PathBuf {
     config.state_dir.parent().unwrap_or(Path::new(".")).join("jwt-secret")
 }
 
-/// Uses the configured JWT keys, or the dev secret file (created with 32 random bytes, mode
-/// 0600, on first start). Returns the file when it is the one in use.
-fn ensure_jwt_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {
+/// Where `sluice dev` keeps the internal key it generates: beside the state directory.
+pub(crate) fn dev_internal_key_file(config: &SluiceConfig) -> PathBuf {
+    config.state_dir.parent().unwrap_or(Path::new(".")).join("internal-key")
+}
+
+/// Creates `file` with 32 random bytes in hex, mode 0600, unless it exists.
+fn create_dev_secret(file: &Path) -> Result<(), String> {
+    if file.exists() {
+        return Ok(());
+    }
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut out, secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))
+}
+
+/// Uses the configured JWT keys, or the dev secret file (created on first start); and the
+/// configured internal key and registry credentials, or the dev ones. Returns the JWT secret
+/// file when it is in use.
+fn ensure_dev_secrets(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {
+    if config.schema_registry_user_info.is_none() {
+        let file = config.state_dir.parent().unwrap_or(Path::new(".")).join("registry-password");
+        create_dev_secret(&file)?;
+        let password = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        config.schema_registry_user_info = Some(crate::config::Secret(format!("sluice:{}", password.trim())));
+    }
+    if config.internal_key.is_none() {
+        let file = dev_internal_key_file(config);
+        create_dev_secret(&file)?;
+        let key = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        config.internal_key = Some(crate::config::Secret(key.trim().to_string()));
+    }
     if config.jwt_secret.is_some() || config.jwt_algorithm != "HS256" {
         return Ok(None);
     }
-    let file = dev_secret_file(config);
-    if !file.exists() {
-        use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut random = [0u8; 32];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&file)
-            .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
-        std::io::Write::write_all(&mut out, secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
+    create_dev_secret(&dev_secret_file(config))?;
     use_dev_secret(config)
 }
 
@@ -204,17 +228,20 @@ pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, St
         .registry_listen
         .parse()
         .map_err(|e| format!("registry address `{}` is not host:port: {e}", config.registry_listen))?;
+    let user_info = config.registry_user_info().ok_or("the Schema Registry takes writes only with its credentials: set schema_registry_user_info (SLUICE__SCHEMA_REGISTRY_USER_INFO, `user:password`, a password of 16 or more random characters), the same for every Sluice process that registers schemas")?;
+    let write_credentials = sluice_registry::WriteCredentials::parse(user_info)?;
     Registry::start(RegistryConfig {
         bootstrap_servers: config.bootstrap_servers.clone(),
         listen,
         topic: topics::SCHEMAS_TOPIC.to_string(),
+        write_credentials: Some(write_credentials),
     })
     .await
     .map_err(|e| format!("cannot start the Schema Registry on {listen}: {e}"))
 }
 
 /// Registers every topic's schema under its TopicNameStrategy subject; returns how many.
-async fn register_schemas(topology: &Topology, application_id: &str, registry_url: &str) -> Result<usize, String> {
+async fn register_schemas(topology: &Topology, application_id: &str, registry_url: &str, user_info: Option<&str>) -> Result<usize, String> {
     let mut count = 0;
     let external = topology.topics.iter().map(|t| (t.name.clone(), &t.schema));
     let internal = topology
@@ -223,7 +250,7 @@ async fn register_schemas(topology: &Topology, application_id: &str, registry_ur
         .map(|t| (sluice_streams::topology::repartition_topic(application_id, &t.name), &t.schema));
     for (topic, schema) in external.chain(internal) {
         if let Some(stem) = schema {
-            sluice_schemas::codec::register_schema(registry_url, &topic, stem)
+            sluice_schemas::codec::register_schema(registry_url, user_info, &topic, stem)
                 .await
                 .map_err(|e| format!("registering {stem}.avsc for {topic}: {e}"))?;
             count += 1;

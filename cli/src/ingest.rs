@@ -40,7 +40,8 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     }
     let topology = Arc::new(Topology::from_file(&config.topology).map_err(|e| e.to_string())?);
     let instance = format!("{}-ingest-{}", config.application_id, std::process::id());
-    let iq = InteractiveQueries::new(Arc::clone(&topology), LocalStores::default(), &instance);
+    let internal_keys = crate::run::internal_keys(&config)?.ok_or_else(|| format!("the API signs the commands it publishes, and {}", crate::run::INTERNAL_KEY_MISSING))?;
+    let iq = InteractiveQueries::new(Arc::clone(&topology), LocalStores::default(), &instance, Some(internal_keys));
     let stop = Arc::new(AtomicBool::new(false));
     iq.discover(&config.bootstrap_servers, &config.application_id, Arc::clone(&stop)).map_err(|e| format!("interactive-query discovery: {e}"))?;
     let metrics = crate::run::install_metrics()?;
@@ -66,7 +67,8 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         request_timeout: Duration::from_millis(config.http_request_timeout_ms),
         pipeline: sluice_ingest::pipeline_settings(topology)?,
     };
-    let publisher = sluice_ingest::publish::Publisher::new(&config.bootstrap_servers, &config.schema_registry_url)?;
+    let internal_keys = crate::run::internal_keys(config)?.ok_or_else(|| format!("the API signs the commands it publishes, and {}", crate::run::INTERNAL_KEY_MISSING))?;
+    let publisher = sluice_ingest::publish::Publisher::new(&config.bootstrap_servers, (&config.schema_registry_url, config.registry_user_info()), internal_keys)?;
     Ok(Arc::new(AppState {
         keys,
         queries,

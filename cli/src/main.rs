@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Ask a `sluice run` instance's interactive-query server, e.g.
+    /// `sluice query /v1/stores/accounts/keys/u_...`: the request carries a service token made
+    /// with the internal key (the server refuses any other), the answer is printed.
+    Query {
+        /// Path and query string, starting with `/v1/stores/`.
+        path: String,
+        /// The instance's base URL (default: the application_server setting).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Load harness: relay vs. the balance aggregation on one broker, then end-to-end latency
     /// at a fixed rate.
     Load(load::LoadArgs),
@@ -177,7 +187,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                 }
                 Ok(topology) => {
                     // The pipeline's serdes judge the schema names (the engine does not know them).
-                    let serdes = sluice_processors::avro::AvroSerdes::new(&config.schema_registry_url)?;
+                    let serdes = sluice_processors::avro::AvroSerdes::new(&config.schema_registry_url, None)?;
                     let problems: Vec<String> = topology
                         .topics
                         .iter()
@@ -220,6 +230,26 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { path, server } => {
+            let server = server.or_else(|| config.application_server.clone()).ok_or("no server: pass --server http://host:port or set application_server")?;
+            if !path.starts_with("/v1/stores/") {
+                return Err(format!("`{path}` is not a store query: paths start with /v1/stores/"));
+            }
+            let keys = run::internal_keys(&config)?.ok_or(run::INTERNAL_KEY_MISSING)?;
+            let url = format!("{}{path}", server.trim_end_matches('/'));
+            let url = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let authorization = sluice_ingest::queries::service_authorization(&keys, &sluice_ingest::queries::path_and_query(&url));
+            let response = reqwest::Client::new().get(url.clone()).header("authorization", authorization).send().await.map_err(|e| format!("{url}: {e}"))?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| format!("{url}: {e}"))?;
+            if status.is_success() {
+                println!("{body}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{status}: {body}");
+                Ok(ExitCode::FAILURE)
+            }
         }
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::UserId { email } => {

@@ -9,6 +9,7 @@ use sluice_processors::avro::AvroSerdes;
 use sluice_processors::{JwtKeys, JwtSettings};
 use sluice_streams::builtin::register_builtins;
 use sluice_streams::{KafkaStreams, StreamsConfig};
+use sluice_streams::signing::InternalKeys;
 use sluice_streams::{ProcessorRegistry, Topology};
 
 /// Flags of `sluice run`.
@@ -38,7 +39,7 @@ pub(crate) fn processor_registry(config: &SluiceConfig) -> Result<ProcessorRegis
     let mut registry = ProcessorRegistry::new();
     register_builtins(&mut registry);
     sluice_processors::register(&mut registry, jwt_keys(config)?);
-    registry.set_serdes(AvroSerdes::new(&config.schema_registry_url)?);
+    registry.set_serdes(AvroSerdes::new(&config.schema_registry_url, config.registry_user_info())?);
     Ok(registry)
 }
 
@@ -61,6 +62,15 @@ pub(crate) fn jwt_keys(config: &SluiceConfig) -> Result<Option<Arc<JwtKeys>>, St
     JwtKeys::from_settings(&settings).map(|keys| Some(Arc::new(keys)))
 }
 
+/// What to do when no internal key is configured.
+pub(crate) const INTERNAL_KEY_MISSING: &str = "no internal key is configured: set internal_key (SLUICE__INTERNAL_KEY, 32 or more random characters), the same for every `sluice run` and `sluice ingest` of the application (the key `sluice dev` generates is for the dev stack only and is not used here)";
+
+/// The application's internal key, if configured (docs/security.md, signed records).
+pub(crate) fn internal_keys(config: &SluiceConfig) -> Result<Option<Arc<InternalKeys>>, String> {
+    let Some(secret) = &config.internal_key else { return Ok(None) };
+    InternalKeys::new(&config.internal_key_id, &secret.0, &config.internal_retired_keys.0).map(|keys| Some(Arc::new(keys)))
+}
+
 /// Creates the internal topics, then runs the stream thread until SIGTERM or Ctrl-C.
 pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), String> {
     if let Some(servers) = args.bootstrap_servers {
@@ -77,6 +87,9 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     }
     if let Some(server) = args.application_server {
         config.application_server = Some(server);
+    }
+    if config.application_server.is_some() && config.internal_key.is_none() {
+        return Err(format!("the interactive-query server (application_server) answers only requests made with the internal key, and {INTERNAL_KEY_MISSING}"));
     }
     let mut streams = StreamThread::start(&config).await?;
     if let Some(server) = &config.application_server {
@@ -118,6 +131,10 @@ impl StreamThread {
     pub(crate) async fn start(config: &SluiceConfig) -> Result<StreamThread, String> {
         let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
+        let internal_keys = internal_keys(config)?;
+        if internal_keys.is_none() && topology.topics.iter().chain(&topology.repartitions).any(|t| t.signed) {
+            return Err(format!("{} signs its topics, and {INTERNAL_KEY_MISSING}", config.topology.display()));
+        }
         ensure_topics(&topology, config).await?;
         let streams_config = StreamsConfig {
             application_id: config.application_id.clone(),
@@ -134,6 +151,7 @@ impl StreamThread {
             retry_backoff_ms: config.retry_backoff_ms,
             processing_guarantee: config.processing_guarantee,
             num_standby_replicas: config.num_standby_replicas,
+            internal_keys,
             retry_backoff_max_ms: config.retry_backoff_max_ms,
         };
         let instance = streams_config.instance_id.clone();

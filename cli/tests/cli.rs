@@ -38,6 +38,10 @@ fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     command.env_remove("RUST_LOG");
+    // Every process of a test's application shares one internal key (`sluice dev` makes its
+    // own) and one registry account.
+    command.env("SLUICE__INTERNAL_KEY", E2E_INTERNAL_KEY);
+    command.env("SLUICE__SCHEMA_REGISTRY_USER_INFO", E2E_REGISTRY_USER_INFO);
     command
 }
 
@@ -183,12 +187,28 @@ fn http_request(address: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
+    parse_response(&response)
+}
+
+fn parse_response(response: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete HTTP response");
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let mut lines = head.lines();
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
     let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
     (status, headers, response[split + 4..].to_vec())
+}
+
+/// An interactive query to the instance at `address`, with a service token made with the
+/// tests' internal key (`Authorization: Sluice-Service ...`).
+fn iq_request(address: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let keys = sluice_streams::signing::InternalKeys::new("i1", E2E_INTERNAL_KEY, "").unwrap();
+    let authorization = sluice_ingest::queries::service_authorization(&keys, path);
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    parse_response(&response)
 }
 
 fn http_get(address: &str, path: &str) -> String {
@@ -211,6 +231,9 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
             .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
             .arg("--state-dir")
             .arg(dir.join("state"))
+            // `sluice dev` makes its own internal key and registry account.
+            .env_remove("SLUICE__INTERNAL_KEY")
+            .env_remove("SLUICE__SCHEMA_REGISTRY_USER_INFO")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -237,6 +260,17 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
         assert!(subjects.contains(&format!("\"{subject}\"")), "{subject} not registered: {subjects}");
     }
     assert!(dir.join("broker/data/meta.properties").exists(), "the dev broker keeps its formatted KRaft data");
+    // Reads are open, writes need the registry's credentials (generated beside the state dir).
+    let mut stream = TcpStream::connect(&registry).unwrap();
+    write!(stream, "DELETE /subjects/sluice-credit-repartition-value HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut refused = String::new();
+    stream.read_to_string(&mut refused).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401") && refused.contains("40101"), "an unauthenticated delete: {refused}");
+    assert!(http_get(&registry, "/subjects").contains("\"sluice-credit-repartition-value\""), "still there");
+    for generated in ["internal-key", "registry-password", "jwt-secret"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(generated)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{generated} is readable by its owner only");
+    }
 
     // SIGTERM (as Ctrl-C would) stops the registry and the broker, and sluice exits 0.
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -700,6 +734,8 @@ use sluice_schemas::types::{AccountEvent, AccountEventPayload, ActivityLog, Iden
 use sluice_schemas::Codec;
 
 const E2E_SECRET: &str = "end-to-end-secret-end-to-end-secret";
+const E2E_INTERNAL_KEY: &str = "end-to-end-internal-key-end-to-end-internal-key";
+const E2E_REGISTRY_USER_INFO: &str = "sluice:end-to-end-registry-password";
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
 /// `sluice dev` on its own broker, with a known JWT secret, and a way to send kcat-style JSON
@@ -738,7 +774,7 @@ impl Pipeline {
         dev_args.push(dir.join("state").display().to_string());
         let child = spawn_dev(&dev_args, application_id, &dir, &http);
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let codec = Codec::new(&format!("http://{registry}")).unwrap();
+        let codec = Codec::new(&format!("http://{registry}"), Some(E2E_REGISTRY_USER_INFO)).unwrap();
         let keys = JwtKeys::hs256("sluice", "sluice-api", "k1", E2E_SECRET).unwrap();
         let producer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
         Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), dev_args, application_id: application_id.to_string(), _broker: broker }
@@ -829,6 +865,8 @@ fn spawn_dev(args: &[String], application_id: &str, dir: &Path, http: &str) -> R
             .args(args)
             .env("SLUICE__APPLICATION_ID", application_id)
             .env("SLUICE__JWT_SECRET", E2E_SECRET)
+            // `sluice dev` generates its internal key (beside the state directory).
+            .env_remove("SLUICE__INTERNAL_KEY")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -1030,7 +1068,7 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
     wait_until("instance 0 answers every key, some through instance 1", 90, || {
         served_by.clear();
         expected.iter().all(|(key, total)| {
-            let (status, headers, body) = http_request(&servers_of[0], &format!("/v1/stores/balances/keys/{key}"));
+            let (status, headers, body) = iq_request(&servers_of[0], &format!("/v1/stores/balances/keys/{key}"));
             if status != 200 {
                 return false;
             }
@@ -1051,7 +1089,7 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
     // Instance 1 may not have heard instance 0's tasks yet: 503 + Retry-After until it has.
     let mut answer = (0, Vec::new(), Vec::new());
     wait_until("instance 1 answers the prefix query", 60, || {
-        answer = http_request(&servers_of[1], "/v1/stores/balances/prefix/acct-1?prefix=acct-1&limit=50");
+        answer = iq_request(&servers_of[1], "/v1/stores/balances/prefix/acct-1?prefix=acct-1&limit=50");
         assert!(answer.0 == 200 || (answer.0 == 503 && answer.1.iter().any(|(k, _)| k == "retry-after")), "{}", text(&answer.2));
         answer.0 == 200
     });
@@ -1060,7 +1098,21 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
     let got: Vec<String> = body["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, want);
 
-    let (status, headers, body) = http_request(&servers_of[1], "/v1/stores/nope/keys/acct-1");
+    // Without a service token, or with one made for another path, or with another key: 401.
+    let (status, headers, body) = http_request(&servers_of[1], "/v1/stores/balances/prefix/acct-1?prefix=acct&limit=1000");
+    assert_eq!(status, 401, "an unauthenticated store dump: {}", text(&body));
+    assert!(text(&body).contains("invalid-service-token") && headers.iter().any(|(k, v)| k == "www-authenticate" && v == "Sluice-Service"), "{headers:?}");
+    let keys = sluice_streams::signing::InternalKeys::new("i1", E2E_INTERNAL_KEY, "").unwrap();
+    let other_path = sluice_ingest::queries::service_authorization(&keys, "/v1/stores/balances/keys/acct-1");
+    let guessed = sluice_ingest::queries::service_authorization(&sluice_streams::signing::InternalKeys::new("i1", "a-guessed-internal-key-of-32-chars!!", "").unwrap(), "/v1/stores/balances/keys/acct-2");
+    for authorization in [other_path, guessed] {
+        let mut stream = TcpStream::connect(&servers_of[0]).unwrap();
+        write!(stream, "GET /v1/stores/balances/keys/acct-2 HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        assert_eq!(parse_response(&response).0, 401, "{authorization}");
+    }
+    let (status, headers, body) = iq_request(&servers_of[1], "/v1/stores/nope/keys/acct-1");
     assert_eq!(status, 404);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"), "{headers:?}");
     assert!(text(&body).contains("unknown-store"), "{}", text(&body));
@@ -1076,6 +1128,8 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
 #[path = "cli/api.rs"]
 mod api;
 
+#[path = "cli/attacks.rs"]
+mod attacks;
 #[path = "cli/kcat.rs"]
 mod kcat;
 #[path = "cli/outage.rs"]

@@ -87,11 +87,12 @@ mod tests {
     fn state_with_timeout(rate_limit_per_s: u32, burst: u32, request_timeout: Duration) -> SharedState {
         let topology = Topology::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
         let pipeline = crate::pipeline_settings(&topology).unwrap();
-        let iq = InteractiveQueries::new(Arc::new(topology), LocalStores::default(), "test");
+        let internal = Arc::new(sluice_streams::signing::InternalKeys::new("i1", SECRET, "").unwrap());
+        let iq = InteractiveQueries::new(Arc::new(topology), LocalStores::default(), "test", Some(Arc::clone(&internal)));
         Arc::new(AppState {
             keys: Arc::new(JwtKeys::hs256("sluice", "sluice-api", "k1", SECRET).unwrap()),
             queries: crate::queries::StoreQueries::new(iq, "test"),
-            publisher: crate::publish::Publisher::new("127.0.0.1:1", "http://127.0.0.1:1").unwrap(),
+            publisher: crate::publish::Publisher::new("127.0.0.1:1", ("http://127.0.0.1:1", None), internal).unwrap(),
             idempotency: Default::default(),
             limiter: crate::ops::RateLimiter::new(rate_limit_per_s, burst),
             login_guard: crate::login_guard::LoginGuard::new(2, crate::login_guard::SLOT_WAIT),

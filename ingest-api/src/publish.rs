@@ -4,12 +4,14 @@
 //! written or not: if the registry or the broker cannot be reached the client gets a 503 and
 //! may retry with the same `Idempotency-Key`, which has one effect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_schemas::{AvroRecord, Codec, CodecError};
+use sluice_streams::signing::{InternalKeys, SIGNATURE_HEADER};
 
 use crate::problem::Problem;
 
@@ -22,14 +24,17 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Produces Avro records to Kafka.
 pub struct Publisher {
     producer: FutureProducer,
+    /// Signs every record published (docs/security.md, signed records).
+    keys: Arc<InternalKeys>,
     codec: Codec,
     registry_url: String,
     http: reqwest::Client,
 }
 
 impl Publisher {
-    /// A producer on `bootstrap_servers` and a codec on the registry at `registry_url`.
-    pub fn new(bootstrap_servers: &str, registry_url: &str) -> Result<Publisher, String> {
+    /// A producer on `bootstrap_servers` and a codec on the registry at `registry_url`;
+    /// records are signed with `keys`.
+    pub fn new(bootstrap_servers: &str, (registry_url, user_info): (&str, Option<&str>), keys: Arc<InternalKeys>) -> Result<Publisher, String> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap_servers)
             .set("acks", "all")
@@ -42,19 +47,21 @@ impl Publisher {
             .set("client.id", "sluice-ingest")
             .create()
             .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
-        let codec = Codec::new(registry_url).map_err(|e| e.to_string())?;
+        let codec = Codec::new(registry_url, user_info).map_err(|e| e.to_string())?;
         let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().map_err(|e| e.to_string())?;
-        Ok(Publisher { producer, codec, registry_url: registry_url.trim_end_matches('/').to_string(), http })
+        Ok(Publisher { producer, keys, codec, registry_url: registry_url.trim_end_matches('/').to_string(), http })
     }
 
     /// Encodes `record` for `topic` and produces it keyed by `key`; resolves when the broker
     /// acknowledged it (all in-sync replicas).
     pub async fn publish<T: AvroRecord>(&self, topic: &str, key: &str, record: &T, headers: &[(&str, &str)]) -> Result<(), Problem> {
         let payload = self.codec.encode(topic, record).await.map_err(encode_problem)?;
-        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
-        for (name, value) in headers {
+        let mut owned = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len() + 1);
+        for (name, value) in headers.iter().filter(|(name, _)| *name != SIGNATURE_HEADER) {
             owned = owned.insert(rdkafka::message::Header { key: name, value: Some(*value) });
         }
+        let signature = self.keys.sign_record(topic, Some(key.as_bytes()), Some(&payload));
+        owned = owned.insert(rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(&signature) });
         let message = FutureRecord::to(topic).key(key).payload(&payload).headers(owned);
         let unavailable = |why: String| {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable", format!("`{topic}` did not acknowledge the command: {why}; retry with the same Idempotency-Key"))
@@ -72,7 +79,9 @@ impl Publisher {
     /// Encodes and produces without waiting for the acknowledgement (the access log).
     pub async fn publish_detached<T: AvroRecord>(&self, topic: &str, key: &str, record: &T) -> Result<(), String> {
         let payload = self.codec.encode(topic, record).await.map_err(|e| e.to_string())?;
-        self.producer.send_result(FutureRecord::to(topic).key(key).payload(&payload)).map(|_| ()).map_err(|(error, _)| error.to_string())
+        let signature = self.keys.sign_record(topic, Some(key.as_bytes()), Some(&payload));
+        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(&signature) });
+        self.producer.send_result(FutureRecord::to(topic).key(key).payload(&payload).headers(headers)).map(|_| ()).map_err(|(error, _)| error.to_string())
     }
 
     /// `Ok` when the broker answers a metadata request and the registry lists its subjects.

@@ -3,6 +3,9 @@
 //! the owning instance, found through the discovery topic (see
 //! `sluice_streams::interactive`). The ingest API uses [`StoreQueries`] the same way.
 //!
+//! Every request needs a service token (`Authorization: Sluice-Service <token>`, see
+//! [`router`]).
+//!
 //! - `GET /v1/stores/{store}/keys/{key}`: the value (JSON stores answer `application/json`,
 //!   others `application/octet-stream`), or 404.
 //! - `GET /v1/stores/{store}/prefix/{partition_key}?prefix=&skip=&limit=`: entries of the task
@@ -20,6 +23,7 @@ use axum::Router;
 use serde::Deserialize;
 use sluice_streams::interactive::{InteractiveQueries, Location, QueryError};
 use sluice_streams::now_ms;
+use sluice_streams::signing::InternalKeys;
 
 use crate::problem::Problem;
 
@@ -129,13 +133,60 @@ impl StoreQueries {
     }
 
     async fn forward(&self, url: &str, query: &[(&str, &str)]) -> Result<reqwest::Response, Problem> {
-        self.http.get(url).query(query).header(FORWARDED_HEADER, "1").send().await.map_err(|e| unreachable_instance(url, &e.to_string()))
+        let url = if query.is_empty() { reqwest::Url::parse(url) } else { reqwest::Url::parse_with_params(url, query) };
+        let url = url.map_err(|e| unreachable_instance("a discovered instance", &format!("not a URL: {e}")))?;
+        let keys = self.iq.internal_keys().ok_or_else(|| unreachable_instance(url.as_str(), "no internal key to authenticate the query with"))?;
+        let token = keys.service_token("GET", &path_and_query(&url), now_ms());
+        let request = self.http.get(url.clone()).header(FORWARDED_HEADER, "1").header(header::AUTHORIZATION, format!("{SERVICE_AUTH_SCHEME} {token}"));
+        request.send().await.map_err(|e| unreachable_instance(url.as_str(), &e.to_string()))
     }
 }
 
-/// The routes above, over `queries`.
+/// The authorization scheme of internal query requests: `Authorization: Sluice-Service <token>`,
+/// a service token made with the application's internal key (docs/security.md, internal HTTP).
+pub const SERVICE_AUTH_SCHEME: &str = "Sluice-Service";
+
+/// A service token for a query to `url` (used by tools and tests that query an instance).
+pub fn service_authorization(keys: &InternalKeys, path_and_query: &str) -> String {
+    format!("{SERVICE_AUTH_SCHEME} {}", keys.service_token("GET", path_and_query, now_ms()))
+}
+
+/// The path and query string of `url`, as the server sees them (what a service token covers).
+pub fn path_and_query(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// The routes above, over `queries`. Every request must carry a service token made with the
+/// application's internal key (the HTTP API and the other instances have it, nobody else): the
+/// stores hold every user's data, password hashes included.
 pub fn router(queries: StoreQueries) -> Router {
-    Router::new().route("/v1/stores/{store}/keys/{key}", get(get_key)).route("/v1/stores/{store}/prefix/{partition_key}", get(scan_prefix)).with_state(queries)
+    Router::new()
+        .route("/v1/stores/{store}/keys/{key}", get(get_key))
+        .route("/v1/stores/{store}/prefix/{partition_key}", get(scan_prefix))
+        .layer(axum::middleware::from_fn_with_state(queries.clone(), require_service_token))
+        .with_state(queries)
+}
+
+/// Refuses a request without a valid service token: 401 `invalid-service-token`.
+async fn require_service_token(State(queries): State<StoreQueries>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let target = request.uri().path_and_query().map_or_else(|| request.uri().path().to_string(), |pq| pq.as_str().to_string());
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix(SERVICE_AUTH_SCHEME)).map(str::trim);
+    let verdict = match (queries.iq.internal_keys(), presented) {
+        (None, _) => Err("this instance has no internal key to check service tokens with"),
+        (_, None) => Err("interactive queries need an `Authorization: Sluice-Service <token>` header made with the application's internal key"),
+        (Some(keys), Some(token)) => keys.verify_service_token(token, request.method().as_str(), &target, now_ms()),
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(why) => {
+            let mut response = Problem::new(StatusCode::UNAUTHORIZED, "invalid-service-token", "Invalid service token", why).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SERVICE_AUTH_SCHEME));
+            response
+        }
+    }
 }
 
 #[derive(Deserialize)]

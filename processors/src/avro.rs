@@ -16,10 +16,10 @@ pub struct AvroSerdes {
 }
 
 impl AvroSerdes {
-    /// Serdes over the Schema Registry at `registry_url` (nothing is fetched before the first
-    /// record).
-    pub fn new(registry_url: &str) -> Result<AvroSerdes, String> {
-        let codec = Codec::new(registry_url).map_err(|e| e.to_string())?;
+    /// Serdes over the Schema Registry at `registry_url`, registering schemas with basic auth
+    /// `user_info` (`user:password`) if given (nothing is fetched before the first record).
+    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<AvroSerdes, String> {
+        let codec = Codec::new(registry_url, user_info).map_err(|e| e.to_string())?;
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-registry-client")

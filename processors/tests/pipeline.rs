@@ -50,7 +50,7 @@ impl Bank {
         sluice_processors::register(&mut registry, Some(keys()));
         // The driver's topics hold typed records: the serdes only check the schema names and
         // make the dead letters, so no registry is contacted.
-        registry.set_serdes(AvroSerdes::new("http://127.0.0.1:9").unwrap());
+        registry.set_serdes(AvroSerdes::new("http://127.0.0.1:9", None).unwrap());
         let mut config = TestDriverConfig::new(name);
         config.processing_error_policy = ErrorPolicy::Dlq;
         Bank { driver: TopologyTestDriver::new(topology, registry, config).unwrap(), now_ms: START_MS, commands: 0 }

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::compatibility::CompatibilityLevel;
 use crate::service::Core;
 use crate::state::{ParsedSchema, SubjectVersion, VersionSpec};
-use crate::RegistryError;
+use crate::{RegistryError, WriteCredentials};
 
 /// The content type of every response, as Confluent's registry sends it.
 pub(crate) const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -28,9 +28,9 @@ pub(crate) const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 type Answer = Result<Response, RegistryError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-/// The API's routes over a running core.
-pub(crate) fn router(core: Arc<Core>) -> Router {
-    Router::new()
+/// The API's routes over a running core; writes need `credentials`, when given.
+pub(crate) fn router(core: Arc<Core>, credentials: Option<WriteCredentials>) -> Router {
+    let routes = Router::new()
         .route("/", get(root))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
@@ -50,8 +50,29 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .route("/mode", get(mode))
         .route("/mode/{subject}", get(mode))
         .fallback(|| async { RegistryError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { RegistryError::MethodNotAllowed })
-        .with_state(core)
+        .method_not_allowed_fallback(|| async { RegistryError::MethodNotAllowed });
+    let routes = match credentials {
+        Some(credentials) => routes.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let admitted = !is_write(request.method(), request.uri().path()) || credentials.admit(request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+            async move {
+                if admitted {
+                    next.run(request).await
+                } else {
+                    RegistryError::Unauthorized.into_response()
+                }
+            }
+        })),
+        None => routes,
+    };
+    routes.with_state(core)
+}
+
+/// Whether a request changes the registry: a registration (`POST /subjects/{s}/versions`),
+/// any `DELETE` or `PUT`. Lookups and compatibility checks are `POST`s that change nothing.
+fn is_write(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let registration = method == Method::POST && path.starts_with("/subjects/") && path.trim_end_matches('/').ends_with("/versions") && path.matches('/').count() == 3;
+    registration || method == Method::DELETE || method == Method::PUT
 }
 
 /// A JSON response with Confluent's content type.

@@ -73,6 +73,9 @@ pub enum RegistryError {
     /// No route for this path. HTTP 404, error code 404.
     #[error("HTTP 404 Not Found")]
     RouteNotFound,
+    /// A write without the registry's credentials.
+    #[error("Unauthorized: registering, deleting and configuring need the registry's credentials (HTTP basic auth)")]
+    Unauthorized,
     /// A known path with an unsupported method. HTTP 405, error code 405.
     #[error("HTTP 405 Method Not Allowed")]
     MethodNotAllowed,
@@ -117,6 +120,7 @@ impl RegistryError {
             RegistryError::InvalidCompatibilityLevel(_) => 42203,
             RegistryError::BadRequest(_) => 400,
             RegistryError::RouteNotFound => 404,
+            RegistryError::Unauthorized => 40101,
             RegistryError::MethodNotAllowed => 405,
             RegistryError::Kafka { .. } | RegistryError::StoreTimeout(_) | RegistryError::Bind { .. } => 50001,
         }
@@ -158,6 +162,10 @@ impl IntoResponse for RegistryError {
             tracing::warn!(error = %self.message(), "schema registry request failed");
         }
         let body = serde_json::json!({ "error_code": self.error_code(), "message": self.message() });
-        crate::api::json_response(status, &body)
+        let mut response = crate::api::json_response(status, &body);
+        if matches!(self, RegistryError::Unauthorized) {
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Basic realm=\"sluice-registry\""));
+        }
+        response
     }
 }

@@ -9,11 +9,12 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), sluice_registry::RegistryError> {
-//! use sluice_registry::{Registry, RegistryConfig};
+//! use sluice_registry::{Registry, RegistryConfig, WriteCredentials};
 //! let config = RegistryConfig {
 //!     bootstrap_servers: "127.0.0.1:9092".to_string(),
 //!     listen: "127.0.0.1:8081".parse().expect("address"),
 //!     topic: "_schemas".to_string(),
+//!     write_credentials: Some(WriteCredentials::parse("sluice:a-long-random-password").expect("user:password")),
 //! };
 //! let registry = Registry::start(config).await?;
 //! println!("schema registry at {}", registry.url());
@@ -56,6 +57,47 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// The compacted topic holding the registry's state, normally [`DEFAULT_TOPIC`].
     pub topic: String,
+    /// The account that may write (register, delete, configure), with HTTP basic auth as
+    /// Confluent's registry does; reads stay open. `None`: writes are open too (embedded use
+    /// on a trusted loopback only; `sluice registry` never runs so).
+    pub write_credentials: Option<WriteCredentials>,
+}
+
+/// The user and password of HTTP basic auth (Confluent's `basic.auth.user.info`,
+/// `user:password`). `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WriteCredentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for WriteCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteCredentials").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
+}
+
+impl WriteCredentials {
+    /// Parses `user:password`; the password must be at least 16 characters.
+    pub fn parse(user_info: &str) -> Result<WriteCredentials, String> {
+        let (user, password) = user_info.split_once(':').ok_or("schema registry credentials are written `user:password`")?;
+        if user.is_empty() || password.len() < 16 {
+            return Err("schema registry credentials need a user and a password of at least 16 characters".to_string());
+        }
+        Ok(WriteCredentials { user: user.to_string(), password: password.to_string() })
+    }
+
+    /// Whether an `Authorization` header value carries these credentials (basic auth).
+    pub fn admit(&self, authorization: Option<&str>) -> bool {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Basic "))
+            .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok())
+            .unwrap_or_default();
+        // Compared as digests: the time taken says nothing about how much of the secret matched.
+        Sha256::digest(&presented) == Sha256::digest(format!("{}:{}", self.user, self.password).as_bytes())
+    }
 }
 
 impl Default for RegistryConfig {
@@ -65,6 +107,7 @@ impl Default for RegistryConfig {
             bootstrap_servers: "127.0.0.1:9092".to_string(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8081)),
             topic: DEFAULT_TOPIC.to_string(),
+            write_credentials: None,
         }
     }
 }
@@ -97,7 +140,7 @@ impl Registry {
         };
         let local_addr = listener.local_addr().map_err(|source| RegistryError::Bind { addr: config.listen, source })?;
         let (stop, mut stop_rx) = watch::channel(false);
-        let app = api::router(core.clone());
+        let app = api::router(core.clone(), config.write_credentials.clone());
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;

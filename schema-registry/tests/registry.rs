@@ -27,6 +27,7 @@ async fn start_on(bootstrap_servers: String, topic: &str) -> Registry {
         bootstrap_servers,
         listen: "127.0.0.1:0".parse().unwrap(),
         topic: topic.to_string(),
+        write_credentials: None,
     })
     .await
     .expect("registry starts")
@@ -55,6 +56,7 @@ struct Reply {
 struct Api {
     http: reqwest::Client,
     base: String,
+    user_info: Option<(String, String)>,
 }
 
 impl Api {
@@ -63,11 +65,19 @@ impl Api {
     }
 
     fn at(base: String) -> Api {
-        Api { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(), base }
+        Api { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(), base, user_info: None }
+    }
+
+    /// The same API, sending HTTP basic auth `user:password`.
+    fn as_user(&self, user: &str, password: &str) -> Api {
+        Api { http: self.http.clone(), base: self.base.clone(), user_info: Some((user.to_string(), password.to_string())) }
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<String>, content_type: Option<&str>) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((user, password)) = &self.user_info {
+            request = request.basic_auth(user, Some(password));
+        }
         if let Some(content_type) = content_type {
             request = request.header("Content-Type", content_type);
         }
@@ -608,6 +618,48 @@ async fn broker_failures_are_store_errors_not_panics() {
     registry.shutdown().await;
 }
 
+/// With credentials configured, registering, deleting and configuring need them (401, error
+/// code 40101, `WWW-Authenticate: Basic`); reads, lookups and compatibility checks do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_the_registry_credentials_and_reads_do_not() {
+    let registry = Registry::start(RegistryConfig {
+        bootstrap_servers: sluice_testkit::broker().bootstrap_servers(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        topic: "_schemas-auth".to_string(),
+        write_credentials: Some(sluice_registry::WriteCredentials::parse("sluice:registry-password-1234").unwrap()),
+    })
+    .await
+    .expect("registry starts");
+    let anonymous = Api::new(&registry);
+    let wrong = anonymous.as_user("sluice", "not-the-password-at-all");
+    let admin = anonymous.as_user("sluice", "registry-password-1234");
+    let schema = record(r#"{"name":"a","type":"string"}"#);
+    let body = json!({ "schema": schema });
+    for api in [&anonymous, &wrong] {
+        let refused = api.post("/subjects/guarded-value/versions", body.clone()).await;
+        assert_error(&refused, 401, 40101);
+        assert!(refused.text.contains("credentials"), "{}", refused.text);
+    }
+    let id = admin.register("guarded-value", &schema).await;
+    // Reads: open to anyone.
+    assert_eq!(anonymous.get("/subjects").await.body, json!(["guarded-value"]));
+    assert_eq!(anonymous.get(&format!("/schemas/ids/{id}")).await.status, 200);
+    assert_eq!(anonymous.post("/subjects/guarded-value", body.clone()).await.body["id"], json!(id), "a lookup is a read");
+    assert_eq!(anonymous.post("/compatibility/subjects/guarded-value/versions/latest", body.clone()).await.status, 200);
+    // Deletes and configuration: refused without the credentials, the subject untouched.
+    for refused in [
+        anonymous.delete("/subjects/guarded-value").await,
+        wrong.delete("/subjects/guarded-value/versions/1").await,
+        anonymous.put("/config/guarded-value", json!({"compatibility": "NONE"})).await,
+        anonymous.delete("/config").await,
+    ] {
+        assert_error(&refused, 401, 40101);
+    }
+    assert_eq!(anonymous.get("/subjects/guarded-value/versions").await.body, json!([1]));
+    assert_eq!(admin.delete("/subjects/guarded-value").await.status, 200);
+    registry.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_cleanly_without_a_broker() {
     let nowhere = format!("127.0.0.1:{}", sluice_testkit::free_port());
@@ -615,6 +667,7 @@ async fn start_fails_cleanly_without_a_broker() {
         bootstrap_servers: nowhere,
         listen: "127.0.0.1:0".parse().unwrap(),
         topic: "_schemas".to_string(),
+        write_credentials: None,
     }))
     .await
     .expect("start gives up within a bound");

@@ -94,15 +94,11 @@ pub struct Codec {
 type Writer = (u32, Arc<Schema>);
 
 impl Codec {
-    /// A codec talking to the Schema Registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
-    pub fn new(registry_url: &str) -> Result<Codec, CodecError> {
-        let settings = || {
-            SrSettings::new_builder(registry_url.to_string())
-                .no_proxy()
-                .set_timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| CodecError::Settings(e.error))
-        };
+    /// A codec talking to the Schema Registry at `registry_url` (e.g. `http://127.0.0.1:8081`),
+    /// with HTTP basic auth `user_info` (`user:password`, Confluent's `basic.auth.user.info`)
+    /// when given: registering a schema needs it.
+    pub fn new(registry_url: &str, user_info: Option<&str>) -> Result<Codec, CodecError> {
+        let settings = || registry_settings(registry_url, user_info);
         Ok(Codec { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?), writers: RwLock::default() })
     }
 
@@ -209,14 +205,20 @@ fn classify(error: SRCError, id: Option<u32>) -> CodecError {
     }
 }
 
+/// Client settings for the registry at `registry_url`, with basic auth `user:password` if given.
+fn registry_settings(registry_url: &str, user_info: Option<&str>) -> Result<SrSettings, CodecError> {
+    let mut builder = SrSettings::new_builder(registry_url.to_string());
+    builder.no_proxy().set_timeout(Duration::from_secs(10));
+    if let Some((user, password)) = user_info.and_then(|u| u.split_once(':')) {
+        builder.set_basic_authorization(user, Some(password));
+    }
+    builder.build().map_err(|e| CodecError::Settings(e.error))
+}
+
 /// Registers the schema file `stem` under `<topic>-value` and returns its global id (the
 /// existing id if it was registered before).
-pub async fn register_schema(registry_url: &str, topic: &str, stem: &str) -> Result<u32, CodecError> {
-    let settings = SrSettings::new_builder(registry_url.to_string())
-        .no_proxy()
-        .set_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| CodecError::Settings(e.error))?;
+pub async fn register_schema(registry_url: &str, user_info: Option<&str>, topic: &str, stem: &str) -> Result<u32, CodecError> {
+    let settings = registry_settings(registry_url, user_info)?;
     let text = crate::schema_text(stem)?;
     let name = Schema::parse_str(text)
         .ok()

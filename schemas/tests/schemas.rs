@@ -46,6 +46,7 @@ fn registry_url() -> &'static str {
                     bootstrap_servers: bootstrap,
                     listen: "127.0.0.1:0".parse().unwrap(),
                     topic: "_schemas".to_string(),
+                    write_credentials: None,
                 })
                 .await
                 .expect("registry starts");
@@ -108,7 +109,7 @@ fn sample_identity() -> Vec<IdentityVerificationResult> {
 
 #[test]
 fn round_trip_through_the_registry() {
-    let codec = Codec::new(registry_url()).unwrap();
+    let codec = Codec::new(registry_url(), None).unwrap();
     runtime().block_on(async {
         for record in sample_payments() {
             let bytes = codec.encode("payments.commands", &record).await.unwrap();
@@ -122,14 +123,14 @@ fn round_trip_through_the_registry() {
         // The first encode goes through the converter (registering), later ones frame the datum
         // from the cached writer schema: the bytes are the same.
         let record = &sample_payments()[0];
-        let fresh = Codec::new(registry_url()).unwrap().encode("payments.commands", record).await.unwrap();
+        let fresh = Codec::new(registry_url(), None).unwrap().encode("payments.commands", record).await.unwrap();
         assert_eq!(codec.encode("payments.commands", record).await.unwrap(), fresh);
     });
 }
 
 #[test]
 fn typed_errors_for_bad_payloads() {
-    let codec = Codec::new(registry_url()).unwrap();
+    let codec = Codec::new(registry_url(), None).unwrap();
     runtime().block_on(async {
         assert!(matches!(codec.decode::<PaymentCommand>(&[0, 0, 1]).await, Err(CodecError::TooShort { len: 3 })));
         assert!(matches!(codec.decode::<PaymentCommand>(b"{\"json\": true}").await, Err(CodecError::WrongMagicByte { found: b'{' })));
@@ -153,7 +154,7 @@ fn typed_errors_for_bad_payloads() {
 
 #[test]
 fn unreachable_registry_is_retriable() {
-    let codec = Codec::new(&format!("http://127.0.0.1:{}", sluice_testkit::free_port())).unwrap();
+    let codec = Codec::new(&format!("http://127.0.0.1:{}", sluice_testkit::free_port()), None).unwrap();
     let error = runtime().block_on(codec.decode::<PaymentCommand>(&[0, 0, 0, 0, 1, 2])).unwrap_err();
     assert!(matches!(error, CodecError::RegistryUnavailable(_)), "{error:?}");
     assert!(!error.is_poison());
@@ -182,7 +183,7 @@ fn unhex(text: &str) -> Vec<u8> {
 #[test]
 fn cross_language_round_trip_with_fastavro() {
     let url = registry_url();
-    let codec = Codec::new(url).unwrap();
+    let codec = Codec::new(url, None).unwrap();
     let mut cases = Vec::new();
     runtime().block_on(async {
         for r in sample_payments() {

@@ -100,6 +100,8 @@ class Stack:
             "SLUICE__BOOTSTRAP_SERVERS": f"127.0.0.1:{self.broker_port}",
             "SLUICE__SCHEMA_REGISTRY_URL": f"http://{self.registry}",
             "SLUICE__JWT_SECRET": "chaos-" + secrets.token_hex(24),
+            "SLUICE__INTERNAL_KEY": "chaos-" + secrets.token_hex(24),
+            "SLUICE__SCHEMA_REGISTRY_USER_INFO": "sluice:" + secrets.token_hex(16),
             "SLUICE__HTTP_LISTEN": f"127.0.0.1:{http}",
             "SLUICE__HTTP_RATE_LIMIT_PER_S": "0",
             "SLUICE__NUM_STANDBY_REPLICAS": "1",

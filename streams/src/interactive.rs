@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_state::{StoreReader, TaskState};
 
 use crate::partitioner::partition_for_key;
+use crate::signing::{InternalKeys, SIGNATURE_HEADER};
 use crate::stream_task::TaskId;
 use crate::topology::Topology;
 
@@ -45,6 +46,17 @@ pub struct InstanceInfo {
     pub tasks: Vec<String>,
     /// When it published this (ms since the epoch).
     pub updated_at_ms: i64,
+}
+
+/// How far ahead of this clock a discovery entry may be dated (clock skew between hosts); an
+/// entry dated further would win every comparison for as long as it stays ahead.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
+
+/// Checks a discovery record's signature when the application has an internal key.
+fn check_entry(keys: Option<&InternalKeys>, topic: &str, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
+    let Some(keys) = keys else { return Ok(()) };
+    let signature = message.headers().and_then(|list| list.iter().find(|h| h.key == SIGNATURE_HEADER).and_then(|h| h.value));
+    keys.verify_record(topic, message.key(), message.payload(), signature).map_err(|e| e.to_string())
 }
 
 /// A task's stores by name.
@@ -117,12 +129,20 @@ pub struct InteractiveQueries {
     local: LocalStores,
     instances: Arc<RwLock<BTreeMap<String, InstanceInfo>>>,
     self_instance: String,
+    /// Verify discovery entries (and sign internal query requests) when set.
+    keys: Option<Arc<InternalKeys>>,
 }
 
 impl InteractiveQueries {
     /// Queries over `local`, with remote instances learnt by [`InteractiveQueries::discover`].
-    pub fn new(topology: Arc<Topology>, local: LocalStores, self_instance: &str) -> InteractiveQueries {
-        InteractiveQueries { topology, local, instances: Arc::default(), self_instance: self_instance.to_string() }
+    /// With `keys`, only discovery entries signed with them are believed.
+    pub fn new(topology: Arc<Topology>, local: LocalStores, self_instance: &str, keys: Option<Arc<InternalKeys>>) -> InteractiveQueries {
+        InteractiveQueries { topology, local, instances: Arc::default(), self_instance: self_instance.to_string(), keys }
+    }
+
+    /// The internal key (for the service tokens of query requests between instances).
+    pub fn internal_keys(&self) -> Option<&Arc<InternalKeys>> {
+        self.keys.as_ref()
     }
 
     /// The task holding `key` of `store` (Kafka Streams' `KeyQueryMetadata`).
@@ -193,14 +213,24 @@ impl InteractiveQueries {
         list.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&list)?;
         let instances = Arc::clone(&self.instances);
+        let keys = self.keys.clone();
         Ok(std::thread::Builder::new()
             .name("sluice-discovery".to_string())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let Some(Ok(message)) = consumer.poll(Duration::from_millis(250)) else { continue };
                     let Some(key) = message.key().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
+                    if let Err(error) = check_entry(keys.as_deref(), &topic, &message) {
+                        tracing::warn!(%key, %error, offset = message.offset(), "discovery entry refused");
+                        metrics::counter!(crate::metrics::DISCOVERY_ENTRIES_REFUSED_TOTAL).increment(1);
+                        continue;
+                    }
                     let mut map = instances.write().expect("instances lock");
                     match message.payload().map(serde_json::from_slice::<InstanceInfo>) {
+                        Some(Ok(info)) if info.instance != key => tracing::warn!(%key, instance = %info.instance, "discovery entry for another instance than its key; ignored"),
+                        Some(Ok(info)) if info.updated_at_ms > crate::now_ms() + MAX_CLOCK_AHEAD_MS => {
+                            tracing::warn!(%key, updated_at_ms = info.updated_at_ms, "discovery entry dated in the future; ignored");
+                        }
                         Some(Ok(info)) => {
                             map.insert(key, info);
                         }

@@ -76,6 +76,10 @@ pub struct StreamsConfig {
     /// `num.standby.replicas`: warm copies of each stateful task's stores kept on other
     /// members (see [`crate::standby`]).
     pub num_standby_replicas: usize,
+    /// The application's internal key: signs and verifies the records of `signed` topics
+    /// and the discovery entries (see [`crate::signing`]). Required when the topology has a
+    /// signed topic; `None`: nothing is signed, discovery entries are taken as they are.
+    pub internal_keys: Option<std::sync::Arc<crate::signing::InternalKeys>>,
 }
 
 impl StreamsConfig {
@@ -97,6 +101,7 @@ impl StreamsConfig {
             retry_backoff_max_ms: 1000,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             num_standby_replicas: 0,
+            internal_keys: None,
         }
     }
 }
@@ -121,13 +126,19 @@ impl KafkaStreams {
     /// A runtime for `topology` whose processor kinds and serdes are in `registry`.
     pub fn new(topology: Topology, registry: ProcessorRegistry, config: StreamsConfig) -> Result<KafkaStreams, StreamsError> {
         registry.check(&topology).map_err(StreamsError::Registry)?;
+        if config.internal_keys.is_none() {
+            let signed: Vec<&str> = topology.topics.iter().chain(&topology.repartitions).filter(|t| t.signed).map(|t| t.name.as_str()).collect();
+            if !signed.is_empty() {
+                return Err(StreamsError::Config(format!("topics {} are signed, and no internal key is configured to verify them", signed.join(", "))));
+            }
+        }
         Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default() })
     }
 
     /// Interactive queries over this instance's stores (and, once
     /// [`InteractiveQueries::discover`] runs, routing to the other instances').
     pub fn interactive_queries(&self) -> InteractiveQueries {
-        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.instance_id)
+        InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.instance_id, self.config.internal_keys.clone())
     }
 
     /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,
@@ -204,7 +215,7 @@ impl KafkaStreams {
         let config = &self.config;
         let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
         let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
-        let serde = TopicSerdes::new(&self.topology, &config.application_id, std::sync::Arc::clone(self.registry.serdes()));
+        let serde = TopicSerdes::new(&self.topology, &config.application_id, std::sync::Arc::clone(self.registry.serdes()), config.internal_keys.clone());
         let mut consumer_config = ClientConfig::new();
         consumer_config
             .set("bootstrap.servers", &config.bootstrap_servers)

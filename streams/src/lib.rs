@@ -22,6 +22,7 @@ pub mod record_collector;
 pub mod record_deserializer;
 pub mod registry;
 pub mod serde;
+pub mod signing;
 pub mod standby;
 pub mod stream_task;
 pub mod stream_thread;

@@ -32,6 +32,8 @@ pub const STANDBY_RECORDS_LAG: &str = "sluice_standby_records_lag";
 /// Retriable failures (registry or broker away) after which the stream thread backed off and
 /// redid its work from the last commit (`reason`: `process` or `send`).
 pub const TASK_RETRIES_TOTAL: &str = "sluice_task_retries_total";
+/// Counter: discovery entries refused (unsigned, forged, or dated in the future).
+pub const DISCOVERY_ENTRIES_REFUSED_TOTAL: &str = "sluice_discovery_entries_refused_total";
 /// Counter: stream threads replaced, by `reason` (`fenced`).
 pub const THREAD_RESTARTS_TOTAL: &str = "sluice_thread_restarts_total";
 

@@ -22,6 +22,7 @@ use sluice_state::ChangelogRecord;
 use crate::error::StreamsError;
 use crate::record::Record;
 use crate::serde::TopicSerdes;
+use crate::signing::SIGNATURE_HEADER;
 use crate::stream_task::TaskId;
 
 /// Why a send or a flush failed.
@@ -224,7 +225,10 @@ impl RecordCollector for KafkaRecordCollector {
     fn send(&mut self, topic: &str, record: &Record) -> Result<(), SendError> {
         self.ensure_transaction()?;
         let payload = self.serde.encode_value(topic, &record.value)?;
-        let headers = headers_of(record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        // A signature read with an input is never passed on: a signed topic gets its own.
+        let signature = self.serde.sign(topic, record.key.as_ref().map(String::as_bytes), payload.as_deref());
+        let kept = record.headers.iter().filter(|(k, _)| k != SIGNATURE_HEADER).map(|(k, v)| (k.as_str(), v.as_slice()));
+        let headers = headers_of(kept.chain(signature.as_deref().map(|s| (SIGNATURE_HEADER, s))));
         let mut out: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic).headers(headers).timestamp(record.timestamp);
         if let Some(key) = &record.key {
             out = out.key(key.as_bytes());

@@ -9,6 +9,7 @@ use crate::partition_group::StampedRecord;
 use crate::processor::ProcessError;
 use crate::record::{Record, RecordMetadata, Value};
 use crate::serde::{DeadLetter, TopicSerdes};
+use crate::signing::SIGNATURE_HEADER;
 
 /// See the module docs.
 pub trait RecordDeserializer<R> {
@@ -44,6 +45,8 @@ impl RecordDeserializer<OwnedMessage> for TopicSerdes {
                 headers.push((header.key.to_string(), header.value.unwrap_or_default().to_vec()));
             }
         }
+        let signature = headers.iter().find(|(name, _)| name == SIGNATURE_HEADER).map(|(_, value)| value.as_slice());
+        self.verify(&metadata.topic, Message::key(message), message.payload(), signature)?;
         let value = self.decode_value(&metadata.topic, message.payload())?;
         Ok(Record { key, value, timestamp: StampedRecord::timestamp(message), headers })
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::processor::ProcessError;
 use crate::record::{Data, RecordMetadata, Value};
 use crate::record_collector::SendError;
+use crate::signing::{InternalKeys, FORGED_COMMAND, FORGED_RECORD};
 use crate::topology::{repartition_topic, Topology};
 use crate::StreamsError;
 
@@ -96,23 +97,49 @@ impl Serdes for BytesOnly {
 }
 
 /// The runtime's serdes: the application's, with each topic's schema looked up (external
-/// topics by name, repartition topics by their full name).
+/// topics by name, repartition topics by their full name); and the record signatures of
+/// `signed` topics ([`crate::signing`]).
 #[derive(Clone)]
 pub struct TopicSerdes {
     serdes: Arc<dyn Serdes>,
     schemas: Arc<HashMap<String, Option<String>>>,
+    /// Signed topics, with the dead-letter class of a record that fails its check.
+    signed: Arc<HashMap<String, &'static str>>,
+    keys: Option<Arc<InternalKeys>>,
 }
 
 impl TopicSerdes {
-    /// The serdes of `topology`'s topics for application `application_id`.
-    pub fn new(topology: &Topology, application_id: &str, serdes: Arc<dyn Serdes>) -> TopicSerdes {
+    /// The serdes of `topology`'s topics for application `application_id`; `keys` sign and
+    /// verify its signed topics.
+    pub fn new(topology: &Topology, application_id: &str, serdes: Arc<dyn Serdes>, keys: Option<Arc<InternalKeys>>) -> TopicSerdes {
         let schemas = topology
             .topics
             .iter()
             .map(|t| (t.name.clone(), t.schema.clone()))
             .chain(topology.repartitions.iter().map(|r| (repartition_topic(application_id, &r.name), r.schema.clone())))
             .collect();
-        TopicSerdes { serdes, schemas: Arc::new(schemas) }
+        let signed = topology
+            .topics
+            .iter()
+            .filter(|t| t.signed)
+            .map(|t| (t.name.clone(), FORGED_COMMAND))
+            .chain(topology.repartitions.iter().filter(|r| r.signed).map(|r| (repartition_topic(application_id, &r.name), FORGED_RECORD)))
+            .collect();
+        TopicSerdes { serdes, schemas: Arc::new(schemas), signed: Arc::new(signed), keys }
+    }
+
+    /// Checks the signature of a record read from `topic`, if the topic is signed: a record
+    /// that fails is poison of class `forged_command` (external topics) or `forged_record`
+    /// (repartition topics).
+    pub fn verify(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, signature: Option<&[u8]>) -> Result<(), ProcessError> {
+        let Some(class) = self.signed.get(topic) else { return Ok(()) };
+        let keys = self.keys.as_ref().ok_or_else(|| ProcessError::Fatal(format!("topic {topic} is signed and no internal key is configured")))?;
+        keys.verify_record(topic, key, value, signature).map_err(|error| ProcessError::poison(*class, error))
+    }
+
+    /// The signature header for a record written to `topic`, if the topic is signed.
+    pub fn sign(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<Vec<u8>> {
+        self.signed.contains_key(topic).then(|| self.keys.as_ref().map(|keys| keys.sign_record(topic, key, value))).flatten()
     }
 
     fn schema(&self, topic: &str) -> Option<&str> {

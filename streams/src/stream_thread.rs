@@ -546,7 +546,8 @@ impl<'a> StreamThread<'a> {
         };
         let payload = serde_json::to_vec(&info).expect("instance info serialises");
         let topic = instances_topic(&self.config().application_id);
-        let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload);
+        let signature = self.config().internal_keys.as_ref().map(|keys| keys.sign_record(&topic, Some(info.instance.as_bytes()), Some(&payload)));
+        let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload).headers(signature_headers(signature.as_deref()));
         if let Err((error, _)) = self.discovery.send_result(record) {
             tracing::warn!(%error, "cannot publish this instance's tasks for interactive queries");
         }
@@ -607,13 +608,23 @@ impl<'a> StreamThread<'a> {
             // Gone: queries stop being routed here at once.
             let topic = instances_topic(&self.config().application_id);
             let key = self.instance.clone();
-            let _ = self.discovery.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key));
+            let signature = self.config().internal_keys.as_ref().map(|keys| keys.sign_record(&topic, Some(key.as_bytes()), None));
+            let _ = self.discovery.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key).headers(signature_headers(signature.as_deref())));
         }
         use rdkafka::producer::Producer;
         self.collector.producer().flush(Duration::from_secs(10))?;
         self.discovery.flush(Duration::from_secs(10))?;
         self.consumer.unsubscribe();
         result.and(closed)
+    }
+}
+
+/// The headers of a discovery record: its signature, if the application signs.
+fn signature_headers(signature: Option<&[u8]>) -> rdkafka::message::OwnedHeaders {
+    let headers = rdkafka::message::OwnedHeaders::new();
+    match signature {
+        Some(value) => headers.insert(rdkafka::message::Header { key: crate::signing::SIGNATURE_HEADER, value: Some(value) }),
+        None => headers,
     }
 }
 

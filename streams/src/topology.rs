@@ -77,6 +77,10 @@ pub struct TopicSpec {
     pub schema: Option<String>,
     /// Topic configs, always including `cleanup.policy` and `retention.ms`.
     pub config: BTreeMap<String, String>,
+    /// Whether every record on the topic carries a signature the runtime verifies before a
+    /// processor sees it ([`crate::signing`]; docs/security.md, signed records). Needs the
+    /// application's internal key.
+    pub signed: bool,
 }
 
 impl TopicSpec {
@@ -87,7 +91,7 @@ impl TopicSpec {
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("retention.ms".to_string(), "-1".to_string()),
         ]);
-        TopicSpec { name, partitions, replication_factor, schema: None, config }
+        TopicSpec { name, partitions, replication_factor, schema: None, config, signed: false }
     }
 }
 
@@ -365,6 +369,8 @@ struct RawTopic {
     key: Option<String>,
     schema: Option<Spanned<String>>,
     config: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    signed: bool,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +513,7 @@ impl Validator<'_> {
                 replication_factor: topic.replication_factor.unwrap_or(defaults.replication_factor),
                 schema: topic.schema.as_ref().map(|s| s.get_ref().clone()),
                 config,
+                signed: topic.signed,
             });
         }
         specs

@@ -11,7 +11,7 @@ use sluice_schemas::types::{AccessLog, DeadLetter, HmrcCommand, PaymentCommand};
 const PROBLEMS: &str = "https://sluice.dev/problems/";
 
 /// One HTTP answer.
-struct Answer {
+pub(super) struct Answer {
     status: u16,
     headers: reqwest::header::HeaderMap,
     body: Value,
@@ -22,12 +22,12 @@ impl Answer {
         self.body["type"].as_str().unwrap_or_default().strip_prefix(PROBLEMS).unwrap_or_default()
     }
 
-    fn at(&self, pointer: &str) -> &str {
+    pub(super) fn at(&self, pointer: &str) -> &str {
         self.body.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no {pointer} in {}", self.body))
     }
 }
 
-struct Api<'a> {
+pub(super) struct Api<'a> {
     p: &'a Pipeline,
     client: reqwest::Client,
 }
@@ -59,7 +59,7 @@ impl<'a> Api<'a> {
         })
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> Answer {
+    pub(super) fn get(&self, path: &str, token: Option<&str>) -> Answer {
         self.call("GET", path, token, &[], None)
     }
 
@@ -72,7 +72,7 @@ impl<'a> Api<'a> {
     }
 
     /// Posts a command and checks it was accepted; returns its status URL.
-    fn command(&self, path: &str, token: &str, body: Value) -> String {
+    pub(super) fn command(&self, path: &str, token: &str, body: Value) -> String {
         let answer = self.post(path, Some(token), body);
         assert_eq!(answer.status, 202, "{path}: {}", answer.body);
         assert_eq!(answer.headers["location"].to_str().unwrap(), answer.at("/status_url"));
@@ -80,7 +80,7 @@ impl<'a> Api<'a> {
     }
 
     /// Polls a status URL until the command is final; returns the status body.
-    fn outcome(&self, status_url: &str, token: &str) -> Value {
+    pub(super) fn outcome(&self, status_url: &str, token: &str) -> Value {
         self.wait_for(&format!("the outcome of {status_url}"), || {
             let answer = self.get(status_url, Some(token));
             if answer.status == 503 && answer.problem_type() == "store-unavailable" {
@@ -92,7 +92,7 @@ impl<'a> Api<'a> {
     }
 
     /// Polls `check` (every 200 ms, up to 90 s) until it gives a value.
-    fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    pub(super) fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Some(value) = check() {
@@ -117,7 +117,7 @@ impl<'a> Api<'a> {
         })
     }
 
-    fn balance(&self, token: &str) -> String {
+    pub(super) fn balance(&self, token: &str) -> String {
         let answer = self.get("/v1/accounts/me", Some(token));
         assert_eq!(answer.status, 200, "{}", answer.body);
         answer.at("/balance").to_string()
@@ -347,6 +347,9 @@ fn the_http_api_journey_and_security_table() {
     assert_eq!(from_mallory, vec![marker_id], "refused requests publish nothing");
     let notices: Vec<String> = p.decode_all::<HmrcCommand>("hmrc.death.notification").into_iter().map(|c| c.principal.subject).collect();
     assert_eq!(notices, vec!["hmrc-gateway".to_string()]);
+
+    // Behind the API's back, with a broker client: forged and altered records are dead-lettered.
+    attacks::forged_records_have_no_effect(&p, &api, &alice_token, (&mallory, &mallory_token));
 
     // Operations: metrics by route and status, one access-log record per request, OpenAPI.
     let metrics = api.get("/metrics", None).body.as_str().unwrap_or_default().to_string();

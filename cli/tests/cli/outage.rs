@@ -66,7 +66,7 @@ fn a_registry_outage_is_waited_out_and_no_good_record_is_dead_lettered() {
     assert!(processors.try_wait().unwrap().is_none(), "the processors exited during the outage; see {}", dir.join("run.log").display());
 
     let _registry_process = start_registry(&registry, &servers, &dir.join("registry.log"));
-    let codec = Codec::new(&format!("http://{registry}")).unwrap();
+    let codec = Codec::new(&format!("http://{registry}"), Some(E2E_REGISTRY_USER_INFO)).unwrap();
     let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut outcomes: Vec<ActivityLog> = Vec::new();
     wait_until("every registration has its outcome", 90, || {
