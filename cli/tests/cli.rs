@@ -908,7 +908,7 @@ fn the_pipeline_end_to_end_registrations_verification_transfers_death_and_refund
         let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "UpdateProfile", "full_name": "Someone", "date_of_birth": "1990-05-01"}}}}"#);
         p.send("auth.commands.json", Some(user), Some(&p.token(user, "user")), &json);
     }
-    p.expect("profiles", &[("reg-alice-again", "rejected", Some("email_taken")), ("profile-alice", "settled", None), ("profile-bob", "settled", None)]);
+    p.expect("profiles", &[("reg-alice-again", "rejected", Some("email_taken")), ("profile-alice", "settled", None), ("profile-bob", "settled", None), ("profile-carol", "settled", None)]);
 
     let operator = p.token("back-office", "operator");
     let deposit = |id: &str, user: &str, amount: &str| {
@@ -918,7 +918,7 @@ fn the_pipeline_end_to_end_registrations_verification_transfers_death_and_refund
     deposit("dep-alice", &alice, "2000.00");
     deposit("dep-bob", &bob, "100.00");
     let verify = |id: &str, user: &str, kind: &str, value: &str| {
-        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "VerifyIdentity", "identifier_type": "{kind}", "value": "{value}"}}}}"#);
+        let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "VerifyIdentity", "identifier_type": "{kind}", "value": "{value}", "full_name": "Someone", "date_of_birth": "1990-05-01"}}}}"#);
         p.send("identity.verification.request.json", Some(user), Some(&p.token(user, "user")), &json);
     };
     verify("nin-alice", &alice, "NIN", "ab 12 34 56 c");
@@ -1005,7 +1005,7 @@ fn a_backlog_on_several_topics_is_processed_in_timestamp_order_after_a_restart()
         let json = format!(r#"{{"event_id": "{id}", "payload": {{"type": "UpdateProfile", "full_name": "Someone", "date_of_birth": "1990-05-01"}}}}"#);
         p.send("auth.commands.json", Some(user), Some(&p.token(user, "user")), &json);
     }
-    let nin = r#"{"event_id": "nin-alice", "payload": {"type": "VerifyIdentity", "identifier_type": "NIN", "value": "AB123456C"}}"#;
+    let nin = r#"{"event_id": "nin-alice", "payload": {"type": "VerifyIdentity", "identifier_type": "NIN", "value": "AB123456C", "full_name": "Someone", "date_of_birth": "1990-05-01"}}"#;
     p.send("identity.verification.request.json", Some(&alice), Some(&p.token(&alice, "user")), nin);
     let deposit = r#"{"event_id": "dep-alice", "payload": {"type": "Deposit", "amount": "100.00", "currency": "GBP"}}"#;
     p.send("payments.commands.json", Some(&alice), Some(&p.token("back-office", "operator")), deposit);

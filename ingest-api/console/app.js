@@ -78,7 +78,7 @@ const problemFields = {
   "invalid-email": "email", "email-taken": "email", "weak-password": "password",
   "invalid-credentials": "password", "invalid-amount": "amount", "unsupported-currency": "amount",
   "invalid-payee": "payee_email", "invalid-reference": "reference", "invalid-identifier": "value",
-  "invalid-profile": "date_of_birth", "invalid-date": "date_of_birth",
+  "invalid-profile": "date_of_birth", "invalid-date": "date_of_birth", "identity_mismatch": "full_name",
 };
 
 function setError(form, name, message) {
@@ -201,6 +201,8 @@ async function loadProfile() {
   $("#profile-email").textContent = me.data.email;
   $("#profile-user-id").textContent = me.data.user_id;
   $("#profile-identifiers").textContent = me.data.identifiers.join(", ") || "none yet";
+  // One identity per account: the form goes once one is verified.
+  $("#verify-form").hidden = me.data.identifiers.length > 0;
   if (me.data.full_name) $("#profile-name").value = me.data.full_name;
   if (me.data.date_of_birth) $("#profile-dob").value = me.data.date_of_birth;
 }
@@ -275,10 +277,12 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   onSubmit("verify-form", async (form) => {
-    if (!validate(form, { value: "required" })) return;
-    const answer = await api("POST", "/v1/identity/verifications", { type: form.type.value, value: form.value.value.trim() });
+    if (!validate(form, { value: "required", full_name: "required", date_of_birth: "date" })) return;
+    const claim = { type: form.type.value, value: form.value.value.trim(), full_name: form.full_name.value.trim(), date_of_birth: form.date_of_birth.value };
+    const answer = await api("POST", "/v1/identity/verifications", claim);
     if (!answer.ok) return showProblem(form, answer.problem);
     const final = await outcome(answer.data.status_url, (s) => { $("#verify-status").textContent = `Verification: ${describe(s)}`; });
+    if (final.status === "rejected") showProblem(form, { type: final.reason, detail: final.detail || final.reason });
     if (final.status === "settled") form.reset();
     await loadProfile();
   });

@@ -64,11 +64,11 @@ pub async fn command_status(State(state): State<SharedState>, caller: Caller, Pa
         (Some(user_id), None) => return Err(forbidden(&format!("`{}` may not read the commands of `{user_id}`", caller.claims.sub))),
         (None, None) => (stores::COMMAND_STATUS, caller.claims.sub.clone()),
     };
-    let served = state.queries.get_on(store, &key, &id).await?;
+    let served = state.queries.get_on(store, &key, &model::status_key(&key, &id)).await?;
     if let Some(bytes) = served.value {
         let status: CommandStatus = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("unreadable command status: {e}")))?;
-        // The store is shared by every user of the partition: answer only for the account asked
-        // about, as if the command did not exist otherwise (docs/security.md).
+        // Statuses are kept per user (or NIN); the owner is checked again all the same
+        // (docs/security.md, command statuses).
         if store == stores::COMMAND_STATUS && status.user_id != key {
             return Err(command_not_found(&id, &key));
         }

@@ -324,6 +324,12 @@ pub struct VerificationRequest {
     /// The identifier; spaces allowed.
     #[schema(example = "AB 12 34 56 C")]
     pub value: String,
+    /// The holder's full name as on the document: must match the profile's.
+    #[schema(example = "Alice Smith")]
+    pub full_name: String,
+    /// The holder's date of birth, `YYYY-MM-DD`: must match the profile's.
+    #[schema(example = "1990-04-01")]
+    pub date_of_birth: String,
 }
 
 /// `POST /v1/hmrc/death-notifications` (role `hmrc`).
@@ -408,10 +414,11 @@ pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payme
     submit(&state, &headers, submission, &fingerprinted, payment_command(principal, payload)).await
 }
 
-/// Verify a UK identifier (NIN or NHS number); success raises KYC to FULL.
+/// Verify a UK identifier (NIN or NHS number) with the holder's name and date of birth, which
+/// must match the profile; one identity per account; success raises KYC to FULL.
 #[utoipa::path(post, path = "/v1/identity/verifications", tag = "commands", security(("bearer" = [])), request_body = VerificationRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
-    responses((status = 202, body = Accepted), (status = 422, body = Problem, description = "invalid-identifier")))]
+    responses((status = 202, body = Accepted), (status = 422, body = Problem, description = "invalid-identifier, invalid-date")))]
 pub async fn verify_identity(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<VerificationRequest>) -> Result<Response, Problem> {
     let user_id = caller.user()?.user_id.clone();
     let identifier_type = match request.identifier_type.as_str() {
@@ -420,9 +427,15 @@ pub async fn verify_identity(State(state): State<SharedState>, caller: Caller, h
         other => return Err(invalid_identifier(format!("type must be NIN or NHS, got `{other}`"))),
     };
     identifiers::normalise(identifier_type, &request.value).map_err(|e| invalid_identifier(e.to_string()))?;
+    let date_of_birth = Date::from_str(&request.date_of_birth).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-date", "Invalid date", format!("date_of_birth: {e}")))?;
     let principal = caller.principal();
     let submission = Submission { command_type: "VerifyIdentity", topic: IDENTITY_TOPIC, key: user_id.clone(), subject: user_id, status_query: None };
-    let payload = IdentityPayload::VerifyIdentity(VerifyIdentity { identifier_type, value: request.value.clone() });
+    let payload = IdentityPayload::VerifyIdentity(VerifyIdentity {
+        identifier_type,
+        value: request.value.clone(),
+        full_name: Some(request.full_name.trim().to_string()),
+        date_of_birth: Some(date_of_birth),
+    });
     submit(&state, &headers, submission, &request, |event_id, idempotency_key| IdentityCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
 }
 

@@ -5,7 +5,7 @@
 
 use rust_decimal::Decimal;
 use sluice_schemas::types::{
-    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityVerificationResult,
+    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityPayload, IdentityVerificationResult,
     KycLevel, KycLevelChanged, PasswordChanged, PaymentCommand, PaymentPayload, Principal, ProfileUpdated, SessionsRevoked, UpdateProfile,
     UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome,
 };
@@ -72,7 +72,13 @@ impl Processor for AuthValidation {
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(KIND, &record)?.to_string();
         let event_id = emit::event_id_of(&record.value).ok_or_else(|| emit::unexpected(KIND, &record))?;
-        if ctx.is_duplicate(stores::USER_DEDUPE, &format!("event:{event_id}"))? {
+        // Commands are deduplicated per issuer: nobody can use up another's event id (send a
+        // command with it first, even one refused) and so have the real one dropped.
+        let dedupe_key = match emit::principal_of(&record.value) {
+            Some(principal) => format!("event:{}:{event_id}", principal.subject),
+            None => format!("event:{event_id}"),
+        };
+        if ctx.is_duplicate(stores::USER_DEDUPE, &dedupe_key)? {
             return Ok(());
         }
         match record.value.avro() {
@@ -109,7 +115,7 @@ impl AuthValidation {
             AuthPayload::RevokeSessions(_) => "RevokeSessions",
             AuthPayload::UpdateProfile(_) => "UpdateProfile",
         };
-        let outcome = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+        let outcome = match self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)? {
             Err(refusal) => Err(refusal),
             Ok(()) => self.apply_auth(key, command, ctx)?,
         };
@@ -145,6 +151,7 @@ impl AuthValidation {
                 kyc_level: KycLevel::Browsing,
                 tokens_valid_after_ms: 0,
                 identifiers: Vec::new(),
+                pending_identity: None,
                 registered_at_ms: now_ms,
             };
             model::save(ctx.store(stores::USERS)?, key, &user)?;
@@ -204,7 +211,7 @@ impl AuthValidation {
     /// Gates a payment command; true to pass it on to balance-check.
     fn payment_command(&self, key: &str, command: &PaymentCommand, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
         let payment = payment_facts(key, command);
-        let refusal = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+        let refusal = match self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)? {
             Err(refusal) => Some(refusal),
             Ok(()) => {
                 let user: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
@@ -222,11 +229,18 @@ impl AuthValidation {
 
     /// Gates an identity command; true to pass it on to identity-request.
     fn identity_command(&self, key: &str, command: &IdentityCommand, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
-        let refusal = match self.check_idempotency(key, command.idempotency_key.as_deref(), ctx)? {
+        let refusal = match self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)? {
             Err(refusal) => Some(refusal),
             Ok(()) => {
                 let user: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
-                self.gate(user, key, &command.principal, Operation::Identity).err()
+                match self.gate(user, key, &command.principal, Operation::Identity).and_then(|user| check_claim(user, command)) {
+                    Ok(mut user) => {
+                        user.pending_identity = Some(command.event_id.clone());
+                        model::save(ctx.store(stores::USERS)?, key, &user)?;
+                        None
+                    }
+                    Err(refusal) => Some(refusal),
+                }
             }
         };
         let Some((reason, detail)) = refusal else { return Ok(true) };
@@ -249,6 +263,10 @@ impl AuthValidation {
         let Some(mut user) = model::load::<User>(ctx.store(stores::USERS)?, key)? else {
             return Err(ProcessError::Fatal(format!("identity result for unknown user `{key}`")));
         };
+        if user.pending_identity.as_deref() == Some(result.command_id.as_str()) {
+            user.pending_identity = None;
+            model::save(ctx.store(stores::USERS)?, key, &user)?;
+        }
         if !verified {
             return emit::notify(ctx, key, &result.command_id, "identity_rejected", format!("We could not verify your identifier: {detail}."));
         }
@@ -283,10 +301,12 @@ impl AuthValidation {
         Ok(true)
     }
 
-    /// Marks the Idempotency-Key used; a second command with the same key is a duplicate.
-    fn check_idempotency(&self, key: &str, idempotency_key: Option<&str>, ctx: &mut ProcessorContext<'_>) -> Result<Result<(), Refusal>, ProcessError> {
+    /// Marks the Idempotency-Key used; a second command with the same key is a duplicate. Keys
+    /// belong to the principal that sent them: another principal's command (even one the gate
+    /// refuses) cannot use up a user's key.
+    fn check_idempotency(&self, key: &str, principal: &Principal, idempotency_key: Option<&str>, ctx: &mut ProcessorContext<'_>) -> Result<Result<(), Refusal>, ProcessError> {
         let Some(idempotency_key) = idempotency_key else { return Ok(Ok(())) };
-        if ctx.is_duplicate(stores::USER_DEDUPE, &format!("idempotency:{key}:{idempotency_key}"))? {
+        if ctx.is_duplicate(stores::USER_DEDUPE, &format!("idempotency:{}:{key}:{idempotency_key}", principal.subject))? {
             return Ok(Err((reasons::DUPLICATE_COMMAND, format!("Idempotency-Key `{idempotency_key}` was already used by another command"))));
         }
         Ok(Ok(()))
@@ -344,6 +364,34 @@ impl AuthValidation {
             KycLevel::Full => Ok(()),
         }
     }
+}
+
+/// An identity claim is checked against the profile before it goes to the identifier's task:
+/// the name and date of birth on the claim must be the profile's (names compared ignoring case
+/// and repeated spaces), and an account holds one identity (verified, or being verified).
+/// What a real verifier adds is in docs/security.md (KYC).
+fn check_claim(user: User, command: &IdentityCommand) -> Result<User, Refusal> {
+    let IdentityPayload::VerifyIdentity(claim) = &command.payload;
+    // The format first (identity-request checks it again): a claim that passes here always
+    // reaches the identifier's task, whose result clears the pending mark.
+    crate::identifiers::normalise(claim.identifier_type, &claim.value).map_err(|e| (reasons::INVALID_FORMAT, e.to_string()))?;
+    if let Some(held) = user.identifiers.first() {
+        return Err((reasons::IDENTITY_ALREADY_VERIFIED, format!("the account already has a verified identity ({held}); one per account")));
+    }
+    if user.pending_identity.is_some() {
+        return Err((reasons::IDENTITY_ALREADY_VERIFIED, "another identity claim of this account is being verified; one per account".to_string()));
+    }
+    let (Some(name), Some(born)) = (&user.full_name, user.date_of_birth) else {
+        return Err((reasons::KYC_REQUIRED, "complete your profile (name and date of birth) before verifying an identity".to_string()));
+    };
+    let (Some(claimed_name), Some(claimed_born)) = (&claim.full_name, claim.date_of_birth) else {
+        return Err((reasons::IDENTITY_MISMATCH, "the claim must give the holder's full_name and date_of_birth".to_string()));
+    };
+    let comparable = |n: &str| n.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    if comparable(name) != comparable(claimed_name) || born != claimed_born {
+        return Err((reasons::IDENTITY_MISMATCH, "the name and date of birth on the claim do not match the profile".to_string()));
+    }
+    Ok(user)
 }
 
 /// Status, audit record and (for success) nothing else: the events were sent while applying.

@@ -4,6 +4,8 @@
 //! over-precise amounts and bad dates are refused), and forwards the Avro envelope to the
 //! command topic, or dead-letters the record with the reason.
 //!
+//! `ChangePassword` is refused here (it needs the current password: HTTP only).
+//!
 //! A JSON command looks like (`event_id` and `idempotency_key` optional):
 //! `{"payload": {"type": "Transfer", "payee_user_id": "u_...", "amount": "12.50", "currency": "GBP"}}`
 
@@ -87,8 +89,7 @@ impl Processor for JsonBridge {
         let Some(&(_, sink)) = ROUTES.iter().find(|(topic, _)| *topic == &*metadata.topic) else {
             return Err(ProcessError::Fatal(format!("json-bridge has no route for topic `{}`", metadata.topic)));
         };
-        let event_id = format!("json:{}:{}:{}", metadata.topic, metadata.partition, metadata.offset);
-        match self.convert(&record, &metadata.topic, event_id) {
+        match self.convert(&record, &metadata.topic, default_event_id(&record, &metadata)) {
             Ok((key, value)) => {
                 let headers = record.headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case(AUTHORIZATION_HEADER)).cloned().collect();
                 ctx.forward_to(sink, Record { key: Some(key), value: crate::avro::record(value), timestamp: record.timestamp, headers })
@@ -131,6 +132,10 @@ impl JsonBridge {
             "auth.commands.json" => {
                 let command: JsonCommand<AuthPayload> = parse(bytes)?;
                 let (principal, key) = match &command.payload {
+                    // A password change needs the current password, which only the HTTP API
+                    // checks: a token alone (leaked, or read off this topic) must not be enough
+                    // to take an account over.
+                    AuthPayload::ChangePassword(_) => return Err(BridgeError::Json(CHANGE_PASSWORD_REFUSED.to_string())),
                     // Sign-up is anonymous, as over HTTP; the key is the email's user id.
                     AuthPayload::RegisterUser(register) => {
                         let user_id = user_id_for_email(&register.email);
@@ -196,6 +201,34 @@ impl JsonBridge {
             other => Err(BridgeError::Json(format!("no command type for topic `{other}`"))),
         }
     }
+}
+
+/// Why `ChangePassword` is dead-lettered on the kcat path.
+pub const CHANGE_PASSWORD_REFUSED: &str =
+    "ChangePassword is not accepted from kcat: changing a password needs the current one, which only the HTTP API checks (POST /v1/auth/change-password)";
+
+/// A command id for a record that gives none: derived from the record (so a replay gets the
+/// same id) but not guessable by anyone who does not hold its bearer token, so nobody can send
+/// a command with that id first: `json:<topic>:<32 hex digits of SHA-256>` over the token, the
+/// value and the position.
+fn default_event_id(record: &Record, metadata: &sluice_streams::RecordMetadata) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"sluice/json-bridge-event-id\0");
+    for (name, value) in record.headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case(AUTHORIZATION_HEADER)) {
+        hash.update(name.as_bytes());
+        hash.update((value.len() as u64).to_be_bytes());
+        hash.update(value);
+    }
+    if let Value::Bytes(bytes) = &record.value {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    }
+    hash.update(metadata.partition.to_be_bytes());
+    hash.update(metadata.offset.to_be_bytes());
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("json:{}:{hex}", metadata.topic)
 }
 
 fn parse<P: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<JsonCommand<P>, BridgeError> {

@@ -82,7 +82,8 @@ pub fn set_status(
 }
 
 /// Writes a command's status to `store` (`command-status`, or `notification-status` on the
-/// per-identifier tasks).
+/// per-identifier tasks), under [`model::status_key`]: each user's (or identifier's) statuses
+/// apart, so a command of a partition neighbour with the same id never replaces one.
 pub fn set_status_in(
     ctx: &mut ProcessorContext<'_>,
     store: &str,
@@ -101,7 +102,13 @@ pub fn set_status_in(
         detail: reason.map(|(_, d)| d.to_string()),
         updated_at_ms: ctx.timestamp(),
     };
-    model::save(ctx.store(store)?, command_id, &value)
+    let key = model::status_key(user_id, command_id);
+    // A command refused because its sender may not act for `user_id` never replaces a status the
+    // account's own command with that id has (it would hide the real outcome from its owner).
+    if reason.is_some_and(|(r, _)| r == crate::model::reasons::FORBIDDEN) && ctx.store(store)?.get(key.as_bytes())?.is_some() {
+        return Ok(());
+    }
+    model::save(ctx.store(store)?, &key, &value)
 }
 
 /// One audit record of a command's final outcome.
@@ -248,6 +255,17 @@ pub fn event_id_of(value: &Value) -> Option<&str> {
         AnyRecord::IdentityClaim(r) => &r.event_id,
         AnyRecord::IdentityVerificationResult(r) => &r.event_id,
         AnyRecord::DeceasedNotice(r) => &r.event_id,
+        _ => return None,
+    })
+}
+
+/// Who issued a command (`None` for internal records).
+pub fn principal_of(value: &Value) -> Option<&sluice_schemas::types::Principal> {
+    Some(match value.avro()? {
+        AnyRecord::AuthCommand(r) => &r.principal,
+        AnyRecord::PaymentCommand(r) => &r.principal,
+        AnyRecord::IdentityCommand(r) => &r.principal,
+        AnyRecord::HmrcCommand(r) => &r.principal,
         _ => return None,
     })
 }

@@ -26,7 +26,8 @@ impl Processor for HmrcDeathNotification {
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         let key = emit::key_of(KIND, &record)?.to_string();
         let Some(AnyRecord::HmrcCommand(command)) = record.value.avro() else { return Err(emit::unexpected(KIND, &record)) };
-        if ctx.is_duplicate(stores::IDENTIFIER_DEDUPE, &format!("event:{}", command.event_id))? {
+        // Per issuer, as in auth-validation: a refused notice cannot use up HMRC's id.
+        if ctx.is_duplicate(stores::IDENTIFIER_DEDUPE, &format!("event:{}:{}", command.principal.subject, command.event_id))? {
             return Ok(());
         }
         let HmrcPayload::DeathNotification(notification) = &command.payload;

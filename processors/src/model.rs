@@ -82,8 +82,11 @@ pub mod reasons {
     pub const ALREADY_CLAIMED: &str = "already_claimed";
     /// The NIN's holder is recorded as deceased.
     pub const DECEASED: &str = "deceased";
-    /// The user already verified a different identifier of this type.
+    /// The name or date of birth on an identity claim differs from the user's profile (or the
+    /// claim gives none).
     pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
+    /// The user already has a verified identity, or one being verified: one per account.
+    pub const IDENTITY_ALREADY_VERIFIED: &str = "identity_already_verified";
 }
 
 /// Roles a principal can hold.
@@ -122,6 +125,12 @@ pub fn user_id_for_email(email: &str) -> String {
     format!("u_{hex}")
 }
 
+/// The key of a command's status in `command-status` (`<user id>/<command id>`) or
+/// `notification-status` (`<NIN:...>/<command id>`).
+pub fn status_key(owner: &str, command_id: &str) -> String {
+    format!("{owner}/{command_id}")
+}
+
 /// A user, in the `users` store.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -141,8 +150,12 @@ pub struct User {
     pub kyc_level: KycLevel,
     /// Tokens issued before this instant (ms) are refused.
     pub tokens_valid_after_ms: i64,
-    /// Verified identifiers, e.g. `NIN:QQ123456C`.
+    /// Verified identifiers, e.g. `NIN:QQ123456C` (one at most since claims are limited to one
+    /// per account; users verified before may hold more).
     pub identifiers: Vec<String>,
+    /// The identity claim being verified (command id), if any: no second claim meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_identity: Option<String>,
     /// When the registration was processed (ms).
     pub registered_at_ms: i64,
 }

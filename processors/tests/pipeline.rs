@@ -130,14 +130,22 @@ impl Bank {
         self.payment(user_id, PaymentPayload::Refund(Refund { payment_id: payment_id.to_string(), amount: gbp(amount), currency: "GBP".into(), reason: None }))
     }
 
+    /// A claim naming the holder as the user's profile does.
     fn verify(&mut self, user_id: &str, kind: IdentifierType, value: &str) -> String {
+        let profile = self.driver.store_get("users", user_id).unwrap().map(|bytes| serde_json::from_slice::<User>(&bytes).unwrap());
+        let (name, born) = profile.map_or((None, None), |u| (u.full_name, u.date_of_birth));
+        self.verify_as(user_id, kind, value, name.as_deref(), born)
+    }
+
+    /// A claim naming the holder `name`, born `born`.
+    fn verify_as(&mut self, user_id: &str, kind: IdentifierType, value: &str, name: Option<&str>, born: Option<Date>) -> String {
         let (id, now) = self.tick();
         let command = IdentityCommand {
             event_id: id.clone(),
             occurred_at: TimestampMillis(now),
             principal: user_principal(user_id, now - 500),
             idempotency_key: None,
-            payload: IdentityPayload::VerifyIdentity(VerifyIdentity { identifier_type: kind, value: value.to_string() }),
+            payload: IdentityPayload::VerifyIdentity(VerifyIdentity { identifier_type: kind, value: value.to_string(), full_name: name.map(str::to_string), date_of_birth: born }),
         };
         self.pipe("identity.verification.request", user_id, command, now);
         id
@@ -175,7 +183,7 @@ impl Bank {
     }
 
     fn status(&self, user_id: &str, command_id: &str) -> CommandStatus {
-        self.load::<CommandStatus>("command-status", command_id, user_id).unwrap_or_else(|| panic!("no status for {command_id}"))
+        self.load::<CommandStatus>("command-status", &model::status_key(user_id, command_id), user_id).unwrap_or_else(|| panic!("no status for {command_id}"))
     }
 
     fn rejected_with(&self, user_id: &str, command_id: &str) -> String {
@@ -466,6 +474,40 @@ fn a_partition_neighbour_cannot_refund_a_transfer_someone_else_received() {
     assert_eq!(bank.status(&bob, &by_payee).status, CommandState::Settled, "Bob's refund allowance is whole");
 }
 
+/// Command ids and Idempotency-Keys belong to whoever sends them: a partition neighbour who
+/// knows (or guesses) the id and key Alice will use, and sends a command with them first, keyed
+/// as Alice (refused) or as themselves, neither has Alice's command dropped nor hides its status.
+#[test]
+fn a_partition_neighbour_cannot_use_up_a_command_id_or_an_idempotency_key() {
+    let mut bank = Bank::new("neighbour-ids");
+    let partition_of = |user: &str| sluice_streams::partitioner::partition_for_key(user.as_bytes(), 4);
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let carol_email = (0..).map(|i| format!("carol{i}@example.com")).find(|e| partition_of(&model::user_id_for_email(e)) == partition_of(&alice)).unwrap();
+    let carol = bank.basic_user(&carol_email);
+    bank.deposit(&alice, "100.00");
+    bank.deposit(&carol, "100.00");
+    let now = bank.now_ms;
+    let command = |sender: &str, payee: &str| PaymentCommand {
+        event_id: "t-known".to_string(),
+        occurred_at: TimestampMillis(now),
+        principal: user_principal(sender, now),
+        idempotency_key: Some("rent-2026-12".to_string()),
+        payload: PaymentPayload::Transfer(Transfer { payee_user_id: payee.to_string(), amount: gbp("10.00"), currency: "GBP".into(), reference: None }),
+    };
+    // Carol first, keyed as Alice: refused. Then Alice's own: settles. Then Bob, keyed as Alice
+    // with the same id: refused, and Alice's status is not replaced. Then Bob's own with that id.
+    bank.pipe("payments.commands", &alice, command(&carol, &carol), now);
+    bank.pipe("payments.commands", &alice, command(&alice, &bob), now);
+    bank.pipe("payments.commands", &alice, command(&bob, &bob), now + 1);
+    bank.pipe("payments.commands", &bob, command(&bob, &carol), now + 2);
+    assert_eq!(bank.status(&alice, "t-known").status, CommandState::Settled, "Alice's own command settled and its status stays hers");
+    assert_eq!(bank.status(&bob, "t-known").status, CommandState::Settled, "Bob's command with the same id is his");
+    assert_eq!((bank.balance(&alice), bank.balance(&bob), bank.balance(&carol)), (gbp("90.00"), gbp("0.00"), gbp("110.00")));
+    let refused = bank.outputs::<ActivityLog>("system.logs.activity").into_iter().filter(|a| a.command_id == "t-known" && a.reason.as_deref() == Some(reasons::FORBIDDEN)).count();
+    assert_eq!(refused, 2, "both attempts to act for Alice were refused and audited");
+}
+
 #[test]
 fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     let mut bank = Bank::new("identity");
@@ -477,12 +519,26 @@ fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     assert_eq!(bank.rejected_with(&alice, &bad), reasons::INVALID_FORMAT);
     let bad_nhs = bank.verify(&alice, IdentifierType::Nhs, "943 476 5918");
     assert_eq!(bank.rejected_with(&alice, &bad_nhs), reasons::INVALID_FORMAT);
+    // The claim must name the profile's holder: another name, another birthday, or none at all
+    // are refused before the identifier is touched (basic_user is Ada Lovelace, 1990-12-10).
+    let born = Date::from_ymd(1990, 12, 10);
+    for (name, born, why) in [(Some("Mallory Smith"), born, "another name"), (Some("Ada Lovelace"), Date::from_ymd(1991, 12, 10), "another birthday"), (None, None, "none")] {
+        let claim = bank.verify_as(&alice, IdentifierType::Nin, "AB123456C", name, born);
+        assert_eq!(bank.rejected_with(&alice, &claim), reasons::IDENTITY_MISMATCH, "{why}");
+    }
+    let newcomer = bank.register("dave@example.com");
+    let no_profile = bank.verify_as(&newcomer, IdentifierType::Nin, "AB123456C", Some("Dave Jones"), born);
+    assert_eq!(bank.rejected_with(&newcomer, &no_profile), reasons::KYC_REQUIRED, "no profile to match");
 
-    let ok = bank.verify(&alice, IdentifierType::Nin, "ab 12 34 56 c");
+    // Names match ignoring case and repeated spaces.
+    let ok = bank.verify_as(&alice, IdentifierType::Nin, "ab 12 34 56 c", Some(" ada  LOVELACE"), born);
     assert_eq!(bank.status(&alice, &ok).status, CommandState::Settled);
     let user = bank.user(&alice);
     assert_eq!(user.kyc_level, KycLevel::Full);
     assert_eq!(user.identifiers, vec!["NIN:AB123456C".to_string()]);
+    // One identity per account: Alice cannot add an NHS number (nor anyone else's NIN).
+    let second = bank.verify(&alice, IdentifierType::Nhs, "943 476 5919");
+    assert_eq!(bank.rejected_with(&alice, &second), reasons::IDENTITY_ALREADY_VERIFIED);
     let taken = bank.verify(&bob, IdentifierType::Nin, "AB123456C");
     assert_eq!(bank.rejected_with(&bob, &taken), reasons::ALREADY_CLAIMED);
     let nhs = bank.verify(&bob, IdentifierType::Nhs, "943 476 5919");
@@ -490,7 +546,7 @@ fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     assert_eq!(bank.user(&bob).kyc_level, KycLevel::Full);
 
     let results = bank.outputs::<IdentityVerificationResult>("identity.verification.result");
-    assert_eq!(results.len(), 5, "one result per verification command");
+    assert_eq!(results.len(), 10, "one result per verification command");
     let mut verified: Vec<&str> = results.iter().filter(|r| r.outcome == VerificationOutcome::Verified).map(|r| r.identifier.as_str()).collect();
     verified.sort();
     assert_eq!(verified, vec!["9434765919", "AB123456C"]);
@@ -515,11 +571,11 @@ fn death_notification_freezes_the_holder_and_blocks_claims() {
     assert_eq!((refused.outcome.as_str(), refused.reason.as_deref()), ("rejected", Some(reasons::FORBIDDEN)));
     assert_eq!(bank.user(&alice).status, UserStatus::Active);
     // Each notification's outcome is kept by command id, on the NIN's task (GET /v1/commands/{id}?nin=).
-    let forged_status = bank.load::<CommandStatus>("notification-status", &forged, "NIN:AB123456C").unwrap();
+    let forged_status = bank.load::<CommandStatus>("notification-status", &model::status_key("NIN:AB123456C", &forged), "NIN:AB123456C").unwrap();
     assert_eq!((forged_status.status, forged_status.reason.as_deref()), (CommandState::Rejected, Some(reasons::FORBIDDEN)));
 
     let notice = bank.death(service("hmrc"), "AB123456C");
-    let notice_status = bank.load::<CommandStatus>("notification-status", &notice, "NIN:AB123456C").unwrap();
+    let notice_status = bank.load::<CommandStatus>("notification-status", &model::status_key("NIN:AB123456C", &notice), "NIN:AB123456C").unwrap();
     assert_eq!((notice_status.status, notice_status.command_type.as_str()), (CommandState::Settled, "DeathNotification"));
     assert_eq!(bank.user(&alice).status, UserStatus::Deceased);
     let account = bank.account(&alice);
@@ -617,6 +673,9 @@ fn json_bridge_forwards_valid_commands_and_dead_letters_the_rest() {
     let forwarded = bank.outputs::<PaymentCommand>("payments.commands");
     let last = forwarded.last().unwrap();
     assert_eq!((last.principal.subject.as_str(), last.event_id.starts_with("json:payments.commands.json:")), (alice.as_str(), true));
+    // The id a record gets when it names none is not its position (which anyone can predict).
+    let digest = last.event_id.trim_start_matches("json:payments.commands.json:");
+    assert!(digest.len() == 32 && digest.chars().all(|c| c.is_ascii_hexdigit()), "{}", last.event_id);
 
     let cases: Vec<(Option<String>, String, &str, &str)> = vec![
         (None, transfer.clone(), "invalid_token", "missing_token"),
@@ -645,6 +704,16 @@ fn json_bridge_forwards_valid_commands_and_dead_letters_the_rest() {
     }
     assert_eq!(bank.balance(&alice), gbp("37.50"), "nothing dead-lettered moved money");
     assert!(bank.driver.records("sluice.dlq").iter().all(|r| r.value.avro_as::<DeadLetter>().is_some_and(|d| d.value.is_some())));
+
+    // A password change needs the current password, which only the HTTP API checks: refused on
+    // the kcat path, whatever the token, and the password stays.
+    let before = bank.user(&alice).password_hash.clone();
+    let change = format!(r#"{{"payload": {{"type": "ChangePassword", "password_hash": "{}"}}}}"#, HASH.replace("t=2", "t=3"));
+    bank.driver.pipe_input("auth.commands.json", json_record(&bank, Some(&alice), &change, Some(&token))).unwrap();
+    let (class, message) = dead_letters(&bank).pop().unwrap();
+    assert_eq!(class, "invalid_command", "{message}");
+    assert!(message.contains("needs the current one"), "{message}");
+    assert_eq!(bank.user(&alice).password_hash, before);
 
     // Death notifications through the bridge need the hmrc role and are keyed by NIN.
     bank.verify(&bob, IdentifierType::Nin, "AB123456C");

@@ -229,6 +229,10 @@ avro_record! {
         pub identifier_type: IdentifierType,
         /// The identifier as entered; spaces are allowed and normalised away.
         pub value: String,
+        /// The holder's full name as on the document; must match the user's profile.
+        pub full_name: Option<String>,
+        /// The holder's date of birth; must match the user's profile.
+        pub date_of_birth: Option<Date>,
     }
 }
 

@@ -89,11 +89,13 @@ try {
   await page.getByRole("heading", { name: "Profile" }).waitFor();
   await page.locator("#profile-email").filter({ hasText: "alice@console.example" }).waitFor();
   await profile.getByLabel("Full legal name").fill("Alice Liddell");
-  await profile.getByLabel("Date of birth").fill("1990-05-04");
+  await profile.getByLabel("Date of birth", { exact: true }).fill("1990-05-04");
   await page.getByRole("button", { name: "Save details" }).click();
   await page.getByText("Details: settled").waitFor({ timeout: 30000 });
 
   step = "identity verification";
+  await profile.getByLabel("Name on the document").fill("Alice Liddell");
+  await profile.getByLabel("Date of birth on the document").fill("1990-05-04");
   await profile.getByLabel("Number", { exact: true }).fill("QQ 12 34 56 C");
   await page.getByRole("button", { name: "Verify" }).click();
   await page.locator("#verify-value-error").filter({ hasText: "not a valid National Insurance prefix" }).waitFor();

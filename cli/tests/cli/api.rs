@@ -171,7 +171,7 @@ fn the_http_api_journey_and_security_table() {
         assert_eq!(profile.status, 202, "{}", profile.body);
         assert_eq!(api.outcome(profile.at("/status_url"), token)["status"], "settled");
     }
-    let verify = api.command("/v1/identity/verifications", &alice_token, json!({"type": "NIN", "value": "AB 12 34 56 C"}));
+    let verify = api.command("/v1/identity/verifications", &alice_token, json!({"type": "NIN", "value": "AB 12 34 56 C", "full_name": "Test User", "date_of_birth": "1990-05-01"}));
     assert_eq!(api.outcome(&verify, &alice_token)["status"], "settled");
     let me = api.get("/v1/auth/me", Some(&alice_token));
     assert_eq!(me.at("/kyc_level"), "FULL", "{}", me.body);
@@ -274,7 +274,7 @@ fn the_http_api_journey_and_security_table() {
         ("over-precise amount", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!("10.001"))), 422, "invalid-amount"),
         ("other currency", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": bob, "amount": "1.00", "currency": "EUR"})), 422, "unsupported-currency"),
         ("paying oneself", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": mallory, "amount": "1.00"})), 422, "invalid-payee"),
-        ("bad NIN", "/v1/identity/verifications", Some(&mallory_token), json_body(json!({"type": "NIN", "value": "QQ123456C"})), 422, "invalid-identifier"),
+        ("bad NIN", "/v1/identity/verifications", Some(&mallory_token), json_body(json!({"type": "NIN", "value": "QQ123456C", "full_name": "Test User", "date_of_birth": "1990-05-01"})), 422, "invalid-identifier"),
     ];
     for (what, path, token, body, status, problem) in rows {
         let answer = api.call("POST", path, token, &[], body);
