@@ -7,7 +7,8 @@ COPY . .
 RUN cargo build --release -p sluice-cli
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+# libssl3: librdkafka links OpenSSL (SASL/SCRAM and TLS to the brokers).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
 COPY topology.toml /app/topology.toml

@@ -10,6 +10,11 @@
 # PORT defaults to 9092, DIR (data, config, broker.log, pid file) to .sluice/broker-PORT; data
 # there is durable across restarts. DIR is formatted with kafka.tools.StorageTool on first use.
 # The heap is bounded: SLUICE_KAFKA_HEAP (default "-Xms64m -Xmx512m").
+#
+# With SLUICE_KAFKA_SASL_USERS="admin=PASSWORD,name=PASSWORD,..." the broker listens with
+# SASL_PLAINTEXT and SCRAM-SHA-512 only, authorizes with the StandardAuthorizer (no ACL, no
+# access; the first user is the super user) and creates those SCRAM users when it formats its
+# storage (docs/security.md, the broker).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 action="${1:-}"; port="${2:-9092}"; dir="${3:-$root/.sluice/broker-$port}"
@@ -29,16 +34,25 @@ prepare() {
     mkdir -p "$dir/data"
     dir="$(cd "$dir" && pwd)"
     local controller_port; controller_port="$(free_port)"
+    local protocol=PLAINTEXT admin="" admin_password="" scram=() entry users
+    if [ -n "${SLUICE_KAFKA_SASL_USERS:-}" ]; then
+        protocol=SASL_PLAINTEXT
+        IFS=',' read -r -a users <<<"$SLUICE_KAFKA_SASL_USERS"
+        for entry in "${users[@]}"; do
+            [ -z "$admin" ] && { admin="${entry%%=*}"; admin_password="${entry#*=}"; }
+            scram+=(--add-scram "SCRAM-SHA-512=[name=${entry%%=*},password=${entry#*=}]")
+        done
+    fi
     cat >"$dir/server.properties" <<EOF
 # Written by scripts/broker.sh on every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$protocol://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$protocol://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=$protocol
+listener.security.protocol.map=CONTROLLER:$protocol,$protocol:$protocol
 log.dirs=$dir/data
 # One node: every internal topic has one replica (and one partition is plenty here).
 offsets.topic.replication.factor=1
@@ -54,6 +68,24 @@ group.min.session.timeout.ms=1000
 # The log cleaner's dedupe buffer (compacted changelogs): 32 MB instead of 128 MB of heap.
 log.cleaner.dedupe.buffer.size=33554432
 EOF
+    if [ "$protocol" = SASL_PLAINTEXT ]; then
+        # Clients and the broker itself: SCRAM. The controller listener: PLAIN with the admin's
+        # password in this file (KRaft keeps SCRAM credentials in the metadata the controller
+        # serves, so it cannot check SCRAM itself).
+        cat >>"$dir/server.properties" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$admin" password="$admin_password";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$admin" password="$admin_password" user_$admin="$admin_password";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:$admin
+allow.everyone.if.no.acl.found=false
+EOF
+        chmod 600 "$dir/server.properties"
+    fi
     cat >"$dir/log4j2.properties" <<'EOF'
 status = warn
 appender.out.type = Console
@@ -68,7 +100,7 @@ logger.config.level = warn
 EOF
     if [ ! -f "$dir/data/meta.properties" ]; then
         local cluster_id; cluster_id="$(java -cp "$kafka_home/lib/*" kafka.tools.StorageTool random-uuid)"
-        java -cp "$kafka_home/lib/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >>"$log" 2>&1 \
+        java -cp "$kafka_home/lib/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >>"$log" 2>&1 \
             || { tail -20 "$log" >&2; echo "formatting $dir/data failed; see $log" >&2; exit 1; }
     fi
 }

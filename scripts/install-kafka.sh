@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Apache Kafka (the broker Sluice runs on) from Maven Central, once: Maven resolves
-# org.apache.kafka:kafka_2.13 and its runtime dependencies, plus an slf4j binding so the broker
-# logs, into a cache folder outside the work tree. Java 17 runs it (scripts/broker.sh).
+# org.apache.kafka:kafka_2.13 and kafka-tools (kafka-acls.sh's AclCommand, for `sluice acls
+# --apply`) with their runtime dependencies, plus an slf4j binding so the broker logs, into a
+# cache folder outside the work tree. Java 17 runs it (scripts/broker.sh).
 #
 #   scripts/install-kafka.sh          # installs if missing; prints the install folder on stdout
 #
@@ -16,7 +17,9 @@ LOG4J_VERSION=2.24.3
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 home="${SLUICE_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/kafka-$KAFKA_VERSION}"
-if [ -f "$home/.installed" ]; then
+# An install from before kafka-tools was part of it is completed by installing again.
+installed() { [ -f "$home/.installed" ] && [ -f "$home/lib/kafka-tools-$KAFKA_VERSION.jar" ]; }
+if installed; then
     echo "$home"
     exit 0
 fi
@@ -36,7 +39,7 @@ mkdir -p "$(dirname "$home")"
 # One install at a time (tests may start several brokers at once on a fresh machine).
 exec 9>"$home.lock"
 flock 9
-if [ -f "$home/.installed" ]; then echo "$home"; exit 0; fi
+if installed; then echo "$home"; exit 0; fi
 
 scratch="$home.partial"
 rm -rf "$scratch"
@@ -51,6 +54,7 @@ cat >"$scratch/pom.xml" <<EOF
   <packaging>pom</packaging>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
   </dependencies>
 </project>

@@ -20,6 +20,17 @@ pub(crate) struct SluiceConfig {
     pub(crate) application_id: String,
     /// Kafka `bootstrap.servers`. Default `127.0.0.1:9092`.
     pub(crate) bootstrap_servers: String,
+    /// Kafka `security.protocol` of every client: `PLAINTEXT` (default), `SASL_PLAINTEXT`,
+    /// `SASL_SSL` or `SSL` (docs/security.md, the broker).
+    pub(crate) security_protocol: Option<String>,
+    /// Kafka `sasl.mechanism`. Default `SCRAM-SHA-512`.
+    pub(crate) sasl_mechanism: Option<String>,
+    /// SASL user: this process's principal (`User:<name>`). No default.
+    pub(crate) sasl_username: Option<String>,
+    /// SASL password. No default; never logged.
+    pub(crate) sasl_password: Option<Secret>,
+    /// CA certificate file trusted for TLS (`ssl.ca.location`). No default.
+    pub(crate) ssl_ca_location: Option<String>,
     /// Schema Registry base URL. Default `http://127.0.0.1:8081`.
     pub(crate) schema_registry_url: String,
     /// Kafka Streams `state.dir`: where local state lives. Default `.sluice/state`.
@@ -134,6 +145,11 @@ impl Default for SluiceConfig {
         SluiceConfig {
             application_id: "sluice".to_string(),
             bootstrap_servers: "127.0.0.1:9092".to_string(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
             schema_registry_url: "http://127.0.0.1:8081".to_string(),
             state_dir: PathBuf::from(".sluice/state"),
             topology: PathBuf::from("topology.toml"),
@@ -195,6 +211,17 @@ pub(crate) enum ConfigError {
 }
 
 impl SluiceConfig {
+    /// How this process's Kafka clients connect.
+    pub(crate) fn connection(&self) -> sluice_streams::kafka_client::Connection {
+        sluice_streams::kafka_client::Connection {
+            security_protocol: self.security_protocol.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password: self.sasl_password.as_ref().map(|s| s.0.clone()),
+            ssl_ca_location: self.ssl_ca_location.clone(),
+        }
+    }
+
     /// The registry's basic auth `user:password`, if configured.
     pub(crate) fn registry_user_info(&self) -> Option<&str> {
         self.schema_registry_user_info.as_ref().map(|s| s.0.as_str())

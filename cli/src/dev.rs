@@ -235,6 +235,7 @@ pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, St
         listen,
         topic: topics::SCHEMAS_TOPIC.to_string(),
         write_credentials: Some(write_credentials),
+        client_properties: sluice_streams::kafka_client::connection_properties(),
     })
     .await
     .map_err(|e| format!("cannot start the Schema Registry on {listen}: {e}"))

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -159,7 +158,7 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
         let started = Instant::now();
         // One probe consumer for the whole wait: a new client per check would steal the CPU
         // being measured.
-        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", servers).set("group.id", APP).create().map_err(|e| e.to_string())?;
+        let probe: BaseConsumer = sluice_streams::kafka_client::client_config(servers).set("group.id", APP).create().map_err(|e| e.to_string())?;
         wait_for("every input to be committed", Duration::from_secs(600), || committed(&probe, "load.amounts") >= args.records as i64)?;
         let aggregation_s = started.elapsed().as_secs_f64();
         println!("phase 3: latency at {} records/s for {} s", args.rate, args.duration_s);
@@ -207,8 +206,7 @@ fn measure(args: &LoadArgs, servers: &str, topology: Topology) -> Result<String,
 }
 
 fn producer(servers: &str) -> Result<BaseProducer<DeliveryCounter>, String> {
-    ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    sluice_streams::kafka_client::client_config(servers)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("max.in.flight.requests.per.connection", "1")
@@ -267,8 +265,7 @@ fn produce(servers: &str, topic: &str, from: usize, count: usize, keys: usize) -
 /// The relay; returns how many records it relayed (all of them: it stops at the end of every
 /// partition) and the seconds from the start of consumption to everything committed.
 fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(usize, f64), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(servers)
         .set("group.id", "load-relay")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -339,8 +336,7 @@ fn committed(consumer: &BaseConsumer, topic: &str) -> i64 {
 /// Produces at `rate` for `duration_s` while a consumer of the outputs records, per output,
 /// the milliseconds since its input was produced.
 fn latency(servers: &str, args: &LoadArgs) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
+    let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(servers)
         .set("group.id", "load-latency")
         .set("enable.auto.commit", "false")
         .create()

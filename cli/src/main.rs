@@ -12,6 +12,7 @@ mod demo;
 mod dev;
 mod ingest;
 mod load;
+mod acls;
 mod run;
 mod topics;
 
@@ -82,6 +83,9 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Print the Kafka ACLs the application needs (from topology.toml) as kafka-acls.sh
+    /// commands, one principal per role; --apply creates them (docs/security.md, the broker).
+    Acls(acls::AclsArgs),
     /// Load harness: relay vs. the balance aggregation on one broker, then end-to-end latency
     /// at a fixed rate.
     Load(load::LoadArgs),
@@ -139,6 +143,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = sluice_streams::kafka_client::set_connection(&config.connection()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -251,6 +259,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Acls(args) => acls::run(args, &config).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::UserId { email } => {
             println!("{}", sluice_processors::model::user_id_for_email(&email));

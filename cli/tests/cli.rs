@@ -1128,6 +1128,8 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
 #[path = "cli/api.rs"]
 mod api;
 
+#[path = "cli/acls.rs"]
+mod acls;
 #[path = "cli/attacks.rs"]
 mod attacks;
 #[path = "cli/kcat.rs"]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sluice_schemas::{AvroRecord, Codec, CodecError};
 use sluice_streams::signing::{InternalKeys, SIGNATURE_HEADER};
@@ -35,8 +34,7 @@ impl Publisher {
     /// A producer on `bootstrap_servers` and a codec on the registry at `registry_url`;
     /// records are signed with `keys`.
     pub fn new(bootstrap_servers: &str, (registry_url, user_info): (&str, Option<&str>), keys: Arc<InternalKeys>) -> Result<Publisher, String> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
+        let producer: FutureProducer = sluice_streams::kafka_client::client_config(bootstrap_servers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -26,8 +25,7 @@ pub struct UsersView {
 impl UsersView {
     /// Starts replicating `topic` (the `users` store's changelog) from `bootstrap_servers`.
     pub fn start(bootstrap_servers: &str, topic: &str) -> Result<UsersView, String> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
+        let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(bootstrap_servers)
             .set("group.id", format!("{topic}-api-view"))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

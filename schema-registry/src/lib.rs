@@ -15,6 +15,7 @@
 //!     listen: "127.0.0.1:8081".parse().expect("address"),
 //!     topic: "_schemas".to_string(),
 //!     write_credentials: Some(WriteCredentials::parse("sluice:a-long-random-password").expect("user:password")),
+//!     client_properties: Vec::new(),
 //! };
 //! let registry = Registry::start(config).await?;
 //! println!("schema registry at {}", registry.url());
@@ -61,6 +62,9 @@ pub struct RegistryConfig {
     /// Confluent's registry does; reads stay open. `None`: writes are open too (embedded use
     /// on a trusted loopback only; `sluice registry` never runs so).
     pub write_credentials: Option<WriteCredentials>,
+    /// librdkafka properties of the registry's Kafka clients besides `bootstrap.servers`
+    /// (`security.protocol`, SASL credentials, TLS trust); empty for a plaintext broker.
+    pub client_properties: Vec<(String, String)>,
 }
 
 /// The user and password of HTTP basic auth (Confluent's `basic.auth.user.info`,
@@ -108,6 +112,7 @@ impl Default for RegistryConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8081)),
             topic: DEFAULT_TOPIC.to_string(),
             write_credentials: None,
+            client_properties: Vec::new(),
         }
     }
 }

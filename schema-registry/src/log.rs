@@ -161,6 +161,9 @@ impl Drop for SchemaLog {
 /// Settings shared by the producer, consumer and admin client.
 fn client_config(config: &RegistryConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
         .set("client.id", "sluice-registry")

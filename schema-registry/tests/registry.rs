@@ -28,6 +28,7 @@ async fn start_on(bootstrap_servers: String, topic: &str) -> Registry {
         listen: "127.0.0.1:0".parse().unwrap(),
         topic: topic.to_string(),
         write_credentials: None,
+        client_properties: Vec::new(),
     })
     .await
     .expect("registry starts")
@@ -627,6 +628,7 @@ async fn writes_need_the_registry_credentials_and_reads_do_not() {
         listen: "127.0.0.1:0".parse().unwrap(),
         topic: "_schemas-auth".to_string(),
         write_credentials: Some(sluice_registry::WriteCredentials::parse("sluice:registry-password-1234").unwrap()),
+        client_properties: Vec::new(),
     })
     .await
     .expect("registry starts");
@@ -668,6 +670,7 @@ async fn start_fails_cleanly_without_a_broker() {
         listen: "127.0.0.1:0".parse().unwrap(),
         topic: "_schemas".to_string(),
         write_credentials: None,
+        client_properties: Vec::new(),
     }))
     .await
     .expect("start gives up within a bound");

@@ -47,6 +47,7 @@ fn registry_url() -> &'static str {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     topic: "_schemas".to_string(),
                     write_credentials: None,
+        client_properties: Vec::new(),
                 })
                 .await
                 .expect("registry starts");

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -62,8 +61,7 @@ pub enum AdminError {
 /// Creates every topic in `specs` that does not exist yet, with its configs; verifies the
 /// partition count of those that do. Returns one outcome per topic, in order.
 pub async fn create_topics(bootstrap_servers: &str, specs: &[TopicSpec]) -> Result<Vec<(String, TopicOutcome)>, AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap_servers)
+    let admin: AdminClient<DefaultClientContext> = crate::kafka_client::client_config(bootstrap_servers)
         .set("socket.timeout.ms", "10000")
         .create()?;
     let existing = partition_counts(&admin, bootstrap_servers)?;
@@ -132,13 +130,13 @@ fn wait_for_leaders(admin: &AdminClient<DefaultClientContext>, topics: &[String]
 
 /// Partition count of every topic on the broker.
 pub fn partition_counts_of(bootstrap_servers: &str) -> Result<Vec<(String, i32)>, AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create()?;
+    let admin: AdminClient<DefaultClientContext> = crate::kafka_client::client_config(bootstrap_servers).create()?;
     partition_counts(&admin, bootstrap_servers)
 }
 
 /// Checks a broker answers a metadata request within [`BROKER_TIMEOUT`].
 pub fn ping(bootstrap_servers: &str) -> Result<(), AdminError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).create()?;
+    let admin: AdminClient<DefaultClientContext> = crate::kafka_client::client_config(bootstrap_servers).create()?;
     partition_counts(&admin, bootstrap_servers).map(|_| ())
 }
 
@@ -174,7 +172,7 @@ pub fn missing_changelogs(bootstrap_servers: &str, application_id: &str, topolog
         return Ok(missing);
     }
     // An OffsetFetch for the group's input partitions that exist; no group join.
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).set("group.id", application_id).create()?;
+    let consumer: BaseConsumer = crate::kafka_client::client_config(bootstrap_servers).set("group.id", application_id).create()?;
     let mut list = rdkafka::TopicPartitionList::new();
     for sub in &topology.subtopologies {
         for topic in topology.input_topics(sub.id, application_id) {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -203,8 +202,7 @@ impl InteractiveQueries {
 
     /// Starts a thread that follows `<application.id>-instances` until `stop` is set.
     pub fn discover(&self, bootstrap_servers: &str, application_id: &str, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
+        let consumer: BaseConsumer = crate::kafka_client::client_config(bootstrap_servers)
             .set("group.id", format!("{application_id}-discovery"))
             .set("enable.auto.commit", "false")
             .create()?;

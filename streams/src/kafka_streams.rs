@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 
@@ -216,9 +215,8 @@ impl KafkaStreams {
         let exactly_once = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
         let isolation = if exactly_once { "read_committed" } else { "read_uncommitted" };
         let serde = TopicSerdes::new(&self.topology, &config.application_id, std::sync::Arc::clone(self.registry.serdes()), config.internal_keys.clone());
-        let mut consumer_config = ClientConfig::new();
+        let mut consumer_config = crate::kafka_client::client_config(&config.bootstrap_servers);
         consumer_config
-            .set("bootstrap.servers", &config.bootstrap_servers)
             .set("group.id", &config.application_id)
             // Standby placement finds this thread in the group by its client id.
             .set("client.id", instance)
@@ -235,9 +233,8 @@ impl KafkaStreams {
             consumer_config.set("group.instance.id", instance);
         }
         let consumer: BaseConsumer<StreamContext> = consumer_config.create_with_context(StreamContext::default())?;
-        let mut producer_config = ClientConfig::new();
+        let mut producer_config = crate::kafka_client::client_config(&config.bootstrap_servers);
         producer_config
-            .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -257,15 +254,14 @@ impl KafkaStreams {
         }
         let producer: FutureProducer = producer_config.create()?;
         // Kafka Streams' restore consumer: no group, assigned the restoring changelogs.
-        let restore_consumer: BaseConsumer<ChangelogContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
+        let restore_consumer: BaseConsumer<ChangelogContext> = crate::kafka_client::client_config(&config.bootstrap_servers)
             .set("group.id", format!("{}-restore", config.application_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", isolation)
             .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
             .create_with_context(ChangelogContext::default())?;
-        let watermark_client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &config.bootstrap_servers).set("group.id", format!("{}-watermarks", config.application_id)).create()?;
+        let watermark_client: BaseConsumer = crate::kafka_client::client_config(&config.bootstrap_servers).set("group.id", format!("{}-watermarks", config.application_id)).create()?;
         let sources: Vec<String> = self.topology.subtopologies.iter().flat_map(|s| self.topology.input_topics(s.id, &config.application_id)).collect();
         let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
         consumer.subscribe(&source_refs)?;

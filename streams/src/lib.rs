@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod changelog_reader;
 pub mod error;
 pub mod interactive;
+pub mod kafka_client;
 pub mod kafka_streams;
 pub mod metrics;
 pub mod partition_group;

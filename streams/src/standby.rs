@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::stream_task::TaskId;
@@ -128,7 +127,7 @@ pub struct GroupView {
 /// Reads the group's description every [`GROUP_REFRESH`] into a shared [`GroupView`], on a
 /// thread of its own (the stream threads never wait for it), until `stop`.
 pub fn watch_group(bootstrap_servers: &str, group: &str, stop: Arc<AtomicBool>) -> Result<(Arc<Mutex<GroupView>>, std::thread::JoinHandle<()>), rdkafka::error::KafkaError> {
-    let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap_servers).set("group.id", format!("{group}-describe")).create()?;
+    let client: BaseConsumer = crate::kafka_client::client_config(bootstrap_servers).set("group.id", format!("{group}-describe")).create()?;
     let view = Arc::new(Mutex::new(GroupView::default()));
     let shared = Arc::clone(&view);
     let group = group.to_string();

@@ -46,6 +46,9 @@ pub struct Broker {
     dir: PathBuf,
     temporary: bool,
     running: Mutex<Option<Running>>,
+    /// SCRAM users `(name, password)` of a secured broker, the super user first; empty: a
+    /// plaintext broker without authorization.
+    users: Vec<(String, String)>,
 }
 
 struct Running {
@@ -61,9 +64,43 @@ impl Broker {
     pub fn start() -> Broker {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!("sluice-kafka-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst)));
-        let broker = Broker { port: free_port(), dir, temporary: true, running: Mutex::new(None) };
+        let broker = Broker { port: free_port(), dir, temporary: true, running: Mutex::new(None), users: Vec::new() };
         broker.launch().unwrap_or_else(|e| panic!("{e}"));
         broker
+    }
+
+    /// Like [`Broker::start`], but listening with SASL_PLAINTEXT and SCRAM-SHA-512 only and
+    /// authorizing with the StandardAuthorizer (no ACL, no access): `users` are created with
+    /// their passwords, and the first is the super user (scripts/broker.sh).
+    pub fn start_secured(users: &[(&str, &str)]) -> Broker {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!("sluice-kafka-sasl-{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::SeqCst)));
+        let users = users.iter().map(|(name, password)| (name.to_string(), password.to_string())).collect();
+        let broker = Broker { port: free_port(), dir, temporary: true, running: Mutex::new(None), users };
+        broker.launch().unwrap_or_else(|e| panic!("{e}"));
+        broker
+    }
+
+    /// librdkafka properties for a client authenticating as `user` (with its password) on a
+    /// secured broker: `security.protocol`, `sasl.mechanisms`, `sasl.username`, `sasl.password`.
+    pub fn client_properties(&self, user: &str) -> Vec<(String, String)> {
+        let Some((name, password)) = self.users.iter().find(|(name, _)| name == user) else { return Vec::new() };
+        [("security.protocol", "SASL_PLAINTEXT"), ("sasl.mechanisms", "SCRAM-SHA-512"), ("sasl.username", name.as_str()), ("sasl.password", password.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A client configuration for this broker, as its super user when it is secured.
+    pub fn admin_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap_servers());
+        if let Some((admin, _)) = self.users.first() {
+            for (key, value) in self.client_properties(admin) {
+                config.set(key, value);
+            }
+        }
+        config
     }
 
     /// Starts a broker on `port` whose data lives in `dir` (formatted on first use, kept
@@ -71,7 +108,7 @@ impl Broker {
     pub fn start_durable(port: u16, dir: &Path) -> Result<Broker, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let broker = Broker { port, dir, temporary: false, running: Mutex::new(None) };
+        let broker = Broker { port, dir, temporary: false, running: Mutex::new(None), users: Vec::new() };
         broker.launch()?;
         Ok(broker)
     }
@@ -98,10 +135,7 @@ impl Broker {
 
     /// Creates a topic (delete policy, 1 day retention); an existing topic is left as it is.
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap_servers())
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> = self.admin_config().create().expect("admin client");
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
             .set("cleanup.policy", "delete")
             .set("retention.ms", "86400000");
@@ -139,6 +173,7 @@ impl Broker {
             return Ok(());
         }
         install_kafka()?;
+        let users: Vec<String> = self.users.iter().map(|(name, password)| format!("{name}={password}")).collect();
         let mut supervisor = Command::new("sh")
             .arg("-c")
             .arg(SUPERVISOR)
@@ -147,6 +182,7 @@ impl Broker {
             .arg(self.port.to_string())
             .arg(&self.dir)
             .arg(if self.temporary { "yes" } else { "no" })
+            .env("SLUICE_KAFKA_SASL_USERS", users.join(","))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -172,8 +208,8 @@ impl Broker {
         let started = Instant::now();
         let deadline = started + BROKER_START_TIMEOUT;
         let pid = self.pid().expect("broker launched");
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap_servers())
+        let consumer: BaseConsumer = self
+            .admin_config()
             .set("log_level", "0")
             .create()
             .map_err(|e| format!("metadata client: {e}"))?;

@@ -162,19 +162,23 @@ fn a_paused_instance_cannot_commit_when_it_wakes_and_rejoins() {
 #[test]
 fn a_standby_is_promoted_on_failover_and_restores_only_the_tail() {
     let pair = Pair::with("standby", "num_standby_replicas = 1\n");
-    let inputs = increments(0, 32_000);
-    let (a, b) = pair.start_mid_stream(&inputs);
+    let inputs = increments(0, 48_000);
+    let (a, b) = pair.start_mid_stream(&inputs[..16_000]);
     wait_until("each instance keeps standbys of the other's two tasks", 90, || pair.standbys(0) == Some(2.0) && pair.standbys(1) == Some(2.0));
     wait_until("standby lag is served per task and store", 30, || {
         metrics_text(&pair.instances[1].2).lines().any(|l| l.starts_with("sluice_standby_records_lag{") && l.contains("store=\"balances\""))
     });
-    wait_until("part of the remaining inputs is committed", 90, || pair.committed() >= 8_000);
+    // The last batch only once the standbys run, so that the kill lands mid-stream however long
+    // they took to start.
+    wait_until("the first batches are committed", 90, || pair.committed() >= 16_000);
+    produce(&pair.servers, "increments", &inputs[16_000..]);
+    wait_until("part of the last batch is committed", 90, || pair.committed() >= 20_000);
     let failover = pair.kill_first_and_fail_over(a, &inputs);
     let log = pair.log(1);
     let promoted = log.find("standby task promoted to active").unwrap_or_else(|| panic!("the survivor promoted its standbys: {log}"));
     assert_eq!(log.matches("standby task promoted to active").count(), 2, "{log}");
     // Restored after the promotion: only what the standbys had not applied when the other
-    // instance died, a fraction of the ~16,000 changelog records of its two tasks.
+    // instance died, a fraction of the ~24,000 changelog records of its two tasks.
     let restored: u64 = log[promoted..]
         .lines()
         .filter(|l| l.contains("task restored"))

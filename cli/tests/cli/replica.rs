@@ -7,7 +7,7 @@ use super::*;
 
 /// One HTTP/1.1 request (`Connection: close`) with an optional bearer token and JSON body;
 /// the status and the body as JSON (a string when it is not JSON).
-fn call(address: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+pub(super) fn call(address: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
     let Ok(mut stream) = TcpStream::connect(address) else { return (0, serde_json::Value::Null) };
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let body = body.unwrap_or("");

@@ -1,0 +1,208 @@
+//! `sluice acls`: the Kafka ACLs an application needs, derived from topology.toml
+//! (docs/security.md, the broker), printed as `kafka-acls.sh` commands and applied with
+//! Kafka's own `AclCommand` when asked. One principal per role:
+//!
+//! | principal | may |
+//! |---|---|
+//! | processors (`sluice run`) | read its source topics, write its sink topics and the DLQ, everything on its internal topics (`<application_id>-` prefix: repartition, changelog, discovery), its consumer groups and transactional ids |
+//! | ingest (`sluice ingest`) | write the signed command topics and the access log; read the users changelog and the discovery topic |
+//! | registry (`sluice registry`) | its `_schemas` topic and its group |
+//! | kcat users | write the `*.json` command topics; read the output topics and the DLQ |
+//!
+//! With `allow.everyone.if.no.acl.found=false` on the broker, nothing else is allowed: a kcat
+//! user cannot write an Avro command topic, read a changelog or delete a topic.
+
+use std::collections::BTreeSet;
+
+use sluice_streams::topology::{NodeKind, TopicRef};
+use sluice_streams::Topology;
+
+use crate::config::SluiceConfig;
+
+/// Flags of `sluice acls`.
+#[derive(clap::Args)]
+pub(crate) struct AclsArgs {
+    /// Principal of the stream processors (`sluice run`).
+    #[arg(long, default_value = "User:sluice-processors")]
+    processors: String,
+    /// Principal of the HTTP API (`sluice ingest`).
+    #[arg(long, default_value = "User:sluice-ingest")]
+    ingest: String,
+    /// Principal of the Schema Registry (`sluice registry`).
+    #[arg(long, default_value = "User:sluice-registry")]
+    registry: String,
+    /// Principal of kcat users (repeatable).
+    #[arg(long = "kcat", default_value = "User:kcat")]
+    kcat: Vec<String>,
+    /// Apply them to the broker with Kafka's AclCommand (needs the Kafka install of
+    /// scripts/install-kafka.sh), authenticating with --command-config.
+    #[arg(long)]
+    apply: bool,
+    /// Client properties of an administrator (`security.protocol`, `sasl.mechanism`,
+    /// `sasl.jaas.config`), as for kafka-acls.sh.
+    #[arg(long)]
+    command_config: Option<std::path::PathBuf>,
+}
+
+/// What a binding applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Resource {
+    Topic(String),
+    TopicPrefix(String),
+    Group(String),
+    GroupPrefix(String),
+    TransactionalIdPrefix(String),
+    Cluster,
+}
+
+impl Resource {
+    /// The kafka-acls.sh flag, the name (none for the cluster) and the pattern type.
+    fn parts(&self) -> (&'static str, Option<&str>, &'static str) {
+        match self {
+            Resource::Topic(name) => ("--topic", Some(name), "literal"),
+            Resource::TopicPrefix(name) => ("--topic", Some(name), "prefixed"),
+            Resource::Group(name) => ("--group", Some(name), "literal"),
+            Resource::GroupPrefix(name) => ("--group", Some(name), "prefixed"),
+            Resource::TransactionalIdPrefix(name) => ("--transactional-id", Some(name), "prefixed"),
+            Resource::Cluster => ("--cluster", None, "literal"),
+        }
+    }
+}
+
+/// One `kafka-acls.sh --add`: a principal allowed some operations on some resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grant {
+    principal: String,
+    operations: Vec<&'static str>,
+    resources: Vec<Resource>,
+}
+
+impl Grant {
+    fn new(principal: &str, operations: &[&'static str], resources: Vec<Resource>) -> Grant {
+        Grant { principal: principal.to_string(), operations: operations.to_vec(), resources }
+    }
+
+    /// kafka-acls.sh arguments after `--bootstrap-server ... [--command-config ...]`: one
+    /// command per kind of resource and pattern type (the tool takes one pattern type per
+    /// call, and any number of resources of it).
+    fn commands(&self) -> Vec<Vec<String>> {
+        let mut kinds: Vec<(&'static str, &'static str)> = self.resources.iter().map(|r| (r.parts().0, r.parts().2)).collect();
+        kinds.dedup();
+        kinds
+            .into_iter()
+            .map(|(flag, pattern)| {
+                let mut args = vec!["--add".to_string(), "--allow-principal".to_string(), self.principal.clone()];
+                for operation in &self.operations {
+                    args.push("--operation".to_string());
+                    args.push((*operation).to_string());
+                }
+                for resource in self.resources.iter().filter(|r| r.parts().0 == flag && r.parts().2 == pattern) {
+                    args.push(flag.to_string());
+                    args.extend(resource.parts().1.map(str::to_string));
+                }
+                if flag != "--cluster" {
+                    args.push("--resource-pattern-type".to_string());
+                    args.push(pattern.to_string());
+                }
+                args
+            })
+            .collect()
+    }
+}
+
+/// The grants of `topology` for application `application_id`.
+pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs) -> Vec<Grant> {
+    let mut sources = BTreeSet::new();
+    let mut sinks = BTreeSet::new();
+    for node in &topology.nodes {
+        match &node.kind {
+            NodeKind::Source { topics } => sources.extend(topics.iter().filter_map(external)),
+            NodeKind::Sink { topic } => sinks.extend(external(topic)),
+            NodeKind::Processor { .. } => {}
+        }
+    }
+    sinks.insert(sluice_streams::DLQ_TOPIC.to_string());
+    let internal = format!("{application_id}-");
+    let topics = |names: &BTreeSet<String>| names.iter().cloned().map(Resource::Topic).collect::<Vec<_>>();
+    let signed: BTreeSet<String> = topology.topics.iter().filter(|t| t.signed).map(|t| t.name.clone()).collect();
+    let json: BTreeSet<String> = topology.topics.iter().filter(|t| t.name.ends_with(".json")).map(|t| t.name.clone()).collect();
+    let outputs: BTreeSet<String> = sinks.iter().filter(|t| !signed.contains(*t) && !t.starts_with("system.")).cloned().collect();
+    let mut api_writes = signed.clone();
+    api_writes.insert(sluice_ingest::ops::ACCESS_TOPIC.to_string());
+    let api_reads: BTreeSet<String> = [
+        sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS),
+        sluice_streams::interactive::instances_topic(application_id),
+    ]
+    .into();
+    let mut grants = vec![
+        // `sluice run` checks that every topic of the topology exists.
+        Grant::new(&args.processors, &["Describe"], topology.topics.iter().map(|t| Resource::Topic(t.name.clone())).collect()),
+        Grant::new(&args.processors, &["Read", "Describe"], topics(&sources)),
+        Grant::new(&args.processors, &["Write", "Describe"], topics(&sinks)),
+        Grant::new(&args.processors, &["Read", "Write", "Create", "Describe", "DescribeConfigs"], vec![Resource::TopicPrefix(internal.clone())]),
+        Grant::new(&args.processors, &["Read", "Describe"], vec![Resource::GroupPrefix(application_id.to_string())]),
+        Grant::new(&args.processors, &["Write", "Describe"], vec![Resource::TransactionalIdPrefix(internal)]),
+        Grant::new(&args.processors, &["IdempotentWrite", "Describe"], vec![Resource::Cluster]),
+        Grant::new(&args.ingest, &["Write", "Describe"], topics(&api_writes)),
+        Grant::new(&args.ingest, &["Read", "Describe"], topics(&api_reads)),
+        Grant::new(
+            &args.ingest,
+            &["Read"],
+            vec![
+                Resource::Group(format!("{}-api-view", sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS))),
+                Resource::Group(format!("{application_id}-discovery")),
+            ],
+        ),
+        Grant::new(&args.ingest, &["IdempotentWrite"], vec![Resource::Cluster]),
+        Grant::new(&args.registry, &["Read", "Write", "Create", "Describe", "DescribeConfigs"], vec![Resource::Topic(crate::topics::SCHEMAS_TOPIC.to_string())]),
+        Grant::new(&args.registry, &["Read"], vec![Resource::Group(format!("sluice-registry-{}", crate::topics::SCHEMAS_TOPIC))]),
+        Grant::new(&args.registry, &["IdempotentWrite"], vec![Resource::Cluster]),
+    ];
+    for kcat in &args.kcat {
+        grants.push(Grant::new(kcat, &["Write", "Describe"], topics(&json)));
+        grants.push(Grant::new(kcat, &["Read", "Describe"], topics(&outputs)));
+        // kcat -G <group>: consumer groups named kcat-...
+        grants.push(Grant::new(kcat, &["Read"], vec![Resource::GroupPrefix("kcat".to_string())]));
+    }
+    grants
+}
+
+fn external(topic: &TopicRef) -> Option<String> {
+    match topic {
+        TopicRef::External(name) => Some(name.clone()),
+        TopicRef::Repartition(_) => None,
+    }
+}
+
+/// Prints the grants as kafka-acls.sh commands; with `--apply`, runs each through Kafka's
+/// AclCommand.
+pub(crate) fn run(args: AclsArgs, config: &SluiceConfig) -> Result<(), String> {
+    let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    let mut base = vec!["--bootstrap-server".to_string(), config.bootstrap_servers.clone()];
+    if let Some(file) = &args.command_config {
+        base.push("--command-config".to_string());
+        base.push(file.display().to_string());
+    }
+    let commands: Vec<Vec<String>> = grants(&topology, &config.application_id, &args).iter().flat_map(Grant::commands).map(|c| base.iter().cloned().chain(c).collect()).collect();
+    if !args.apply {
+        for command in &commands {
+            println!("kafka-acls.sh {}", command.join(" "));
+        }
+        return Ok(());
+    }
+    let kafka_home = sluice_testkit::install_kafka()?;
+    for command in &commands {
+        let output = std::process::Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}/lib/*", kafka_home.display()))
+            .arg("org.apache.kafka.tools.AclCommand")
+            .args(command)
+            .output()
+            .map_err(|e| format!("cannot run java: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("kafka-acls {} failed: {}{}", command.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)));
+        }
+    }
+    println!("{} ACL commands applied to {}", commands.len(), config.bootstrap_servers);
+    Ok(())
+}
