@@ -74,8 +74,9 @@ class InstallKafka(unittest.TestCase):
             self.assert_nothing_installed()
 
     def test_an_installed_kafka_is_reported_at_once(self):
-        self.home.mkdir(parents=True)
+        (self.home / "lib").mkdir(parents=True)
         (self.home / ".installed").touch()
+        (self.home / "lib" / "kafka-tools-4.4.0.jar").touch()
         answer = run([INSTALL], self.env)
         self.assertEqual(answer.returncode, 0, answer.stderr)
         self.assertEqual(answer.stdout.strip(), str(self.home))

@@ -129,9 +129,11 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
     let outputs: BTreeSet<String> = sinks.iter().filter(|t| !signed.contains(*t) && !t.starts_with("system.")).cloned().collect();
     let mut api_writes = signed.clone();
     api_writes.insert(sluice_ingest::ops::ACCESS_TOPIC.to_string());
+    let revocations = sluice_processors::revocations::revocations_topic(application_id);
     let api_reads: BTreeSet<String> = [
         sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS),
         sluice_streams::interactive::instances_topic(application_id),
+        revocations.clone(),
     ]
     .into();
     let mut grants = vec![
@@ -151,6 +153,7 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
             vec![
                 Resource::Group(format!("{}-api-view", sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS))),
                 Resource::Group(format!("{application_id}-discovery")),
+                Resource::Group(format!("{revocations}-reader")),
             ],
         ),
         Grant::new(&args.ingest, &["IdempotentWrite"], vec![Resource::Cluster]),

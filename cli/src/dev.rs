@@ -209,6 +209,18 @@ fn ensure_dev_secrets(config: &mut SluiceConfig) -> Result<Option<PathBuf>, Stri
     use_dev_secret(config)
 }
 
+/// Without a configured internal key, uses the one `sluice dev` generated (if there is one).
+pub(crate) fn use_dev_internal_key(config: &mut SluiceConfig) -> Result<(), String> {
+    if config.internal_key.is_some() {
+        return Ok(());
+    }
+    let file = dev_internal_key_file(config);
+    if let Ok(key) = std::fs::read_to_string(&file) {
+        config.internal_key = Some(crate::config::Secret(key.trim().to_string()));
+    }
+    Ok(())
+}
+
 /// Without configured JWT keys, signs and checks with the secret `sluice dev` keeps in
 /// [`dev_secret_file`]; returns that file when it is the one in use.
 pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {

@@ -56,7 +56,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
 
 /// The API's state from the settings.
 pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>) -> Result<SharedState, String> {
-    let keys = crate::run::jwt_keys(config)?.ok_or("the API signs tokens and no JWT key is configured: set jwt_secret (SLUICE__JWT_SECRET, 32 or more random characters), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file (the secret `sluice dev` generates is for the dev stack only and is not used here)")?;
+    let keys = crate::run::checking_keys(config)?.ok_or("the API signs tokens and no JWT key is configured: set jwt_secret (SLUICE__JWT_SECRET, 32 or more random characters), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file (the secret `sluice dev` generates is for the dev stack only and is not used here)")?;
     if !keys.can_issue() {
         return Err("the API signs tokens: set jwt_private_key_file".to_string());
     }

@@ -73,6 +73,21 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Revoke every token of a subject issued until now (a service account's: an operator's,
+    /// HMRC's; or a user's): the API and the kcat bridge refuse them (`token-revoked`) from
+    /// the moment they read the revocation. Tokens issued afterwards work.
+    Revoke {
+        /// The token subject (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// Why (kept with the revocation).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The dev stack's state dir, to find its generated internal key (default: the
+        /// state_dir setting).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Ask a `sluice run` instance's interactive-query server, e.g.
     /// `sluice query /v1/stores/accounts/keys/u_...`: the request carries a service token made
     /// with the internal key (the server refuses any other), the answer is printed.
@@ -237,6 +252,17 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             let jti = format!("cli-{now_ms}-{}", std::process::id());
             let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke { subject, reason, state_dir } => {
+            if let Some(dir) = state_dir {
+                config.state_dir = dir;
+            }
+            dev::use_dev_internal_key(&mut config)?;
+            let keys = run::internal_keys(&config)?.ok_or(run::INTERNAL_KEY_MISSING)?;
+            let revocation = sluice_processors::revocations::Revocation { subject: subject.clone(), revoked_before_ms: sluice_streams::now_ms(), reason };
+            sluice_processors::revocations::publish(&config.bootstrap_servers, &config.application_id, &keys, &revocation)?;
+            println!("tokens of `{subject}` issued before {} are revoked", revocation.revoked_before_ms);
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { path, server } => {

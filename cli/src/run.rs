@@ -38,9 +38,27 @@ pub(crate) struct RunArgs {
 pub(crate) fn processor_registry(config: &SluiceConfig) -> Result<ProcessorRegistry, String> {
     let mut registry = ProcessorRegistry::new();
     register_builtins(&mut registry);
-    sluice_processors::register(&mut registry, jwt_keys(config)?);
+    sluice_processors::register(&mut registry, checking_keys(config)?);
     registry.set_serdes(AvroSerdes::new(&config.schema_registry_url, config.registry_user_info())?);
     Ok(registry)
+}
+
+/// The JWT keys that check tokens (the API's, the kcat bridge's): [`jwt_keys`], refusing the
+/// tokens revoked on `<application_id>-revocations` (followed once per process) when an
+/// internal key is configured to verify those revocations.
+pub(crate) fn checking_keys(config: &SluiceConfig) -> Result<Option<Arc<JwtKeys>>, String> {
+    static REVOCATIONS: std::sync::OnceLock<sluice_processors::revocations::Revocations> = std::sync::OnceLock::new();
+    let (Some(keys), Some(internal)) = (jwt_keys(config)?, internal_keys(config)?) else { return jwt_keys(config) };
+    let revocations = match REVOCATIONS.get() {
+        Some(revocations) => revocations.clone(),
+        None => {
+            // Lives as long as the process.
+            let stop = Arc::new(AtomicBool::new(false));
+            let followed = sluice_processors::revocations::Revocations::follow(&config.bootstrap_servers, &config.application_id, internal, stop)?;
+            REVOCATIONS.get_or_init(|| followed).clone()
+        }
+    };
+    Ok(Some(Arc::new(Arc::unwrap_or_clone(keys).with_revocations(revocations))))
 }
 
 /// The JWT keys the settings describe; `None` when no key is configured (HS256 without a
@@ -275,7 +293,9 @@ pub(crate) fn refuse_missing_changelogs(topology: &Topology, config: &SluiceConf
 async fn ensure_topics(topology: &Topology, config: &SluiceConfig) -> Result<(), String> {
     refuse_missing_changelogs(topology, config)?;
     let external: Vec<String> = topology.topics.iter().map(|t| t.name.clone()).collect();
-    let internal: Vec<_> = topology.topics_to_create(&config.application_id).into_iter().filter(|t| !external.contains(&t.name)).collect();
+    let mut internal: Vec<_> = topology.topics_to_create(&config.application_id).into_iter().filter(|t| !external.contains(&t.name)).collect();
+    let replication_factor = topology.topics.first().map_or(1, |t| t.replication_factor);
+    internal.push(crate::topics::revocations_topic(&config.application_id, replication_factor));
     sluice_streams::admin::create_topics(&config.bootstrap_servers, &internal).await.map_err(|e| e.to_string())?;
     let existing = sluice_streams::admin::partition_counts_of(&config.bootstrap_servers).map_err(|e| e.to_string())?;
     for topic in &topology.topics {

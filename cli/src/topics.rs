@@ -13,7 +13,13 @@ pub(crate) fn all_topics(topology: &Topology, application_id: &str) -> Vec<Topic
     let mut topics = topology.topics_to_create(application_id);
     let replication_factor = topics.first().map_or(1, |t| t.replication_factor);
     topics.push(TopicSpec::compacted(SCHEMAS_TOPIC.to_string(), 1, replication_factor));
+    topics.push(revocations_topic(application_id, replication_factor));
     topics
+}
+
+/// The compacted topic of token revocations (`sluice revoke`).
+pub(crate) fn revocations_topic(application_id: &str, replication_factor: i16) -> TopicSpec {
+    TopicSpec::compacted(sluice_processors::revocations::revocations_topic(application_id), 1, replication_factor)
 }
 
 /// Creates every topic; prints one line per topic when `verbose`.

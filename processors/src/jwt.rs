@@ -95,6 +95,9 @@ pub enum TokenError {
     /// A refresh token used as an access token, or the reverse.
     #[error("a {0:?} token cannot be used here")]
     WrongUse(TokenUse),
+    /// Every token of its subject issued before some instant was revoked (`sluice revoke`).
+    #[error("the token was revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -112,6 +115,7 @@ impl TokenError {
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::WrongUse(_) => "wrong_token_use",
+            TokenError::Revoked => "token_revoked",
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct JwtKeys {
     signing_kid: String,
     signing: Option<EncodingKey>,
     verifying: BTreeMap<String, DecodingKey>,
+    /// Tokens revoked by subject (crate::revocations); none when not followed.
+    revocations: Option<crate::revocations::Revocations>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -179,6 +185,7 @@ impl JwtKeys {
             signing_kid: settings.kid.clone(),
             signing: None,
             verifying: BTreeMap::new(),
+            revocations: None,
         };
         if algorithm == Algorithm::HS256 {
             let secret = settings.secret.as_deref().ok_or("jwt_secret (SLUICE__JWT_SECRET) is required for HS256")?;
@@ -210,6 +217,12 @@ impl JwtKeys {
             keys.verifying.insert(kid.to_string(), key);
         }
         Ok(keys)
+    }
+
+    /// The same keys, refusing tokens that `revocations` say are revoked (`token_revoked`).
+    pub fn with_revocations(mut self, revocations: crate::revocations::Revocations) -> JwtKeys {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// HS256 keys with one secret, for tests and `sluice dev`.
@@ -290,6 +303,9 @@ impl JwtKeys {
         }
         if claims.sub.is_empty() {
             return Err(TokenError::MissingClaim("sub".to_string()));
+        }
+        if self.revocations.as_ref().is_some_and(|r| r.revoked(&claims.sub, claims.iat_ms)) {
+            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }

@@ -25,6 +25,7 @@ pub mod identifiers;
 pub mod identity;
 pub mod jwt;
 pub mod model;
+pub mod revocations;
 pub mod settings;
 pub mod settlement;
 

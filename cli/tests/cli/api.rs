@@ -12,13 +12,13 @@ const PROBLEMS: &str = "https://sluice.dev/problems/";
 
 /// One HTTP answer.
 pub(super) struct Answer {
-    status: u16,
+    pub(super) status: u16,
     headers: reqwest::header::HeaderMap,
-    body: Value,
+    pub(super) body: Value,
 }
 
 impl Answer {
-    fn problem_type(&self) -> &str {
+    pub(super) fn problem_type(&self) -> &str {
         self.body["type"].as_str().unwrap_or_default().strip_prefix(PROBLEMS).unwrap_or_default()
     }
 
@@ -63,7 +63,7 @@ impl<'a> Api<'a> {
         self.call("GET", path, token, &[], None)
     }
 
-    fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+    pub(super) fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
         self.send("POST", path, token, &[], body)
     }
 
@@ -350,6 +350,7 @@ fn the_http_api_journey_and_security_table() {
 
     // Behind the API's back, with a broker client: forged and altered records are dead-lettered.
     attacks::forged_records_have_no_effect(&p, &api, &alice_token, (&mallory, &mallory_token));
+    attacks::a_revoked_service_token_is_refused_on_both_paths(&p, &api, (&bob, &bob_token));
 
     // Operations: metrics by route and status, one access-log record per request, OpenAPI.
     let metrics = api.get("/metrics", None).body.as_str().unwrap_or_default().to_string();

@@ -125,3 +125,45 @@ pub(super) fn forged_records_have_no_effect(p: &Pipeline, api: &api::Api<'_>, al
         assert!(!outcomes.contains_key(id), "{id} reached the pipeline");
     }
 }
+
+/// A service token revoked with `sluice revoke` is refused by the API (401 `token-revoked`) and
+/// by the kcat bridge (dead-lettered `invalid_token`, `token_revoked`); a token of the same
+/// subject issued afterwards works. Deposits go to `payee` (a user with a complete profile).
+pub(super) fn a_revoked_service_token_is_refused_on_both_paths(p: &Pipeline, api: &api::Api<'_>, (payee, payee_token): (&str, &str)) {
+    let balance = |amount: &str| (api.balance(payee_token).parse::<Decimal>().unwrap() + amount.parse::<Decimal>().unwrap()).to_string();
+    let stolen = p.token("night-shift", "operator");
+    let expected = balance("1.00");
+    let deposit = api.command("/v1/deposits", &stolen, serde_json::json!({"user_id": payee, "amount": "1.00", "reference": "before the revocation"}));
+    let outcome = api.outcome(&deposit, &stolen);
+    assert_eq!(outcome["status"], "settled", "{outcome}");
+    assert_eq!(api.balance(payee_token), expected);
+
+    let revoked = sluice()
+        .args(["revoke", "--subject", "night-shift", "--reason", "laptop stolen", "--state-dir"])
+        .arg(p.dir.join("state"))
+        .env("SLUICE__BOOTSTRAP_SERVERS", &p.servers)
+        .env("SLUICE__APPLICATION_ID", &p.application_id)
+        // The dev stack's own internal key signs the revocation (found beside its state dir).
+        .env_remove("SLUICE__INTERNAL_KEY")
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let refused = api.wait_for("the API refuses the revoked token", || {
+        let answer = api.post("/v1/deposits", Some(&stolen), serde_json::json!({"user_id": payee, "amount": "1.00"}));
+        (answer.status == 401).then_some(answer)
+    });
+    assert_eq!(refused.problem_type(), "token-revoked", "{}", refused.body);
+    let json = r#"{"event_id": "dep-revoked", "payload": {"type": "Deposit", "amount": "1.00", "currency": "GBP"}}"#;
+    p.send("payments.commands.json", Some(payee), Some(&stolen), json);
+    let letter = api.wait_for("the bridge dead-letters the revoked token", || {
+        p.decode_all::<DeadLetter>("sluice.dlq").into_iter().find(|d| d.source_topic == "payments.commands.json" && d.error_message.contains("token_revoked"))
+    });
+    assert_eq!(letter.error_class, "invalid_token", "{letter:?}");
+
+    // A token issued after the revocation works; the revoked ones moved nothing.
+    let fresh = p.token("night-shift", "operator");
+    let expected = balance("2.00");
+    let deposit = api.command("/v1/deposits", &fresh, serde_json::json!({"user_id": payee, "amount": "2.00", "reference": "after"}));
+    assert_eq!(api.outcome(&deposit, &fresh)["status"], "settled");
+    assert_eq!(api.balance(payee_token), expected, "only the fresh token's deposit landed");
+}
