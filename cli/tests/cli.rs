@@ -1112,6 +1112,23 @@ fn interactive_queries_are_answered_by_the_instance_that_owns_the_key() {
         stream.read_to_end(&mut response).unwrap();
         assert_eq!(parse_response(&response).0, 401, "{authorization}");
     }
+    // A discovery entry pointing elsewhere: written straight to the topic by a broker client,
+    // claiming every task of a real instance from an attacker's server, dated far ahead. The
+    // instances refuse it (unsigned) and queries stay with the real owners.
+    let real = consume_all(&servers, "iq-instances").into_iter().map(|(key, _, _)| key).next().expect("a discovery entry");
+    let forged = format!(r#"{{"instance": "{real}", "application_server": "http://127.0.0.1:9", "tasks": ["0_0", "0_1", "0_2", "0_3"], "updated_at_ms": 9999999999999}}"#);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    producer.send(BaseRecord::to("iq-instances").key(&real).payload(&forged)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_until("both instances refuse the forged entry", 30, || {
+        (0..2).all(|i| std::fs::read_to_string(dir.join(format!("run-{i}.log"))).unwrap_or_default().contains("discovery entry refused"))
+    });
+    for (key, total) in &expected {
+        let (status, _, body) = iq_request(&servers_of[0], &format!("/v1/stores/balances/keys/{key}"));
+        assert_eq!(status, 200, "{key} after the forged entry: {}", text(&body));
+        assert_eq!(i64::from_be_bytes(body.as_slice().try_into().unwrap()), *total, "{key}");
+    }
+
     let (status, headers, body) = iq_request(&servers_of[1], "/v1/stores/nope/keys/acct-1");
     assert_eq!(status, 404);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"), "{headers:?}");

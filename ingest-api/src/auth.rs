@@ -99,7 +99,7 @@ async fn current_user(state: &SharedState, claims: &Claims) -> Result<User, Prob
 /// The user `user_id` from the `users` store, wherever its task runs; from the API's own
 /// replica of it ([`crate::users_view`]) when no instance can answer.
 pub async fn read_user(state: &SharedState, user_id: &str) -> Result<Option<User>, Problem> {
-    let value = match state.queries.get(stores::USERS, user_id).await {
+    let value = match state.queries.get_credentials(stores::USERS, user_id).await {
         Ok(served) => served.value,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => match state.users.as_ref().and_then(|view| view.get(user_id)) {
             Some(value) => {

@@ -42,6 +42,8 @@ pub struct StoreQueries {
     iq: InteractiveQueries,
     instance: String,
     http: reqwest::Client,
+    /// (store, JSON field) never answered over HTTP unless the request is a credential read.
+    redacted: Vec<(String, String)>,
 }
 
 /// A store value and who read it.
@@ -57,7 +59,37 @@ impl StoreQueries {
     /// Queries over `iq`, answering as `instance`.
     pub fn new(iq: InteractiveQueries, instance: &str) -> StoreQueries {
         let http = reqwest::Client::builder().timeout(FORWARD_TIMEOUT).build().expect("an HTTP client without TLS builds");
-        StoreQueries { iq, instance: instance.to_string(), http }
+        StoreQueries { iq, instance: instance.to_string(), http, redacted: Vec::new() }
+    }
+
+    /// The same queries, leaving the JSON field `field` out of every value of `store` answered
+    /// over HTTP, unless the request says `purpose=credentials` (the HTTP API checking a
+    /// password; `sluice query` never asks so): e.g. the password hash of `users`.
+    pub fn redacting(mut self, store: &str, field: &str) -> StoreQueries {
+        self.redacted.push((store.to_string(), field.to_string()));
+        self
+    }
+
+    /// [`StoreQueries::get`] for a credential check: the value whole, redacted fields included.
+    pub async fn get_credentials(&self, store: &str, key: &str) -> Result<Served<Option<Vec<u8>>>, Problem> {
+        self.get_routed_for(store, key, key, false, true).await
+    }
+
+    /// `bytes` as answered over HTTP: without the redacted fields of `store`.
+    fn redact(&self, store: &str, bytes: Vec<u8>) -> Vec<u8> {
+        let fields: Vec<&str> = self.redacted.iter().filter(|(s, _)| s == store).map(|(_, f)| f.as_str()).collect();
+        if fields.is_empty() {
+            return bytes;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(mut object)) => {
+                for field in fields {
+                    object.remove(field);
+                }
+                serde_json::to_vec(&object).unwrap_or(bytes)
+            }
+            _ => bytes,
+        }
     }
 
     /// Tasks with stores nobody serves right now (readiness).
@@ -77,6 +109,10 @@ impl StoreQueries {
     }
 
     async fn get_routed(&self, store: &str, partition_key: &str, key: &str, forwarded: bool) -> Result<Served<Option<Vec<u8>>>, Problem> {
+        self.get_routed_for(store, partition_key, key, forwarded, false).await
+    }
+
+    async fn get_routed_for(&self, store: &str, partition_key: &str, key: &str, forwarded: bool, credentials: bool) -> Result<Served<Option<Vec<u8>>>, Problem> {
         match self.iq.locate(store, partition_key, now_ms()).map_err(query_problem)? {
             Location::Local(reader) => {
                 let value = reader.get(key.as_bytes()).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", "Store error", e.to_string()))?;
@@ -85,8 +121,14 @@ impl StoreQueries {
             Location::Remote(_) if forwarded => Err(not_here(store, partition_key)),
             Location::Remote(base) => {
                 let url = format!("{}/v1/stores/{}/keys/{}", base.trim_end_matches('/'), encode(store), encode(key));
-                let query: &[(&str, &str)] = if partition_key == key { &[] } else { &[("partition_key", partition_key)] };
-                let response = self.forward(&url, query).await?;
+                let mut query: Vec<(&str, &str)> = Vec::new();
+                if partition_key != key {
+                    query.push(("partition_key", partition_key));
+                }
+                if credentials {
+                    query.push(CREDENTIALS_PURPOSE);
+                }
+                let response = self.forward(&url, &query).await?;
                 let served_by = served_by(response.headers());
                 match response.status() {
                     reqwest::StatusCode::NOT_FOUND if served_by.is_some() => Ok(Served { value: None, served_by: served_by.unwrap_or_default() }),
@@ -189,21 +231,27 @@ async fn require_service_token(State(queries): State<StoreQueries>, request: axu
     }
 }
 
+/// The query parameter of a credential read (see [`StoreQueries::redacting`]).
+pub const CREDENTIALS_PURPOSE: (&str, &str) = ("purpose", "credentials");
+
 #[derive(Deserialize)]
 struct KeyParams {
     partition_key: Option<String>,
+    purpose: Option<String>,
 }
 
 async fn get_key(State(queries): State<StoreQueries>, Path((store, key)): Path<(String, String)>, Query(params): Query<KeyParams>, headers: HeaderMap) -> Response {
     let forwarded = headers.contains_key(FORWARDED_HEADER);
     let partition_key = params.partition_key.unwrap_or_else(|| key.clone());
-    match queries.get_routed(&store, &partition_key, &key, forwarded).await {
+    let credentials = params.purpose.as_deref() == Some(CREDENTIALS_PURPOSE.1);
+    match queries.get_routed_for(&store, &partition_key, &key, forwarded, credentials).await {
         Err(problem) => problem.into_response(),
         Ok(Served { value: None, served_by }) => {
             let problem = Problem::new(StatusCode::NOT_FOUND, "key-not-found", "No such key", format!("store `{store}` has no key `{key}`"));
             with_served_by(problem.into_response(), &served_by)
         }
         Ok(Served { value: Some(bytes), served_by }) => {
+            let bytes = if credentials { bytes } else { queries.redact(&store, bytes) };
             let content_type = if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() { "application/json" } else { "application/octet-stream" };
             with_served_by(([(header::CONTENT_TYPE, content_type)], bytes).into_response(), &served_by)
         }
@@ -227,7 +275,7 @@ async fn scan_prefix(State(queries): State<StoreQueries>, Path((store, partition
     match queries.scan_routed(&store, &partition_key, &prefix, params.skip.unwrap_or(0), limit, forwarded).await {
         Err(problem) => problem.into_response(),
         Ok(Served { value, served_by }) => {
-            let entries: Vec<serde_json::Value> = value.into_iter().map(|(key, bytes)| serde_json::json!({"key": key, "value": value_json(&bytes)})).collect();
+            let entries: Vec<serde_json::Value> = value.into_iter().map(|(key, bytes)| serde_json::json!({"key": key, "value": value_json(&queries.redact(&store, bytes))})).collect();
             with_served_by(axum::Json(serde_json::json!({ "entries": entries })).into_response(), &served_by)
         }
     }

@@ -118,6 +118,21 @@ fn on_a_secured_broker_each_principal_does_its_part_and_nothing_else() {
     wait_until("the registration is accepted", 90, || call(&http, "POST", "/v1/auth/register", None, Some(r#"{"email": "ada@example.com", "password": "correct horse battery"}"#)).0 == 202);
     let login = r#"{"email": "ada@example.com", "password": "correct horse battery"}"#;
     wait_until("ada can log in", 120, || call(&http, "POST", "/v1/auth/login", None, Some(login)).0 == 200);
+    // The API read Ada's password hash from the processors' query server (a credential read);
+    // nobody else is shown it: not `sluice query`, not a store scan.
+    let ada = model::user_id_for_email("ada@example.com");
+    let (status, _, body) = iq_request(&iq, &format!("/v1/stores/users/keys/{ada}"));
+    let profile: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, profile["email"].as_str()), (200, Some("ada@example.com")), "{profile}");
+    assert!(profile.get("password_hash").is_none() && !text(&body).contains("argon2"), "a query answer without the hash: {profile}");
+    let (_, _, scan) = iq_request(&iq, &format!("/v1/stores/users/prefix/{ada}"));
+    assert!(!text(&scan).contains("argon2"), "a scan without hashes: {}", text(&scan));
+    let (_, _, credentials) = iq_request(&iq, &format!("/v1/stores/users/keys/{ada}?purpose=credentials"));
+    assert!(text(&credentials).contains("$argon2id$"), "the API's credential read: {}", text(&credentials));
+    let asked = as_user("admin").args(["query", "--server", &format!("http://{iq}"), &format!("/v1/stores/users/keys/{ada}?purpose=credentials")]).output().unwrap();
+    assert!(!asked.status.success() && text(&asked.stderr).contains("never shows a password hash"), "{}", text(&asked.stderr));
+    let asked = as_user("admin").args(["query", "--server", &format!("http://{iq}"), &format!("/v1/stores/users/keys/{ada}")]).output().unwrap();
+    assert!(asked.status.success() && text(&asked.stdout).contains("ada@example.com") && !text(&asked.stdout).contains("argon2"), "{}", text(&asked.stdout));
 
     // A kcat user: may write the JSON twins (the bridge forwards the command) and read outputs.
     let bob = model::user_id_for_email("bob@example.com");
