@@ -48,7 +48,8 @@ pub(crate) fn processor_registry(config: &SluiceConfig) -> Result<ProcessorRegis
 /// internal key is configured to verify those revocations.
 pub(crate) fn checking_keys(config: &SluiceConfig) -> Result<Option<Arc<JwtKeys>>, String> {
     static REVOCATIONS: std::sync::OnceLock<sluice_processors::revocations::Revocations> = std::sync::OnceLock::new();
-    let (Some(keys), Some(internal)) = (jwt_keys(config)?, internal_keys(config)?) else { return jwt_keys(config) };
+    let keys = jwt_keys(config)?;
+    let (Some(keys), Some(internal)) = (keys.clone(), internal_keys(config)?) else { return Ok(keys) };
     let revocations = match REVOCATIONS.get() {
         Some(revocations) => revocations.clone(),
         None => {

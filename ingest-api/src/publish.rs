@@ -58,8 +58,7 @@ impl Publisher {
         for (name, value) in headers.iter().filter(|(name, _)| *name != SIGNATURE_HEADER) {
             owned = owned.insert(rdkafka::message::Header { key: name, value: Some(*value) });
         }
-        let signature = self.keys.sign_record(topic, Some(key.as_bytes()), Some(&payload));
-        owned = owned.insert(rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(&signature) });
+        owned = self.keys.sign_into(owned, topic, Some(key.as_bytes()), Some(&payload));
         let message = FutureRecord::to(topic).key(key).payload(&payload).headers(owned);
         let unavailable = |why: String| {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", "Broker unavailable", format!("`{topic}` did not acknowledge the command: {why}; retry with the same Idempotency-Key"))
@@ -77,8 +76,7 @@ impl Publisher {
     /// Encodes and produces without waiting for the acknowledgement (the access log).
     pub async fn publish_detached<T: AvroRecord>(&self, topic: &str, key: &str, record: &T) -> Result<(), String> {
         let payload = self.codec.encode(topic, record).await.map_err(|e| e.to_string())?;
-        let signature = self.keys.sign_record(topic, Some(key.as_bytes()), Some(&payload));
-        let headers = rdkafka::message::OwnedHeaders::new_with_capacity(1).insert(rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(&signature) });
+        let headers = self.keys.sign_into(rdkafka::message::OwnedHeaders::new_with_capacity(1), topic, Some(key.as_bytes()), Some(&payload));
         self.producer.send_result(FutureRecord::to(topic).key(key).payload(&payload).headers(headers)).map(|_| ()).map_err(|(error, _)| error.to_string())
     }
 

@@ -11,11 +11,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use sluice_streams::signing::{InternalKeys, SIGNATURE_HEADER};
+use sluice_streams::signing::InternalKeys;
 
 /// The compacted topic of an application's revocations (one partition).
 pub fn revocations_topic(application_id: &str) -> String {
@@ -53,8 +53,9 @@ impl Revocations {
 
     /// Takes in one record of the topic if its signature holds (a later revocation of a
     /// subject never moves its instant back).
-    fn apply(&self, keys: &InternalKeys, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, signature: Option<&[u8]>) -> Result<(), String> {
-        keys.verify_record(topic, key, value, signature).map_err(|e| e.to_string())?;
+    fn apply<M: Message>(&self, keys: &InternalKeys, topic: &str, message: &M) -> Result<(), String> {
+        keys.verify_message(topic, message).map_err(|e| e.to_string())?;
+        let (key, value) = (message.key(), message.payload());
         let revocation: Revocation = serde_json::from_slice(value.ok_or("a revocation cannot be deleted")?).map_err(|e| e.to_string())?;
         if key != Some(revocation.subject.as_bytes()) {
             return Err("a revocation keyed by another subject".to_string());
@@ -85,8 +86,7 @@ impl Revocations {
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let Some(Ok(message)) = consumer.poll(Duration::from_millis(250)) else { continue };
-                    let signature = message.headers().and_then(|h| h.iter().find(|h| h.key == SIGNATURE_HEADER).and_then(|h| h.value));
-                    if let Err(error) = shared.apply(&keys, &topic, message.key(), message.payload(), signature) {
+                    if let Err(error) = shared.apply(&keys, &topic, &message) {
                         tracing::warn!(offset = message.offset(), %error, "revocation refused");
                     }
                 }
@@ -106,8 +106,7 @@ pub fn publish(bootstrap_servers: &str, application_id: &str, keys: &InternalKey
         .create()
         .map_err(|e| format!("the revocations producer: {e}"))?;
     let value = serde_json::to_vec(revocation).map_err(|e| e.to_string())?;
-    let signature = keys.sign_record(&topic, Some(revocation.subject.as_bytes()), Some(&value));
-    let headers = OwnedHeaders::new().insert(Header { key: SIGNATURE_HEADER, value: Some(&signature) });
+    let headers = keys.sign_into(OwnedHeaders::new(), &topic, Some(revocation.subject.as_bytes()), Some(&value));
     producer
         .send(BaseRecord::to(&topic).key(&revocation.subject).payload(&value).headers(headers))
         .map_err(|(e, _)| format!("writing to {topic}: {e}"))?;
@@ -123,18 +122,23 @@ mod tests {
         let keys = InternalKeys::new("i1", "an-internal-secret-of-32-or-more-chars", "").unwrap();
         let revocations = Revocations::default();
         let record = |subject: &str, before: i64| serde_json::to_vec(&Revocation { subject: subject.into(), revoked_before_ms: before, reason: None }).unwrap();
+        let message = |key: &[u8], value: &[u8], signature: Option<&[u8]>| {
+            let headers = signature.map(|s| OwnedHeaders::new().insert(rdkafka::message::Header { key: sluice_streams::signing::SIGNATURE_HEADER, value: Some(s) }));
+            rdkafka::message::OwnedMessage::new(Some(value.to_vec()), Some(key.to_vec()), "t".to_string(), rdkafka::Timestamp::NotAvailable, 0, 0, headers)
+        };
         let value = record("back-office", 1_000);
         let forged = InternalKeys::new("i1", "the-attacker-guesses-a-key-of-32-chars", "").unwrap().sign_record("t", Some(b"back-office"), Some(&value));
-        assert!(revocations.apply(&keys, "t", Some(b"back-office"), Some(&value), Some(&forged)).is_err());
-        assert!(revocations.apply(&keys, "t", Some(b"back-office"), Some(&value), None).is_err());
+        assert!(revocations.apply(&keys, "t", &message(b"back-office", &value, Some(&forged))).is_err());
+        assert!(revocations.apply(&keys, "t", &message(b"back-office", &value, None)).is_err());
         assert!(!revocations.revoked("back-office", 999), "a forged revocation changes nothing");
         let signature = keys.sign_record("t", Some(b"back-office"), Some(&value));
-        revocations.apply(&keys, "t", Some(b"back-office"), Some(&value), Some(&signature)).unwrap();
+        revocations.apply(&keys, "t", &message(b"back-office", &value, Some(&signature))).unwrap();
         assert!(revocations.revoked("back-office", 999) && !revocations.revoked("back-office", 1_000) && !revocations.revoked("hmrc-gateway", 0));
         let earlier = record("back-office", 10);
-        revocations.apply(&keys, "t", Some(b"back-office"), Some(&earlier), Some(&keys.sign_record("t", Some(b"back-office"), Some(&earlier)))).unwrap();
+        let signature = keys.sign_record("t", Some(b"back-office"), Some(&earlier));
+        revocations.apply(&keys, "t", &message(b"back-office", &earlier, Some(&signature))).unwrap();
         assert!(revocations.revoked("back-office", 999), "an older revocation does not undo a newer one");
         let rekeyed = keys.sign_record("t", Some(b"someone"), Some(&value));
-        assert!(revocations.apply(&keys, "t", Some(b"someone"), Some(&value), Some(&rekeyed)).is_err(), "keyed by another subject");
+        assert!(revocations.apply(&keys, "t", &message(b"someone", &value, Some(&rekeyed))).is_err(), "keyed by another subject");
     }
 }

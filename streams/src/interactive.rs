@@ -14,13 +14,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_state::{StoreReader, TaskState};
 
 use crate::partitioner::partition_for_key;
-use crate::signing::{InternalKeys, SIGNATURE_HEADER};
+use crate::signing::InternalKeys;
 use crate::stream_task::TaskId;
 use crate::topology::Topology;
 
@@ -54,8 +54,7 @@ pub const MAX_CLOCK_AHEAD_MS: i64 = 60_000;
 /// Checks a discovery record's signature when the application has an internal key.
 fn check_entry(keys: Option<&InternalKeys>, topic: &str, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
     let Some(keys) = keys else { return Ok(()) };
-    let signature = message.headers().and_then(|list| list.iter().find(|h| h.key == SIGNATURE_HEADER).and_then(|h| h.value));
-    keys.verify_record(topic, message.key(), message.payload(), signature).map_err(|e| e.to_string())
+    keys.verify_message(topic, message).map_err(|e| e.to_string())
 }
 
 /// A task's stores by name.

@@ -154,6 +154,19 @@ impl InternalKeys {
         Self::record_mac(&keys.record, topic, key, value).verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
     }
 
+    /// Checks the [`SIGNATURE_HEADER`] of a record fetched from `topic`.
+    pub fn verify_message<M: rdkafka::message::Message>(&self, topic: &str, message: &M) -> Result<(), SignatureError> {
+        use rdkafka::message::Headers;
+        let signature = message.headers().and_then(|list| list.iter().find(|h| h.key == SIGNATURE_HEADER).and_then(|h| h.value));
+        self.verify_record(topic, message.key(), message.payload(), signature)
+    }
+
+    /// `headers` with the [`SIGNATURE_HEADER`] of a record with `key` and `value` on `topic`.
+    pub fn sign_into(&self, headers: rdkafka::message::OwnedHeaders, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> rdkafka::message::OwnedHeaders {
+        let signature = self.sign_record(topic, key, value);
+        headers.insert(rdkafka::message::Header { key: SIGNATURE_HEADER, value: Some(&signature) })
+    }
+
     fn service_mac(key: &[u8; 32], method: &str, path: &str, at_ms: i64) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         framed(&mut mac, Some(method.as_bytes()));

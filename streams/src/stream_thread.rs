@@ -546,8 +546,8 @@ impl<'a> StreamThread<'a> {
         };
         let payload = serde_json::to_vec(&info).expect("instance info serialises");
         let topic = instances_topic(&self.config().application_id);
-        let signature = self.config().internal_keys.as_ref().map(|keys| keys.sign_record(&topic, Some(info.instance.as_bytes()), Some(&payload)));
-        let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload).headers(signature_headers(signature.as_deref()));
+        let headers = signature_headers(self.config().internal_keys.as_deref(), &topic, &info.instance, Some(&payload));
+        let record = FutureRecord::to(&topic).key(&info.instance).payload(&payload).headers(headers);
         if let Err((error, _)) = self.discovery.send_result(record) {
             tracing::warn!(%error, "cannot publish this instance's tasks for interactive queries");
         }
@@ -608,8 +608,8 @@ impl<'a> StreamThread<'a> {
             // Gone: queries stop being routed here at once.
             let topic = instances_topic(&self.config().application_id);
             let key = self.instance.clone();
-            let signature = self.config().internal_keys.as_ref().map(|keys| keys.sign_record(&topic, Some(key.as_bytes()), None));
-            let _ = self.discovery.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key).headers(signature_headers(signature.as_deref())));
+            let headers = signature_headers(self.config().internal_keys.as_deref(), &topic, &key, None);
+            let _ = self.discovery.send_result(FutureRecord::<String, [u8]>::to(&topic).key(&key).headers(headers));
         }
         use rdkafka::producer::Producer;
         self.collector.producer().flush(Duration::from_secs(10))?;
@@ -620,10 +620,10 @@ impl<'a> StreamThread<'a> {
 }
 
 /// The headers of a discovery record: its signature, if the application signs.
-fn signature_headers(signature: Option<&[u8]>) -> rdkafka::message::OwnedHeaders {
+fn signature_headers(keys: Option<&crate::signing::InternalKeys>, topic: &str, key: &str, value: Option<&[u8]>) -> rdkafka::message::OwnedHeaders {
     let headers = rdkafka::message::OwnedHeaders::new();
-    match signature {
-        Some(value) => headers.insert(rdkafka::message::Header { key: crate::signing::SIGNATURE_HEADER, value: Some(value) }),
+    match keys {
+        Some(keys) => keys.sign_into(headers, topic, Some(key.as_bytes()), value),
         None => headers,
     }
 }
