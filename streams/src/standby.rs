@@ -114,6 +114,17 @@ pub fn standby_tasks(me: &str, members: &[GroupMember], static_membership: bool,
     mine
 }
 
+/// The tasks the group's description assigns to `me` (a `client.id`). Its standbys of these
+/// are about to be promoted: the coordinator may describe the new assignment before the
+/// stream thread receives it, and a standby closed in between would be restored again.
+pub fn assigned_tasks(me: &str, members: &[GroupMember], subtopologies: &[SubtopologyInputs]) -> BTreeSet<TaskId> {
+    members
+        .iter()
+        .filter(|m| m.client_id == me)
+        .flat_map(|m| subtopologies.iter().flat_map(move |sub| m.assignment.get(&sub.topic).into_iter().flatten().map(|&partition| TaskId { subtopology: sub.id, partition })))
+        .collect()
+}
+
 /// The group as last described: its members, and a generation counter that changes with
 /// each new description.
 #[derive(Debug, Default)]
@@ -210,5 +221,8 @@ mod tests {
         assert_eq!(standby_tasks("b", &members, true, &subs, 1), standby_tasks("b", &members, false, &subs, 1));
         // Alone in the group: nowhere to place a standby.
         assert!(standby_tasks("a", &members[1..2], false, &subs, 1).is_empty());
+        // What the description assigns to each member.
+        assert_eq!(assigned_tasks("b", &members, &subs), BTreeSet::from([task(2), task(3)]));
+        assert!(assigned_tasks("d", &members, &subs).is_empty());
     }
 }

@@ -28,7 +28,7 @@ use crate::now_ms;
 use crate::partition_group::FetchState;
 use crate::record_collector::KafkaRecordCollector;
 use crate::serde::TopicSerdes;
-use crate::standby::{standby_tasks, GroupView, SubtopologyInputs};
+use crate::standby::{assigned_tasks, standby_tasks, GroupView, SubtopologyInputs};
 use crate::stream_task::TaskId;
 use crate::task_manager::TaskManager;
 
@@ -500,7 +500,10 @@ impl<'a> StreamThread<'a> {
             let view = group.lock().expect("group view lock");
             let changed = self.placed != Some(view.version);
             self.placed = Some(view.version);
-            changed.then(|| standby_tasks(&self.instance, &view.members, self.config().static_membership, &self.subtopologies, self.config().num_standby_replicas))
+            changed.then(|| {
+                let wanted = standby_tasks(&self.instance, &view.members, self.config().static_membership, &self.subtopologies, self.config().num_standby_replicas);
+                (wanted, assigned_tasks(&self.instance, &view.members, &self.subtopologies))
+            })
         };
         let consumer = &self.consumer;
         let committed_of = |id: TaskId, inputs: &[String]| -> Option<BTreeMap<(String, i32), i64>> {
@@ -511,8 +514,8 @@ impl<'a> StreamThread<'a> {
             // Unknown yet: nothing is applied until the next refresh.
             Some(committed_offsets(consumer, list, Duration::from_secs(1)).unwrap_or_default())
         };
-        if let Some(wanted) = wanted {
-            self.tasks.set_standbys(&wanted, |id, inputs| if exactly_once { None } else { committed_of(id, inputs) })?;
+        if let Some((wanted, promoting)) = wanted {
+            self.tasks.set_standbys(&wanted, &promoting, |id, inputs| if exactly_once { None } else { committed_of(id, inputs) })?;
         }
         if !exactly_once && self.last_standby_committed.elapsed() >= STANDBY_COMMITTED_REFRESH {
             self.last_standby_committed = Instant::now();

@@ -224,16 +224,19 @@ impl<R: StampedRecord> TaskManager<R> {
     }
 
     /// Keeps standby tasks (see [`crate::standby`]) for the stateful tasks of `wanted` that do
-    /// not run here: creates the missing ones, closes the others. `committed(task, inputs)`
+    /// not run here: creates the missing ones, closes the others except those of `promoting`
+    /// (assigned here by the group, not created yet: [`TaskManager::create`] promotes them).
+    /// `committed(task, inputs)`
     /// gives the group's committed offsets of a new standby's inputs under `at_least_once`
     /// (`None` under `exactly_once_v2`).
     pub fn set_standbys(
         &mut self,
         wanted: &BTreeSet<TaskId>,
+        promoting: &BTreeSet<TaskId>,
         mut committed: impl FnMut(TaskId, &[String]) -> Option<BTreeMap<(String, i32), i64>>,
     ) -> Result<(), StreamsError> {
         for id in self.reader.standby_ids() {
-            if !wanted.contains(&id) || self.owns(id) {
+            if (!wanted.contains(&id) && !promoting.contains(&id)) || self.owns(id) {
                 self.reader.remove_standby(id);
                 tracing::info!(task = %id, "standby task closed");
             }
