@@ -7,7 +7,13 @@ Run by scripts/test:  .venv/bin/python -m unittest discover -s deploy -p 'test_*
 """
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -29,9 +35,11 @@ def container_ports(name):
         ports.add(int(str(mapping).split(":")[-1]))
     for port in service.get("expose", []):
         ports.add(int(port))
-    for value in (service.get("environment") or {}).values():
-        if name == "kafka" or name == "schema-registry":
+    for key, value in (service.get("environment") or {}).items():
+        if name == "schema-registry":
             ports.update(int(p) for p in re.findall(r"://0\.0\.0\.0:(\d+)", str(value)))
+        if name == "kafka" and key in ("SLUICE_KAFKA_INTERNAL", "SLUICE_KAFKA_EXTERNAL"):
+            ports.add(int(str(value).rsplit(":", 1)[1]))
     return ports
 
 
@@ -65,13 +73,16 @@ class Compose(unittest.TestCase):
             self.assertIn(name, SERVICES)
 
     def test_kafka_runs_kraft_with_an_internal_and_a_host_listener(self):
-        env = SERVICES["kafka"]["environment"]
-        self.assertIn("controller", env["KAFKA_PROCESS_ROLES"])
-        advertised = dict(item.split("://") for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
-        self.assertEqual(advertised["INTERNAL"], "kafka:29092")
-        self.assertEqual(advertised["EXTERNAL"], "localhost:9092")
-        self.assertIn("9092:9092", SERVICES["kafka"]["ports"])
-        self.assertEqual(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false", "Sluice creates its topics explicitly")
+        kafka = SERVICES["kafka"]
+        env = kafka["environment"]
+        self.assertEqual(kafka["entrypoint"], ["/sluice/kafka/start.sh"])
+        self.assertIn("./deploy/kafka:/sluice/kafka:ro", kafka["volumes"])
+        self.assertEqual(env["SLUICE_KAFKA_INTERNAL"], "kafka:29092")
+        self.assertEqual(env["SLUICE_KAFKA_EXTERNAL"], "localhost:9092")
+        self.assertIn("9092:9092", kafka["ports"])
+        script = (ROOT / "deploy/kafka/start.sh").read_text() + (ROOT / "deploy/kafka/sasl.sh").read_text()
+        for line in ["process.roles=broker,controller", "auto.create.topics.enable=false", "allow.everyone.if.no.acl.found=false"]:
+            self.assertIn(line, script)
 
     def test_dependencies_name_services(self):
         for name, service in SERVICES.items():
@@ -106,14 +117,14 @@ class Compose(unittest.TestCase):
     def test_sluice_services_use_real_config_keys_commands_and_flags(self):
         keys = sluice_config_keys()
         flags = cli_flags()
-        for name in ["topics", "sluice-processors", "sluice-ingest"]:
+        for name in ["topics", "acls", "sluice-processors", "sluice-ingest"]:
             service = SERVICES[name]
             self.assertEqual(service["image"], "sluice:dev")
             for variable in service["environment"]:
                 self.assertTrue(variable.startswith("SLUICE__"), variable)
                 self.assertIn(variable[len("SLUICE__"):].lower(), keys, f"{name}: {variable} is not a Sluice setting")
             command = service["command"]
-            self.assertIn(command[0], {"topics", "run", "ingest"})
+            self.assertIn(command[0], {"topics", "acls", "run", "ingest"})
             for arg in command[1:]:
                 if arg.startswith("--"):
                     self.assertIn(arg, flags, f"{name}: sluice {command[0]} has no {arg}")
@@ -124,12 +135,104 @@ class Compose(unittest.TestCase):
                 secret = str(SERVICES[name]["environment"][f"SLUICE__{variable[7:]}"])
                 self.assertRegex(secret, r"^\$\{" + variable + r":\?[^}]+\}$", f"{name}: {variable} must be required from the environment, not defaulted")
 
+    def test_each_sluice_service_is_its_own_kafka_principal_with_a_required_password(self):
+        users = dict(entry.split("=", 1) for entry in SERVICES["kafka"]["environment"]["SLUICE_KAFKA_SASL_USERS"].split(","))
+        self.assertEqual(list(users)[0], "admin", "the first user is the super user")
+        for name, password in users.items():
+            self.assertRegex(password, r"^\$\{SLUICE_KAFKA_[A-Z_]+_PASSWORD:\?[^}]+\}$", f"{name}: its password is required from the environment")
+        principals = {}
+        for name in ["topics", "acls", "sluice-processors", "sluice-ingest"]:
+            env = SERVICES[name]["environment"]
+            self.assertEqual((env["SLUICE__SECURITY_PROTOCOL"], env["SLUICE__SASL_MECHANISM"]), ("SASL_PLAINTEXT", "SCRAM-SHA-512"), name)
+            user = env["SLUICE__SASL_USERNAME"]
+            self.assertEqual(env["SLUICE__SASL_PASSWORD"], users[user], f"{name} authenticates as {user} with that user's password")
+            principals[name] = user
+        self.assertEqual(principals, {"topics": "admin", "acls": "admin", "sluice-processors": "sluice-processors", "sluice-ingest": "sluice-ingest"})
+        self.assertIn('username="sluice-registry"', SERVICES["schema-registry"]["environment"]["SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG"])
+        self.assertIn("${SLUICE_KAFKA_REGISTRY_PASSWORD:?", SERVICES["schema-registry"]["environment"]["SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG"])
+        acls = SERVICES["acls"]["command"]
+        self.assertEqual(acls[:2], ["acls", "--apply"])
+        self.assertIn("User:ops-ui", acls, "the UIs' principal gets what kcat users get")
+        self.assertIn('username="ops-ui"', (ROOT / "deploy/akhq.yml").read_text())
+        self.assertIn('username="ops-ui"', " ".join(SERVICES["kafdrop"]["entrypoint"]))
+
+    def test_the_registry_takes_requests_with_its_account_only(self):
+        registry = SERVICES["schema-registry"]
+        env = registry["environment"]
+        self.assertEqual(env["SCHEMA_REGISTRY_AUTHENTICATION_METHOD"], "BASIC")
+        self.assertIn("sluice-jaas.conf", env["SCHEMA_REGISTRY_OPTS"])
+        self.assertIn("/tmp/registry-users", (ROOT / "deploy/registry/jaas.conf").read_text())
+        self.assertIn("/tmp/registry-users", registry["entrypoint"][-1])
+        self.assertTrue(str(SERVICES["sluice-processors"]["environment"]["SLUICE__SCHEMA_REGISTRY_USER_INFO"]).startswith("sluice:${SLUICE_REGISTRY_PASSWORD:?"))
+        self.assertIn("basic-auth-password", (ROOT / "deploy/akhq.yml").read_text())
+        self.assertTrue(SERVICES["kafdrop"]["environment"]["SCHEMAREGISTRY_AUTH"].startswith("sluice:${SLUICE_REGISTRY_PASSWORD:?"))
+
     def test_mounted_files_exist(self):
         for name, service in SERVICES.items():
             for volume in service.get("volumes", []):
                 source = volume.split(":")[0]
                 if source.startswith("./"):
                     self.assertTrue((ROOT / source).exists(), f"{name} mounts missing {source}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComposeBroker(unittest.TestCase):
+    """deploy/kafka/start.sh, the compose broker's entrypoint, run here on the Kafka jars
+    scripts/install-kafka.sh installs, with loopback addresses for the compose host names."""
+
+    def setUp(self):
+        self.work = Path(tempfile.mkdtemp(prefix="sluice-compose-broker-"))
+        self.internal, self.external, self.controller = free_port(), free_port(), free_port()
+        kafka_home = subprocess.run([str(ROOT / "scripts/install-kafka.sh")], capture_output=True, text=True, check=True).stdout.strip()
+        env = dict(os.environ, SLUICE_KAFKA_SASL_USERS="admin=admin-password-1,kcat=kcat-password-1",
+                   SLUICE_KAFKA_INTERNAL=f"127.0.0.1:{self.internal}", SLUICE_KAFKA_EXTERNAL=f"127.0.0.1:{self.external}",
+                   SLUICE_KAFKA_CONTROLLER_PORT=str(self.controller), SLUICE_KAFKA_DATA=str(self.work / "data"),
+                   SLUICE_KAFKA_LIBS=f"{kafka_home}/lib", KAFKA_HEAP_OPTS="-Xms64m -Xmx384m")
+        self.log = open(self.work / "broker.log", "w")
+        self.broker = subprocess.Popen([str(ROOT / "deploy/kafka/start.sh")], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def tearDown(self):
+        self.broker.terminate()
+        try:
+            self.broker.wait(60)
+        except subprocess.TimeoutExpired:
+            self.broker.kill()
+            self.broker.wait()
+        self.log.close()
+        shutil.rmtree(self.work)
+
+    def client(self, port, user=None, password=None):
+        from confluent_kafka.admin import AdminClient
+        config = {"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 0}
+        if user:
+            config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password})
+        return AdminClient(config)
+
+    def test_only_scram_users_get_in_and_the_authorizer_gives_them_only_their_acls(self):
+        from confluent_kafka.admin import NewTopic
+        from confluent_kafka import KafkaException
+        admin = self.client(self.internal, "admin", "admin-password-1")
+        deadline = time.monotonic() + 90
+        while True:
+            self.assertIsNone(self.broker.poll(), (self.work / "broker.log").read_text()[-3000:])
+            try:
+                admin.list_topics(timeout=2)
+                break
+            except KafkaException:
+                self.assertLess(time.monotonic(), deadline, (self.work / "broker.log").read_text()[-3000:])
+        admin.create_topics([NewTopic("payments.settled", 1, 1)])["payments.settled"].result(30)
+        # Both listeners take the administrator; the other user sees nothing without ACLs.
+        self.assertIn("payments.settled", self.client(self.external, "admin", "admin-password-1").list_topics(timeout=10).topics)
+        self.assertEqual(self.client(self.external, "kcat", "kcat-password-1").list_topics(timeout=10).topics, {})
+        with self.assertRaises(KafkaException, msg="a wrong password"):
+            self.client(self.internal, "kcat", "not-the-password").list_topics(timeout=5)
+        with self.assertRaises(KafkaException, msg="no SASL"):
+            self.client(self.internal).list_topics(timeout=5)
 
 
 class Dockerfile(unittest.TestCase):

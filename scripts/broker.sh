@@ -20,6 +20,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 action="${1:-}"; port="${2:-9092}"; dir="${3:-$root/.sluice/broker-$port}"
 pidfile="$dir/kafka.pid"; log="$dir/broker.log"
 source "$root/scripts/lib.sh"
+source "$root/deploy/kafka/sasl.sh"
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -69,21 +70,7 @@ group.min.session.timeout.ms=1000
 log.cleaner.dedupe.buffer.size=33554432
 EOF
     if [ "$protocol" = SASL_PLAINTEXT ]; then
-        # Clients and the broker itself: SCRAM. The controller listener: PLAIN with the admin's
-        # password in this file (KRaft keeps SCRAM credentials in the metadata the controller
-        # serves, so it cannot check SCRAM itself).
-        cat >>"$dir/server.properties" <<EOF
-sasl.enabled.mechanisms=SCRAM-SHA-512
-listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$admin" password="$admin_password";
-listener.name.controller.sasl.enabled.mechanisms=PLAIN
-sasl.mechanism.controller.protocol=PLAIN
-listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$admin" password="$admin_password" user_$admin="$admin_password";
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:$admin
-allow.everyone.if.no.acl.found=false
-EOF
+        sasl_properties "$admin" "$admin_password" sasl_plaintext >>"$dir/server.properties"
         chmod 600 "$dir/server.properties"
     fi
     cat >"$dir/log4j2.properties" <<'EOF'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Apache Kafka (the broker Sluice runs on) from Maven Central, once: Maven resolves
-# org.apache.kafka:kafka_2.13 and kafka-tools (kafka-acls.sh's AclCommand, for `sluice acls
+# org.apache.kafka:kafka_2.13 and kafka-tools (AclCommand and ConfigCommand: the kafka-acls.sh and kafka-configs.sh
 # --apply`) with their runtime dependencies, plus an slf4j binding so the broker logs, into a
 # cache folder outside the work tree. Java 17 runs it (scripts/broker.sh).
 #

@@ -1,6 +1,6 @@
 //! `sluice acls`: the Kafka ACLs an application needs, derived from topology.toml
 //! (docs/security.md, the broker), printed as `kafka-acls.sh` commands and applied with
-//! Kafka's own `AclCommand` when asked. One principal per role:
+//! Kafka's CreateAcls when asked. One principal per role:
 //!
 //! | principal | may |
 //! |---|---|
@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 
+use sluice_streams::acl::{AclBinding, AclResource as Resource};
 use sluice_streams::topology::{NodeKind, TopicRef};
 use sluice_streams::Topology;
 
@@ -34,38 +35,39 @@ pub(crate) struct AclsArgs {
     /// Principal of kcat users (repeatable).
     #[arg(long = "kcat", default_value = "User:kcat")]
     kcat: Vec<String>,
-    /// Apply them to the broker with Kafka's AclCommand (needs the Kafka install of
-    /// scripts/install-kafka.sh), authenticating with --command-config.
+    /// Create them on the broker (Kafka's CreateAcls), authenticating with the configured
+    /// security_protocol and sasl_* settings: an administrator's.
     #[arg(long)]
     apply: bool,
     /// Client properties of an administrator (`security.protocol`, `sasl.mechanism`,
-    /// `sasl.jaas.config`), as for kafka-acls.sh.
+    /// `sasl.jaas.config`), named in the printed kafka-acls.sh commands.
     #[arg(long)]
     command_config: Option<std::path::PathBuf>,
 }
 
-/// What a binding applies to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Resource {
-    Topic(String),
-    TopicPrefix(String),
-    Group(String),
-    GroupPrefix(String),
-    TransactionalIdPrefix(String),
-    Cluster,
+impl AclsArgs {
+    /// The default principals (what `sluice dev` grants on its own broker).
+    pub(crate) fn default_principals() -> AclsArgs {
+        AclsArgs {
+            processors: "User:sluice-processors".to_string(),
+            ingest: "User:sluice-ingest".to_string(),
+            registry: "User:sluice-registry".to_string(),
+            kcat: vec!["User:kcat".to_string()],
+            apply: true,
+            command_config: None,
+        }
+    }
 }
 
-impl Resource {
-    /// The kafka-acls.sh flag, the name (none for the cluster) and the pattern type.
-    fn parts(&self) -> (&'static str, Option<&str>, &'static str) {
-        match self {
-            Resource::Topic(name) => ("--topic", Some(name), "literal"),
-            Resource::TopicPrefix(name) => ("--topic", Some(name), "prefixed"),
-            Resource::Group(name) => ("--group", Some(name), "literal"),
-            Resource::GroupPrefix(name) => ("--group", Some(name), "prefixed"),
-            Resource::TransactionalIdPrefix(name) => ("--transactional-id", Some(name), "prefixed"),
-            Resource::Cluster => ("--cluster", None, "literal"),
-        }
+/// The kafka-acls.sh flag, the name (none for the cluster) and the pattern type of a resource.
+fn parts(resource: &Resource) -> (&'static str, Option<&str>, &'static str) {
+    match resource {
+        Resource::Topic(name) => ("--topic", Some(name), "literal"),
+        Resource::TopicPrefix(name) => ("--topic", Some(name), "prefixed"),
+        Resource::Group(name) => ("--group", Some(name), "literal"),
+        Resource::GroupPrefix(name) => ("--group", Some(name), "prefixed"),
+        Resource::TransactionalIdPrefix(name) => ("--transactional-id", Some(name), "prefixed"),
+        Resource::Cluster => ("--cluster", None, "literal"),
     }
 }
 
@@ -86,7 +88,7 @@ impl Grant {
     /// command per kind of resource and pattern type (the tool takes one pattern type per
     /// call, and any number of resources of it).
     fn commands(&self) -> Vec<Vec<String>> {
-        let mut kinds: Vec<(&'static str, &'static str)> = self.resources.iter().map(|r| (r.parts().0, r.parts().2)).collect();
+        let mut kinds: Vec<(&'static str, &'static str)> = self.resources.iter().map(|r| (parts(r).0, parts(r).2)).collect();
         kinds.dedup();
         kinds
             .into_iter()
@@ -96,9 +98,9 @@ impl Grant {
                     args.push("--operation".to_string());
                     args.push((*operation).to_string());
                 }
-                for resource in self.resources.iter().filter(|r| r.parts().0 == flag && r.parts().2 == pattern) {
+                for resource in self.resources.iter().filter(|r| parts(r).0 == flag && parts(r).2 == pattern) {
                     args.push(flag.to_string());
-                    args.extend(resource.parts().1.map(str::to_string));
+                    args.extend(parts(resource).1.map(str::to_string));
                 }
                 if flag != "--cluster" {
                     args.push("--resource-pattern-type".to_string());
@@ -107,6 +109,13 @@ impl Grant {
                 args
             })
             .collect()
+    }
+
+    /// One binding per operation and resource.
+    fn bindings(&self) -> impl Iterator<Item = AclBinding> + '_ {
+        self.operations.iter().flat_map(move |operation| {
+            self.resources.iter().map(move |resource| AclBinding { principal: self.principal.clone(), operation: (*operation).to_string(), resource: resource.clone() })
+        })
     }
 }
 
@@ -158,7 +167,8 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
         ),
         Grant::new(&args.ingest, &["IdempotentWrite"], vec![Resource::Cluster]),
         Grant::new(&args.registry, &["Read", "Write", "Create", "Describe", "DescribeConfigs"], vec![Resource::Topic(crate::topics::SCHEMAS_TOPIC.to_string())]),
-        Grant::new(&args.registry, &["Read"], vec![Resource::Group(format!("sluice-registry-{}", crate::topics::SCHEMAS_TOPIC))]),
+        // Its group; Confluent's registry (docker-compose) uses `schema-registry*` groups.
+        Grant::new(&args.registry, &["Read"], vec![Resource::Group(format!("sluice-registry-{}", crate::topics::SCHEMAS_TOPIC)), Resource::GroupPrefix("schema-registry".to_string())]),
         Grant::new(&args.registry, &["IdempotentWrite"], vec![Resource::Cluster]),
     ];
     for kcat in &args.kcat {
@@ -177,35 +187,29 @@ fn external(topic: &TopicRef) -> Option<String> {
     }
 }
 
-/// Prints the grants as kafka-acls.sh commands; with `--apply`, runs each through Kafka's
-/// AclCommand.
+/// Prints the grants as kafka-acls.sh commands; with `--apply`, creates them on the broker
+/// (CreateAcls, as the configured principal: an administrator).
 pub(crate) fn run(args: AclsArgs, config: &SluiceConfig) -> Result<(), String> {
     let topology = Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    if args.apply {
+        let count = apply(&grants(&topology, &config.application_id, &args), &config.bootstrap_servers)?;
+        println!("{count} ACL bindings applied to {}", config.bootstrap_servers);
+        return Ok(());
+    }
     let mut base = vec!["--bootstrap-server".to_string(), config.bootstrap_servers.clone()];
     if let Some(file) = &args.command_config {
         base.push("--command-config".to_string());
         base.push(file.display().to_string());
     }
-    let commands: Vec<Vec<String>> = grants(&topology, &config.application_id, &args).iter().flat_map(Grant::commands).map(|c| base.iter().cloned().chain(c).collect()).collect();
-    if !args.apply {
-        for command in &commands {
-            println!("kafka-acls.sh {}", command.join(" "));
-        }
-        return Ok(());
+    for command in grants(&topology, &config.application_id, &args).iter().flat_map(Grant::commands) {
+        println!("kafka-acls.sh {}", base.iter().chain(&command).cloned().collect::<Vec<_>>().join(" "));
     }
-    let kafka_home = sluice_testkit::install_kafka()?;
-    for command in &commands {
-        let output = std::process::Command::new("java")
-            .arg("-cp")
-            .arg(format!("{}/lib/*", kafka_home.display()))
-            .arg("org.apache.kafka.tools.AclCommand")
-            .args(command)
-            .output()
-            .map_err(|e| format!("cannot run java: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("kafka-acls {} failed: {}{}", command.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)));
-        }
-    }
-    println!("{} ACL commands applied to {}", commands.len(), config.bootstrap_servers);
     Ok(())
+}
+
+/// Creates the bindings of `grants` on the broker; returns how many.
+pub(crate) fn apply(grants: &[Grant], bootstrap_servers: &str) -> Result<usize, String> {
+    let bindings: Vec<AclBinding> = grants.iter().flat_map(Grant::bindings).collect();
+    sluice_streams::acl::create_acls(bootstrap_servers, &bindings, std::time::Duration::from_secs(30))?;
+    Ok(bindings.len())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sluice_registry::{Registry, RegistryConfig};
 use crate::config::SluiceConfig;
-use sluice_streams::Topology;
+use sluice_streams::{kafka_client, Topology};
 
 use crate::run::StreamThread;
 use crate::topics;
@@ -70,37 +70,54 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
     }
     std::fs::create_dir_all(&config.state_dir).map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
 
-    let broker = match args.bootstrap_servers {
+    let (broker, principals) = match args.bootstrap_servers {
         Some(servers) => {
             config.bootstrap_servers = servers;
-            None
+            (None, None)
         }
         None => {
-            let broker = DevBroker::start(args.broker_port, &broker_dir).await?;
+            let principals = DevPrincipals::load_or_create(&dev_dir(&config), &broker_dir)?;
+            let broker = DevBroker::start(args.broker_port, &broker_dir, &principals.0).await?;
             config.bootstrap_servers = broker.bootstrap_servers();
-            Some(broker)
+            (Some(broker), Some(principals))
         }
     };
-    let result = serve(&config, args.demo).await;
+    let result = serve(&config, args.demo, principals.as_ref()).await;
     if let Some(broker) = broker {
         broker.stop().await;
     }
     result
 }
 
-async fn serve(config: &SluiceConfig, demo: bool) -> Result<(), String> {
+async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincipals>) -> Result<(), String> {
     let topology = sluice_streams::Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
+    // On its own broker: the administrator creates the topics and the ACLs, then each part
+    // authenticates as its own principal.
+    if let Some(principals) = principals {
+        kafka_client::set_connection(&principals.connection(ADMIN))?;
+    }
     crate::run::refuse_missing_changelogs(&topology, config)?;
     let topology = topics::create_all(config, false).await?;
+    let mut registry_properties = kafka_client::connection_properties();
+    if let Some(principals) = principals {
+        let grants = crate::acls::grants(&topology, &config.application_id, &crate::acls::AclsArgs::default_principals());
+        let servers = config.bootstrap_servers.clone();
+        let count = tokio::task::spawn_blocking(move || crate::acls::apply(&grants, &servers)).await.map_err(|e| e.to_string())??;
+        tracing::info!(bindings = count, "ACLs of the dev broker applied");
+        principals.write_client_files(&dev_dir(config), &config.bootstrap_servers)?;
+        kafka_client::set_connection(&principals.connection("sluice-processors"))?;
+        kafka_client::set_role_connection(kafka_client::Role::Ingest, &principals.connection("sluice-ingest"))?;
+        registry_properties = principals.connection("sluice-registry").properties()?;
+    }
     let mut config = config.clone();
     let secret_file = ensure_dev_secrets(&mut config)?;
-    let registry = start_registry(&config).await?;
-    let result = serve_with_registry(&config, &topology, &registry, demo, secret_file).await;
+    let registry = start_registry(&config, registry_properties).await?;
+    let result = serve_with_registry(&config, &topology, &registry, demo, secret_file, principals.is_some()).await;
     registry.shutdown().await;
     result
 }
 
-async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool, secret_file: Option<PathBuf>) -> Result<(), String> {
+async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool, secret_file: Option<PathBuf>, secured: bool) -> Result<(), String> {
     let registered = register_schemas(topology, &config.application_id, &registry.url(), config.registry_user_info()).await?;
     let mut config = config.clone();
     config.schema_registry_url = registry.url();
@@ -120,7 +137,11 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     println!("  HTTP API         {api_url}/v1   (OpenAPI: {api_url}/openapi.json)");
     println!("  Metrics          {api_url}/metrics   (processors also at {metrics_url})");
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
-    println!("  Kafka broker     {}", config.bootstrap_servers);
+    if secured {
+        println!("  Kafka broker     {}   (SASL_PLAINTEXT, SCRAM-SHA-512, ACLs; kcat settings in {})", config.bootstrap_servers, dev_dir(&config).join(KCAT_CONF).display());
+    } else {
+        println!("  Kafka broker     {}", config.bootstrap_servers);
+    }
     println!("  Processors       {} ({} sub-topologies)", config.topology.display(), topology.subtopologies.len());
     println!("  State dir        {}", config.state_dir.display());
     match &secret_file {
@@ -129,7 +150,11 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     }
     println!();
     println!("  Try:  open {api_url}/ in a browser, or curl {api_url}/ready");
-    println!("        scripts/kcat -L -b {}", config.bootstrap_servers);
+    if secured {
+        println!("        scripts/kcat -F {} -L -b {}", dev_dir(&config).join(KCAT_CONF).display(), config.bootstrap_servers);
+    } else {
+        println!("        scripts/kcat -L -b {}", config.bootstrap_servers);
+    }
     println!("        curl {}/subjects", registry.url());
     println!("  Ctrl-C stops everything.");
     println!();
@@ -157,14 +182,39 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     outcome.and(stopped)
 }
 
+/// Where `sluice dev` keeps what it generates: the state directory's parent (`.sluice`).
+fn dev_dir(config: &SluiceConfig) -> PathBuf {
+    config.state_dir.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
 /// Where `sluice dev` keeps its generated HS256 secret: beside the state directory.
 pub(crate) fn dev_secret_file(config: &SluiceConfig) -> PathBuf {
-    config.state_dir.parent().unwrap_or(Path::new(".")).join("jwt-secret")
+    dev_dir(config).join("jwt-secret")
 }
 
 /// Where `sluice dev` keeps the internal key it generates: beside the state directory.
 pub(crate) fn dev_internal_key_file(config: &SluiceConfig) -> PathBuf {
-    config.state_dir.parent().unwrap_or(Path::new(".")).join("internal-key")
+    dev_dir(config).join("internal-key")
+}
+
+/// 32 random bytes in hex.
+fn random_hex() -> Result<String, String> {
+    use std::io::Read;
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates `file` with `text`, mode 0600 (readable by its owner only); fails if it exists.
+fn create_private(file: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    std::io::Write::write_all(&mut out, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
 
 /// Creates `file` with 32 random bytes in hex, mode 0600, unless it exists.
@@ -172,18 +222,89 @@ fn create_dev_secret(file: &Path) -> Result<(), String> {
     if file.exists() {
         return Ok(());
     }
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut random = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
-    std::io::Write::write_all(&mut out, secret.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))
+    create_private(file, &random_hex()?)
+}
+
+/// The dev broker's super user.
+const ADMIN: &str = "admin";
+/// The principals of the dev broker: the administrator, then one per role (`sluice acls`).
+const DEV_USERS: [&str; 5] = [ADMIN, "sluice-processors", "sluice-ingest", "sluice-registry", "kcat"];
+/// kcat's settings for the dev broker, as the `kcat` principal (`kcat -F`).
+const KCAT_CONF: &str = "kcat.conf";
+/// kcat's settings for the dev broker, as its administrator.
+const ADMIN_CONF: &str = "kafka-admin.conf";
+/// Sluice's settings for the dev broker, as its administrator (`sluice --config`).
+const ADMIN_TOML: &str = "admin.toml";
+
+/// The SCRAM users of the dev broker with their passwords, kept in `.sluice/kafka-users`
+/// (mode 0600) and created with the broker's storage.
+struct DevPrincipals(Vec<(String, String)>);
+
+impl DevPrincipals {
+    /// Reads `dir/kafka-users`, or creates it with new random passwords. A broker formatted
+    /// without them (before the dev broker was secured) cannot take them: that asks for
+    /// `--reset`.
+    fn load_or_create(dir: &Path, broker_dir: &Path) -> Result<DevPrincipals, String> {
+        let file = dir.join("kafka-users");
+        if !file.exists() {
+            if broker_dir.join("data/meta.properties").exists() {
+                return Err(format!(
+                    "the dev broker's data in {} was formatted without SASL users (by an older sluice dev); start once with `sluice dev --reset` (it wipes the dev broker and state)",
+                    broker_dir.display()
+                ));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let mut text = String::new();
+            for user in DEV_USERS {
+                text.push_str(&format!("{user}={}\n", random_hex()?));
+            }
+            create_private(&file, &text)?;
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let users: Vec<(String, String)> = text.lines().filter_map(|l| l.split_once('=')).map(|(u, p)| (u.trim().to_string(), p.trim().to_string())).collect();
+        for user in DEV_USERS {
+            if !users.iter().any(|(name, _)| name == user) {
+                return Err(format!("{} has no password for `{user}`; remove it and start with `sluice dev --reset`", file.display()));
+            }
+        }
+        Ok(DevPrincipals(users))
+    }
+
+    fn password(&self, user: &str) -> &str {
+        self.0.iter().find(|(name, _)| name == user).map(|(_, password)| password.as_str()).expect("every dev user has a password")
+    }
+
+    /// How `user` connects.
+    fn connection(&self, user: &str) -> kafka_client::Connection {
+        kafka_client::Connection {
+            security_protocol: Some("SASL_PLAINTEXT".to_string()),
+            sasl_mechanism: Some("SCRAM-SHA-512".to_string()),
+            sasl_username: Some(user.to_string()),
+            sasl_password: Some(self.password(user).to_string()),
+            ssl_ca_location: None,
+        }
+    }
+
+    /// Writes kcat's settings (`kcat -F FILE`) for the `kcat` principal and the administrator,
+    /// and a Sluice config file for the administrator (`sluice --config .sluice/admin.toml`).
+    fn write_client_files(&self, dir: &Path, bootstrap_servers: &str) -> Result<(), String> {
+        let admin = self.connection(ADMIN);
+        let admin_toml = format!(
+            "# Written by `sluice dev`: its broker's administrator, for `sluice --config {}`.\nbootstrap_servers = \"{bootstrap_servers}\"\nsecurity_protocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"{ADMIN}\"\nsasl_password = \"{}\"\n",
+            dir.join(ADMIN_TOML).display(),
+            admin.sasl_password.as_deref().unwrap_or_default()
+        );
+        let kcat = |user: &str| -> Result<String, String> { Ok(self.connection(user).properties()?.iter().map(|(k, v)| format!("{k}={v}\n")).collect()) };
+        for (file, text) in [(KCAT_CONF, kcat("kcat")?), (ADMIN_CONF, kcat(ADMIN)?), (ADMIN_TOML, admin_toml)] {
+            let path = dir.join(file);
+            if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&path);
+            create_private(&path, &text)?;
+        }
+        Ok(())
+    }
 }
 
 /// Uses the configured JWT keys, or the dev secret file (created on first start); and the
@@ -191,7 +312,7 @@ fn create_dev_secret(file: &Path) -> Result<(), String> {
 /// file when it is in use.
 fn ensure_dev_secrets(config: &mut SluiceConfig) -> Result<Option<PathBuf>, String> {
     if config.schema_registry_user_info.is_none() {
-        let file = config.state_dir.parent().unwrap_or(Path::new(".")).join("registry-password");
+        let file = dev_dir(config).join("registry-password");
         create_dev_secret(&file)?;
         let password = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         config.schema_registry_user_info = Some(crate::config::Secret(format!("sluice:{}", password.trim())));
@@ -234,8 +355,9 @@ pub(crate) fn use_dev_secret(config: &mut SluiceConfig) -> Result<Option<PathBuf
     Ok(Some(file))
 }
 
-/// Starts the embedded Schema Registry on `config.registry_listen`.
-pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, String> {
+/// Starts the embedded Schema Registry on `config.registry_listen`, its Kafka clients with
+/// `client_properties` (security).
+pub(crate) async fn start_registry(config: &SluiceConfig, client_properties: Vec<(String, String)>) -> Result<Registry, String> {
     let listen: SocketAddr = config
         .registry_listen
         .parse()
@@ -247,7 +369,7 @@ pub(crate) async fn start_registry(config: &SluiceConfig) -> Result<Registry, St
         listen,
         topic: topics::SCHEMAS_TOPIC.to_string(),
         write_credentials: Some(write_credentials),
-        client_properties: sluice_streams::kafka_client::connection_properties(),
+        client_properties,
     })
     .await
     .map_err(|e| format!("cannot start the Schema Registry on {listen}: {e}"))
@@ -296,7 +418,7 @@ pub(crate) async fn wait_for_shutdown() {
 struct DevBroker(sluice_testkit::Broker);
 
 impl DevBroker {
-    async fn start(port: u16, dir: &Path) -> Result<DevBroker, String> {
+    async fn start(port: u16, dir: &Path, users: &[(String, String)]) -> Result<DevBroker, String> {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             return Err(format!(
                 "port {port} on 127.0.0.1 is in use; stop what holds it, pass --broker-port, or use that broker with --bootstrap-servers 127.0.0.1:{port}"
@@ -305,7 +427,8 @@ impl DevBroker {
         println!("starting Apache Kafka on 127.0.0.1:{port} (data: {}, log: {})", dir.display(), dir.join("broker.log").display());
         let started = Instant::now();
         let dir = dir.to_path_buf();
-        let broker = tokio::task::spawn_blocking(move || sluice_testkit::Broker::start_durable(port, &dir)).await.map_err(|e| e.to_string())??;
+        let users = users.to_vec();
+        let broker = tokio::task::spawn_blocking(move || sluice_testkit::Broker::start_durable(port, &dir, &users)).await.map_err(|e| e.to_string())??;
         println!("broker ready on {} after {:.1} s", broker.bootstrap_servers(), started.elapsed().as_secs_f64());
         Ok(DevBroker(broker))
     }

@@ -191,7 +191,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             if let Some(listen) = listen {
                 config.registry_listen = listen;
             }
-            let registry = dev::start_registry(&config).await?;
+            let registry = dev::start_registry(&config, sluice_streams::kafka_client::connection_properties()).await?;
             println!("Schema Registry listening on {}", registry.url());
             dev::wait_for_shutdown().await;
             registry.shutdown().await;

@@ -75,7 +75,12 @@ fn write_config(dir: &Path, app: &str, servers: &str, topology: &str, extra: &st
 }
 
 fn topics_on(bootstrap: &str) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    topics_seen(ClientConfig::new().set("bootstrap.servers", bootstrap))
+}
+
+/// The topics `config`'s principal may describe.
+fn topics_seen(config: &ClientConfig) -> Vec<String> {
+    let consumer: BaseConsumer = config.create().unwrap();
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     metadata.topics().iter().map(|t| t.name().to_string()).collect()
 }
@@ -241,7 +246,9 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     );
     let (banner, mut lines) = read_banner(&mut child);
     assert!(banner.contains("Sluice dev stack is up"), "{banner}");
-    assert!(banner.contains(&format!("kcat -L -b 127.0.0.1:{broker_port}")), "{banner}");
+    let kcat_conf = dir.join("kcat.conf");
+    assert!(banner.contains(&format!("scripts/kcat -F {} -L -b 127.0.0.1:{broker_port}", kcat_conf.display())), "{banner}");
+    assert!(banner.contains("SASL_PLAINTEXT, SCRAM-SHA-512, ACLs"), "{banner}");
     for url in ["Web console      http://", "HTTP API         http://", "Metrics          http://", "Schema Registry  http://"] {
         assert!(banner.contains(url), "{url} missing from {banner}");
     }
@@ -249,11 +256,31 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let demo = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("demo data")).expect("a line about the demo data");
     assert!(demo.starts_with("demo data ready: alice@demo.sluice"), "{demo}");
 
+    // The broker takes SCRAM users only: the administrator sees every topic, the kcat
+    // principal what its ACLs allow (no changelog, no Avro command topic), nobody connects
+    // without a password.
     let servers = format!("127.0.0.1:{broker_port}");
-    let topics = topics_on(&servers);
+    let as_principal = |file: &str| {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &servers);
+        for line in std::fs::read_to_string(dir.join(file)).unwrap().lines() {
+            let (key, value) = line.split_once('=').unwrap();
+            config.set(key, value);
+        }
+        config
+    };
+    let topics = topics_seen(&as_principal("kafka-admin.conf"));
     for expected in ["auth.commands", "payments.commands.json", "notifications", "_schemas", "sluice-users-changelog"] {
         assert!(topics.iter().any(|t| t == expected), "{expected} not in {topics:?}");
     }
+    let kcat_topics = topics_seen(&as_principal("kcat.conf"));
+    assert!(kcat_topics.iter().any(|t| t == "payments.commands.json") && kcat_topics.iter().any(|t| t == "payments.settled"), "{kcat_topics:?}");
+    assert!(!kcat_topics.iter().any(|t| t == "sluice-users-changelog" || t == "payments.commands" || t == "_schemas"), "{kcat_topics:?}");
+    let anonymous: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).set("log_level", "0").create().unwrap();
+    assert!(anonymous.fetch_metadata(None, Duration::from_secs(3)).is_err(), "a client without SASL gets no answer");
+    // The administrator's config file works for Sluice's own commands.
+    let revoked = sluice().arg("--config").arg(dir.join("admin.toml")).args(["revoke", "--subject", "ops-laptop", "--state-dir"]).arg(dir.join("state")).env_remove("SLUICE__INTERNAL_KEY").output().unwrap();
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
     let subjects = http_get(&registry, "/subjects");
     assert!(subjects.starts_with("HTTP/1.1 200"), "{subjects}");
     for subject in ["auth.commands-value", "payments.settled-value", "sluice.dlq-value", "sluice-credit-repartition-value"] {
@@ -267,7 +294,7 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     stream.read_to_string(&mut refused).unwrap();
     assert!(refused.starts_with("HTTP/1.1 401") && refused.contains("40101"), "an unauthenticated delete: {refused}");
     assert!(http_get(&registry, "/subjects").contains("\"sluice-credit-repartition-value\""), "still there");
-    for generated in ["internal-key", "registry-password", "jwt-secret"] {
+    for generated in ["internal-key", "registry-password", "jwt-secret", "kafka-users", "kcat.conf", "kafka-admin.conf", "admin.toml"] {
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(generated)).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{generated} is readable by its owner only");
     }
@@ -753,7 +780,8 @@ struct Pipeline {
     /// `sluice dev`'s arguments and application id (for a restart).
     dev_args: Vec<String>,
     application_id: String,
-    _broker: sluice_testkit::Broker,
+    /// The test's broker (none when `sluice dev` runs its own).
+    broker: Option<sluice_testkit::Broker>,
 }
 
 impl Pipeline {
@@ -761,23 +789,39 @@ impl Pipeline {
         Pipeline::start_as(name, "e2e")
     }
 
-    /// `sluice dev` with `application_id`.
+    /// `sluice dev` with `application_id` on a broker of the test's.
     fn start_as(name: &str, application_id: &str) -> Pipeline {
-        let broker = sluice_testkit::Broker::start();
-        let servers = broker.bootstrap_servers();
+        Pipeline::launch(name, application_id, Some(sluice_testkit::Broker::start()))
+    }
+
+    /// `sluice dev` with `application_id` on the broker it starts itself (SASL and ACLs, its
+    /// settings for kcat in the test's folder). Only its HTTP API and kcat reach it.
+    fn start_on_own_broker(name: &str, application_id: &str) -> Pipeline {
+        Pipeline::launch(name, application_id, None)
+    }
+
+    fn launch(name: &str, application_id: &str, broker: Option<sluice_testkit::Broker>) -> Pipeline {
         let dir = temp_dir(name);
         let registry = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
         let http = format!("127.0.0.1:{}", sluice_testkit::free_port());
-        let mut dev_args: Vec<String> =
-            ["dev", "--bootstrap-servers", &servers, "--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"].map(String::from).to_vec();
+        let (servers, broker_flag) = match &broker {
+            Some(broker) => (broker.bootstrap_servers(), ["--bootstrap-servers".to_string(), broker.bootstrap_servers()]),
+            None => {
+                let port = sluice_testkit::free_port();
+                (format!("127.0.0.1:{port}"), ["--broker-port".to_string(), port.to_string()])
+            }
+        };
+        let mut dev_args: Vec<String> = vec!["dev".to_string()];
+        dev_args.extend(broker_flag);
+        dev_args.extend(["--registry-listen", &registry, "--metrics-listen", &metrics, "--http-listen", &http, "--state-dir"].map(String::from));
         dev_args.push(dir.join("state").display().to_string());
         let child = spawn_dev(&dev_args, application_id, &dir, &http);
         let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let codec = Codec::new(&format!("http://{registry}"), Some(E2E_REGISTRY_USER_INFO)).unwrap();
         let keys = JwtKeys::hs256("sluice", "sluice-api", "k1", E2E_SECRET).unwrap();
         let producer = ClientConfig::new().set("bootstrap.servers", &servers).set("partitioner", "murmur2_random").create().unwrap();
-        Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), dev_args, application_id: application_id.to_string(), _broker: broker }
+        Pipeline { child, servers, codec, io, keys, producer, dir, api: format!("http://{http}"), dev_args, application_id: application_id.to_string(), broker }
     }
 
     /// Stops `sluice dev` (Ctrl-C) and waits for it to exit; the broker keeps running.

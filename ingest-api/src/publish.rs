@@ -34,7 +34,7 @@ impl Publisher {
     /// A producer on `bootstrap_servers` and a codec on the registry at `registry_url`;
     /// records are signed with `keys`.
     pub fn new(bootstrap_servers: &str, (registry_url, user_info): (&str, Option<&str>), keys: Arc<InternalKeys>) -> Result<Publisher, String> {
-        let producer: FutureProducer = sluice_streams::kafka_client::client_config(bootstrap_servers)
+        let producer: FutureProducer = sluice_streams::kafka_client::role_client_config(sluice_streams::kafka_client::Role::Ingest, bootstrap_servers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")

@@ -25,7 +25,7 @@ pub struct UsersView {
 impl UsersView {
     /// Starts replicating `topic` (the `users` store's changelog) from `bootstrap_servers`.
     pub fn start(bootstrap_servers: &str, topic: &str) -> Result<UsersView, String> {
-        let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(bootstrap_servers)
+        let consumer: BaseConsumer = sluice_streams::kafka_client::role_client_config(sluice_streams::kafka_client::Role::Ingest, bootstrap_servers)
             .set("group.id", format!("{topic}-api-view"))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

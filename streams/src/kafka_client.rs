@@ -11,6 +11,17 @@ use rdkafka::config::ClientConfig;
 /// librdkafka properties every client of this process gets (besides `bootstrap.servers`).
 static CONNECTION: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
 
+/// Properties of the clients of one role, when it authenticates as a principal of its own.
+static INGEST_CONNECTION: RwLock<Option<Vec<(String, String)>>> = RwLock::new(None);
+
+/// A part of Sluice that may authenticate as its own principal while it shares a process
+/// with others (`sluice dev` runs the processors, the API and the registry in one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API's clients: its command producer and its replica of the users changelog.
+    Ingest,
+}
+
 /// How a process authenticates to the brokers. `Debug` never shows the password.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Connection {
@@ -67,6 +78,31 @@ pub fn set_connection(connection: &Connection) -> Result<(), String> {
     let properties = connection.properties()?;
     *CONNECTION.write().expect("connection lock") = properties;
     Ok(())
+}
+
+/// Sets the connection properties of the clients of `role` created from now on (the others
+/// keep this process's, see [`set_connection`]).
+pub fn set_role_connection(role: Role, connection: &Connection) -> Result<(), String> {
+    let properties = connection.properties()?;
+    match role {
+        Role::Ingest => *INGEST_CONNECTION.write().expect("connection lock") = Some(properties),
+    }
+    Ok(())
+}
+
+/// A client configuration for `bootstrap_servers` as `role`: its own connection properties
+/// when set, this process's otherwise.
+pub fn role_client_config(role: Role, bootstrap_servers: &str) -> ClientConfig {
+    let own = match role {
+        Role::Ingest => INGEST_CONNECTION.read().expect("connection lock").clone(),
+    };
+    let Some(properties) = own else { return client_config(bootstrap_servers) };
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap_servers);
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
 }
 
 /// The connection properties set for this process (for clients built elsewhere, e.g. the

@@ -7,6 +7,7 @@
 //! [`ProcessorRegistry`]; the engine knows no application's types (`examples/order-totals`
 //! is one built on this crate alone).
 
+pub mod acl;
 pub mod admin;
 pub mod builtin;
 pub mod changelog_reader;

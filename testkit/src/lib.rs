@@ -104,11 +104,12 @@ impl Broker {
     }
 
     /// Starts a broker on `port` whose data lives in `dir` (formatted on first use, kept
-    /// across restarts), and waits until it answers.
-    pub fn start_durable(port: u16, dir: &Path) -> Result<Broker, String> {
+    /// across restarts), and waits until it answers. With `users`, secured as
+    /// [`Broker::start_secured`] (the users are created when `dir` is formatted).
+    pub fn start_durable(port: u16, dir: &Path, users: &[(String, String)]) -> Result<Broker, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let broker = Broker { port, dir, temporary: false, running: Mutex::new(None), users: Vec::new() };
+        let broker = Broker { port, dir, temporary: false, running: Mutex::new(None), users: users.to_vec() };
         broker.launch()?;
         Ok(broker)
     }

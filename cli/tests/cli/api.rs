@@ -388,7 +388,7 @@ fn the_http_api_journey_and_security_table() {
     assert_eq!(api.balance(&alice_token), "399.50");
     let while_down = [("idempotency-key", "while-down")];
     let payment = json!({"payee_user_id": bob, "amount": "1.00", "reference": "while the broker was down"});
-    p._broker.stop();
+    p.broker.as_ref().expect("the test's broker").stop();
     let down = api.send("POST", "/v1/transfers", Some(&alice_token), &while_down, payment.clone());
     assert_eq!((down.status, down.problem_type()), (503, "broker-unavailable"), "{}", down.body);
     assert!(down.headers.contains_key("retry-after"));
@@ -398,7 +398,7 @@ fn the_http_api_journey_and_security_table() {
 
     // It comes back with its data: the processors resume where they were, nothing accepted
     // before is lost, and the retried command is accepted and settles once.
-    p._broker.restart().unwrap();
+    p.broker.as_ref().expect("the test's broker").restart().unwrap();
     api.wait_for("/ready after the broker came back", || (api.get("/ready", None).status == 200).then_some(()));
     assert_eq!(api.balance(&alice_token), "399.50");
     let retried = api.send("POST", "/v1/transfers", Some(&alice_token), &while_down, payment);

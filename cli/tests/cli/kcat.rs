@@ -24,15 +24,19 @@ fn bash(script: &str) -> (bool, String) {
 
 #[test]
 fn the_readme_kcat_workflow_works_against_the_dev_stack() {
-    let p = Pipeline::start_as("kcat", "sluice");
+    // `sluice dev` on its own broker, as the README runs it: SASL/SCRAM with ACLs, kcat's
+    // settings written beside the state directory (`.sluice/` there).
+    let p = Pipeline::start_on_own_broker("kcat", "sluice");
     // As the README says: once the stack is ready.
     let ready = api::wait_ready(&p);
     assert!(ready, "sluice dev did not become ready; see {}", p.dir.join("dev.log").display());
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
     let broker_line = format!("B={}", p.servers);
-    let produce = readme_block(&readme, "### Commands with kcat").replace("B=127.0.0.1:9092", &broker_line);
-    let consume = readme_block(&readme, "Outcomes and state:");
-    assert!(produce.contains(&broker_line), "the workflow names its broker in one place");
+    let dev_dir = format!("{}/", p.dir.display());
+    let produce = readme_block(&readme, "### Commands with kcat").replace("B=127.0.0.1:9092", &broker_line).replace(".sluice/", &dev_dir);
+    let consume = readme_block(&readme, "Outcomes and state:").replace(".sluice/", &dev_dir);
+    let settings = produce.lines().next().unwrap().to_string();
+    assert!(settings.starts_with(&broker_line) && settings.contains("kcat.conf"), "the workflow names its broker and kcat's settings in its first line: {settings}");
 
     let (ok, output) = bash(&produce);
     assert!(ok, "the produce steps failed:\n{output}");
@@ -43,7 +47,7 @@ fn the_readme_kcat_workflow_works_against_the_dev_stack() {
     // The outcomes arrive as the pipeline processes the commands.
     let deadline = Instant::now() + Duration::from_secs(90);
     let output = loop {
-        let (ok, output) = bash(&format!("{broker_line}\n{consume}"));
+        let (ok, output) = bash(&format!("{settings}\n{consume}"));
         assert!(ok, "the consume steps failed:\n{output}");
         let settled = output.lines().any(|l| l.contains(r#""command_id":"t-1""#) && l.contains(r#""status":"settled""#));
         if settled && output.contains("sluice.error.class=invalid_command") {
