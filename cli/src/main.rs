@@ -270,9 +270,6 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             if !path.starts_with("/v1/stores/") {
                 return Err(format!("`{path}` is not a store query: paths start with /v1/stores/"));
             }
-            if path.contains("purpose=") {
-                return Err("credential reads are for the HTTP API only: `sluice query` never shows a password hash".to_string());
-            }
             let keys = run::internal_keys(&config)?.ok_or(run::INTERNAL_KEY_MISSING)?;
             let url = format!("{}{path}", server.trim_end_matches('/'));
             let url = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;

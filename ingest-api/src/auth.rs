@@ -97,9 +97,11 @@ async fn current_user(state: &SharedState, claims: &Claims) -> Result<User, Prob
 }
 
 /// The user `user_id` from the `users` store, wherever its task runs; from the API's own
-/// replica of it ([`crate::users_view`]) when no instance can answer.
+/// replica of it ([`crate::users_view`]) when no instance can answer. Its password hash is
+/// empty when a remote instance answered (query answers never carry one): use
+/// [`read_credentials`] to check a password.
 pub async fn read_user(state: &SharedState, user_id: &str) -> Result<Option<User>, Problem> {
-    let value = match state.queries.get_credentials(stores::USERS, user_id).await {
+    let value = match state.queries.get(stores::USERS, user_id).await {
         Ok(served) => served.value,
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => match state.users.as_ref().and_then(|view| view.get(user_id)) {
             Some(value) => {
@@ -110,6 +112,23 @@ pub async fn read_user(state: &SharedState, user_id: &str) -> Result<Option<User
         },
         Err(problem) => return Err(problem),
     };
+    parse_user(value)
+}
+
+/// The user `user_id` with their password hash, for a password check: from the API's replica
+/// of the users changelog once it has read what the broker held when asked
+/// ([`crate::users_view::UsersView::fresh`]), so a registration or password change committed
+/// before this request counts.
+pub async fn read_credentials(state: &SharedState, user_id: &str) -> Result<Option<User>, Problem> {
+    let view = state.users.as_ref().ok_or_else(|| Problem::internal("the API runs without its users replica"))?;
+    let value = view
+        .fresh(user_id, crate::users_view::FRESH_WAIT)
+        .await
+        .map_err(|why| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "users-replica-behind", "Try again shortly", why))?;
+    parse_user(value)
+}
+
+fn parse_user(value: Option<Vec<u8>>) -> Result<Option<User>, Problem> {
     value.map(|bytes| serde_json::from_slice::<User>(&bytes).map_err(|e| Problem::internal(format!("unreadable user record: {e}")))).transpose()
 }
 
@@ -262,7 +281,7 @@ pub async fn login(State(state): State<SharedState>, Extension(context): Extensi
     state.limiter.check(&context.anonymous_key())?;
     let user_id = model::user_id_for_email(&request.email);
     state.login_guard.check(&user_id, Instant::now())?;
-    let user = read_user(&state, &user_id).await?;
+    let user = read_credentials(&state, &user_id).await?;
     // Verify against a real hash even for unknown users, so timing does not tell them apart.
     let stored = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
     let matches = verify_password(&state.login_guard, &user_id, request.password, stored).await?;
@@ -318,7 +337,8 @@ pub async fn change_password(State(state): State<SharedState>, caller: Caller, h
     let user = caller.user()?.clone();
     check_password(&request.new_password)?;
     state.login_guard.check(&user.user_id, Instant::now())?;
-    if !verify_password(&state.login_guard, &user.user_id, request.current_password, user.password_hash.clone()).await? {
+    let stored = read_credentials(&state, &user.user_id).await?.map(|u| u.password_hash).unwrap_or_else(|| DUMMY_HASH.to_string());
+    if !verify_password(&state.login_guard, &user.user_id, request.current_password, stored).await? {
         state.login_guard.failed(&user.user_id, Instant::now());
         return Err(invalid_credentials());
     }

@@ -63,16 +63,11 @@ impl StoreQueries {
     }
 
     /// The same queries, leaving the JSON field `field` out of every value of `store` answered
-    /// over HTTP, unless the request says `purpose=credentials` (the HTTP API checking a
-    /// password; `sluice query` never asks so): e.g. the password hash of `users`.
+    /// over HTTP, whoever asks: e.g. the password hash of `users` (the HTTP API checks
+    /// passwords against its own replica of the changelog, [`crate::users_view`]).
     pub fn redacting(mut self, store: &str, field: &str) -> StoreQueries {
         self.redacted.push((store.to_string(), field.to_string()));
         self
-    }
-
-    /// [`StoreQueries::get`] for a credential check: the value whole, redacted fields included.
-    pub async fn get_credentials(&self, store: &str, key: &str) -> Result<Served<Option<Vec<u8>>>, Problem> {
-        self.get_routed_for(store, key, key, false, true).await
     }
 
     /// `bytes` as answered over HTTP: without the redacted fields of `store`.
@@ -109,10 +104,6 @@ impl StoreQueries {
     }
 
     async fn get_routed(&self, store: &str, partition_key: &str, key: &str, forwarded: bool) -> Result<Served<Option<Vec<u8>>>, Problem> {
-        self.get_routed_for(store, partition_key, key, forwarded, false).await
-    }
-
-    async fn get_routed_for(&self, store: &str, partition_key: &str, key: &str, forwarded: bool, credentials: bool) -> Result<Served<Option<Vec<u8>>>, Problem> {
         match self.iq.locate(store, partition_key, now_ms()).map_err(query_problem)? {
             Location::Local(reader) => {
                 let value = reader.get(key.as_bytes()).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store-error", "Store error", e.to_string()))?;
@@ -124,9 +115,6 @@ impl StoreQueries {
                 let mut query: Vec<(&str, &str)> = Vec::new();
                 if partition_key != key {
                     query.push(("partition_key", partition_key));
-                }
-                if credentials {
-                    query.push(CREDENTIALS_PURPOSE);
                 }
                 let response = self.forward(&url, &query).await?;
                 let served_by = served_by(response.headers());
@@ -231,27 +219,22 @@ async fn require_service_token(State(queries): State<StoreQueries>, request: axu
     }
 }
 
-/// The query parameter of a credential read (see [`StoreQueries::redacting`]).
-pub const CREDENTIALS_PURPOSE: (&str, &str) = ("purpose", "credentials");
-
 #[derive(Deserialize)]
 struct KeyParams {
     partition_key: Option<String>,
-    purpose: Option<String>,
 }
 
 async fn get_key(State(queries): State<StoreQueries>, Path((store, key)): Path<(String, String)>, Query(params): Query<KeyParams>, headers: HeaderMap) -> Response {
     let forwarded = headers.contains_key(FORWARDED_HEADER);
     let partition_key = params.partition_key.unwrap_or_else(|| key.clone());
-    let credentials = params.purpose.as_deref() == Some(CREDENTIALS_PURPOSE.1);
-    match queries.get_routed_for(&store, &partition_key, &key, forwarded, credentials).await {
+    match queries.get_routed(&store, &partition_key, &key, forwarded).await {
         Err(problem) => problem.into_response(),
         Ok(Served { value: None, served_by }) => {
             let problem = Problem::new(StatusCode::NOT_FOUND, "key-not-found", "No such key", format!("store `{store}` has no key `{key}`"));
             with_served_by(problem.into_response(), &served_by)
         }
         Ok(Served { value: Some(bytes), served_by }) => {
-            let bytes = if credentials { bytes } else { queries.redact(&store, bytes) };
+            let bytes = queries.redact(&store, bytes);
             let content_type = if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() { "application/json" } else { "application/octet-stream" };
             with_served_by(([(header::CONTENT_TYPE, content_type)], bytes).into_response(), &served_by)
         }

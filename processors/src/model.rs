@@ -138,7 +138,9 @@ pub struct User {
     pub user_id: String,
     /// Normalised email.
     pub email: String,
-    /// Argon2id PHC string (never logged).
+    /// Argon2id PHC string (never logged; left out of query answers, hence empty when read
+    /// from one).
+    #[serde(default)]
     pub password_hash: String,
     /// Full legal name.
     pub full_name: Option<String>,
