@@ -134,7 +134,7 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
     println!();
     println!("  Sluice dev stack is up");
     println!("  Web console      {api_url}/");
-    println!("  HTTP API         {api_url}/v1   (OpenAPI: {api_url}/openapi.json)");
+    println!("  HTTP API         {api_url}/v1   (Swagger UI: {api_url}/docs, OpenAPI: {api_url}/openapi.json)");
     println!("  Metrics          {api_url}/metrics   (processors also at {metrics_url})");
     println!("  Schema Registry  {}   ({registered} subjects registered)", registry.url());
     if secured {

@@ -12,12 +12,14 @@
 //!   that answers with them.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers' annotations.
 //! - [`console`]: the web console at `/`.
+//! - [`docs`]: Swagger UI at `/docs`.
 
 pub mod accounts;
 pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod console;
+pub mod docs;
 pub mod login_guard;
 pub mod openapi;
 pub mod ops;
@@ -85,6 +87,7 @@ pub fn app(state: SharedState) -> Router {
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), ops::observe))
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.body_limit_bytes))
         .with_state(state)
+        .merge(docs::routes())
 }
 
 /// The pipeline settings the API checks commands against: the currency of `auth-validation`

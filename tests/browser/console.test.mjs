@@ -1,7 +1,8 @@
 // The web console end to end in headless Chromium, against a running `sluice dev`
 // (scripts/test-console starts one): sign up, inline validation, profile, identity
 // verification, a deposit by an operator, a transfer watched from pending to settled, a
-// rejected transfer with its reason, paginated history, log out and log in again.
+// rejected transfer with its reason, paginated history, log out and log in again; and
+// Swagger UI at /docs trying GET /health.
 // A screenshot of each page is kept in $SLUICE_SCREENSHOTS.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -176,6 +177,21 @@ try {
   await login.getByRole("button", { name: "Log in" }).click();
   await page.locator("#balance").filter({ hasText: "85.00 GBP" }).waitFor({ timeout: 30000 });
   await shot("09-logged-in-again");
+
+  step = "swagger ui";
+  // /docs: Swagger UI on the API's OpenAPI document, "Try it out" on GET /health.
+  await page.goto(`${API}/docs`);
+  const health = page.locator(".opblock-get", { has: page.locator('[data-path="/health"]') }).first();
+  await health.waitFor({ timeout: 30000 });
+  const document = (await http("GET", "/openapi.json")).body;
+  const operations = Object.values(document.paths).flatMap((item) => Object.keys(item)).length;
+  assert.equal(await page.locator(".opblock").count(), operations, "every operation of /openapi.json is listed");
+  await health.locator(".opblock-summary").click();
+  await health.getByRole("button", { name: "Try it out" }).click();
+  await health.getByRole("button", { name: "Execute" }).click();
+  await health.locator(".live-responses-table .response-col_status").filter({ hasText: "200" }).first().waitFor({ timeout: 15000 });
+  assert.match(await health.locator(".live-responses-table .microlight").first().textContent(), /"status": "ok"/);
+  await shot("10-swagger-ui");
 
   assert.deepEqual(errors, [], "no script errors");
   console.log(`console test passed; screenshots in ${SHOTS}`);

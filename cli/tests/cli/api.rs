@@ -382,6 +382,17 @@ fn the_http_api_journey_and_security_table() {
     let openapi = api.get("/openapi.json", None);
     assert_eq!(openapi.body["openapi"].as_str().map(|v| &v[..2]), Some("3."));
     assert!(openapi.body["paths"]["/v1/transfers"]["post"].is_object());
+    // Swagger UI at /docs, built in: the page, its start script on /openapi.json, and the
+    // bundle, all under a policy without inline scripts.
+    let docs = api.get("/docs", None);
+    let policy = docs.headers["content-security-policy"].to_str().unwrap().to_string();
+    assert_eq!(docs.status, 200);
+    assert!(docs.body.as_str().is_some_and(|html| html.contains(r#"<div id="swagger-ui">"#) && html.contains("/docs/start.js") && !html.contains("<script>")), "{}", docs.body);
+    assert!(policy.contains("script-src 'self';") && !policy.contains("unsafe-eval"), "{policy}");
+    assert!(api.get("/docs/start.js", None).body.as_str().is_some_and(|js| js.contains(r#"url: "/openapi.json""#)));
+    let bundle = api.get("/docs/assets/swagger-ui-bundle.js", None);
+    assert!(bundle.status == 200 && bundle.body.as_str().is_some_and(|js| js.len() > 1_000_000 && js.contains("SwaggerUIBundle")), "the Swagger UI bundle");
+    assert_eq!(api.get("/docs/assets/swagger-ui.css", None).status, 200);
 
     // The broker goes away: a command is refused with 503 (nothing was written; the client may
     // retry with its Idempotency-Key) and /ready says which dependency failed.
