@@ -259,9 +259,10 @@ pub struct TransferRequest {
     pub payee_user_id: Option<String>,
     /// The payee's email (the user id is derived from it).
     pub payee_email: Option<String>,
-    /// Positive, at most two decimal places, as a string.
-    #[schema(example = "12.50")]
-    pub amount: String,
+    /// Positive, at most two decimal places: a string (`"12.50"`) or a JSON number (`12.50`),
+    /// read exactly from the JSON text.
+    #[schema(value_type = String, example = "12.50")]
+    pub amount: Amount,
     /// ISO 4217 code; default the pipeline's currency.
     pub currency: Option<String>,
     /// Free text shown to both parties (140 characters at most).
@@ -276,9 +277,9 @@ pub struct TransferRequest {
 pub struct DepositRequest {
     /// The account credited.
     pub user_id: String,
-    /// Positive, at most two decimal places, as a string.
-    #[schema(example = "100.00")]
-    pub amount: String,
+    /// Positive, at most two decimal places: a string or a JSON number, read exactly.
+    #[schema(value_type = String, example = "100.00")]
+    pub amount: Amount,
     /// ISO 4217 code; default the pipeline's currency.
     pub currency: Option<String>,
     /// Free text.
@@ -289,9 +290,9 @@ pub struct DepositRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalRequest {
-    /// Positive, at most two decimal places, as a string.
-    #[schema(example = "20.00")]
-    pub amount: String,
+    /// Positive, at most two decimal places: a string or a JSON number, read exactly.
+    #[schema(value_type = String, example = "20.00")]
+    pub amount: Amount,
     /// ISO 4217 code; default the pipeline's currency.
     pub currency: Option<String>,
     /// Free text.
@@ -304,9 +305,9 @@ pub struct WithdrawalRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
-    /// At most what is left of the transfer, as a string.
-    #[schema(example = "5.00")]
-    pub amount: String,
+    /// At most what is left of the transfer: a string or a JSON number, read exactly.
+    #[schema(value_type = String, example = "5.00")]
+    pub amount: Amount,
     /// ISO 4217 code; default the pipeline's currency.
     pub currency: Option<String>,
     /// Why.
@@ -354,7 +355,7 @@ pub struct DeathNotificationRequest {
         (status = 429, body = Problem), (status = 503, body = Problem, description = "broker-unavailable, registry-unavailable")))]
 pub async fn transfer(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<TransferRequest>) -> Result<Response, Problem> {
     let payer = acting_account(&caller, request.user_id.as_deref())?;
-    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
+    let (amount, currency) = money(&state, request.amount.text(), request.currency.as_deref(), request.reference.as_deref())?;
     let payee = match (&request.payee_user_id, &request.payee_email) {
         (Some(id), None) if is_user_id(id) => id.clone(),
         (None, Some(email)) if model::is_plausible_email(&model::normalise_email(email)) => model::user_id_for_email(email),
@@ -380,7 +381,7 @@ pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: 
     if !is_user_id(&request.user_id) {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-user-id", "Invalid user id", format!("`{}` is not a user id (u_ + 20 hex digits)", request.user_id)));
     }
-    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
+    let (amount, currency) = money(&state, request.amount.text(), request.currency.as_deref(), request.reference.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Deposit", &caller, &request.user_id);
     let payload = PaymentPayload::Deposit(Deposit { amount, currency, reference: request.reference.clone() });
@@ -393,7 +394,7 @@ pub async fn deposit(State(state): State<SharedState>, caller: Caller, headers: 
     responses((status = 202, body = Accepted), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<WithdrawalRequest>) -> Result<Response, Problem> {
     let account = acting_account(&caller, request.user_id.as_deref())?;
-    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reference.as_deref())?;
+    let (amount, currency) = money(&state, request.amount.text(), request.currency.as_deref(), request.reference.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Withdrawal", &caller, &account);
     let payload = PaymentPayload::Withdrawal(Withdrawal { amount, currency, reference: request.reference.clone() });
@@ -406,7 +407,7 @@ pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers:
     responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
 pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payment_id): Path<String>, headers: HeaderMap, ApiJson(request): ApiJson<RefundRequest>) -> Result<Response, Problem> {
     let payee = caller.user()?.user_id.clone();
-    let (amount, currency) = money(&state, &request.amount, request.currency.as_deref(), request.reason.as_deref())?;
+    let (amount, currency) = money(&state, request.amount.text(), request.currency.as_deref(), request.reason.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Refund", &caller, &payee);
     let payload = PaymentPayload::Refund(Refund { payment_id: payment_id.clone(), amount, currency, reason: request.reason.clone() });
@@ -488,16 +489,55 @@ pub fn is_user_id(id: &str) -> bool {
     id.strip_prefix("u_").is_some_and(|hex| hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
-/// An amount as the API takes it: a decimal string, positive, two decimal places at most.
+/// An amount as a request carries it: a JSON string (`"12.50"`) or a JSON number (`12.50`,
+/// `5000`), kept as its exact text (a number is never read through a float); [`amount`] checks
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amount(String);
+
+impl Amount {
+    /// The amount's text as sent (a string's contents, or the number's digits).
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Amount {
+    fn from(text: &str) -> Amount {
+        Amount(text.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Amount, D::Error> {
+        use serde::de::Error;
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        match text.bytes().next() {
+            Some(b'"') => serde_json::from_str::<String>(text).map(Amount).map_err(D::Error::custom),
+            Some(b'-' | b'0'..=b'9') => Ok(Amount(text.to_string())),
+            _ => Err(D::Error::custom(format!("amount: expected a decimal string such as \"12.50\" or a number such as 12.50, got {text}"))),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// An amount as the API takes it: a decimal (from a string or a JSON number), positive, two
+/// decimal places at most, 16 integer digits at most. Exponents (`1e3`) are refused.
 pub fn amount(text: &str) -> Result<Decimal, Problem> {
     let invalid = |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-amount", "Invalid amount", detail);
-    let not_decimal = || invalid(format!("`{text}` is not a decimal amount such as \"12.50\""));
+    let not_decimal = || invalid(format!("`{text}` is not a decimal amount such as \"12.50\" or 12.50"));
     let digits = text.trim().strip_prefix('-').unwrap_or(text.trim());
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
     if whole.is_empty() || fraction.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
         return Err(not_decimal());
     }
-    let amount = Decimal::from_str(text.trim()).map_err(|_| not_decimal())?;
+    let amount = Decimal::from_str(text.trim()).map_err(|_| invalid(format!("`{text}` is out of range for an amount (16 integer digits and two decimal places at most)")))?;
     model::check_amount(amount).map_err(invalid)?;
     Ok(amount)
 }
@@ -555,6 +595,24 @@ mod tests {
             let problem = amount(bad).unwrap_err();
             assert_eq!(problem.type_uri, "https://sluice.dev/problems/invalid-amount");
             assert!(problem.detail.contains(needle), "{bad}: {}", problem.detail);
+        }
+    }
+
+    #[test]
+    fn amounts_come_as_strings_or_numbers_read_exactly_from_the_json_text() {
+        let transfer = |body: &str| serde_json::from_str::<WithdrawalRequest>(body).map(|r| r.amount);
+        assert_eq!(transfer(r#"{"amount": "12.50"}"#).unwrap().text(), "12.50");
+        assert_eq!(transfer(r#"{"amount": 12.50}"#).unwrap().text(), "12.50", "the number's digits, not a float's");
+        assert_eq!(amount(transfer(r#"{"amount": 5000}"#).unwrap().text()).unwrap(), Decimal::new(5000, 0));
+        // What a float would round: refused for its third decimal, never rounded to 0.30.
+        let precise = transfer(r#"{"amount": 0.30000000000000004}"#).unwrap();
+        assert!(amount(precise.text()).unwrap_err().detail.contains("two decimal places"));
+        assert!(amount(transfer(r#"{"amount": 1e3}"#).unwrap().text()).unwrap_err().detail.contains("not a decimal"));
+        let huge = transfer(r#"{"amount": 123456789012345678901234567890123}"#).unwrap();
+        assert!(amount(huge.text()).unwrap_err().detail.contains("out of range"));
+        assert!(amount("12345678901234567.00").unwrap_err().detail.contains("16 integer digits"));
+        for wrong in [r#"{"amount": true}"#, r#"{"amount": null}"#, r#"{"amount": ["1"]}"#] {
+            assert!(transfer(wrong).unwrap_err().to_string().contains("amount"), "{wrong}");
         }
     }
 

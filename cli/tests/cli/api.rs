@@ -178,7 +178,8 @@ fn the_http_api_journey_and_security_table() {
     assert_eq!(me.body["identifiers"], json!(["NIN:AB123456C"]));
 
     let operator = p.token("ops", "operator");
-    let deposit = api.command("/v1/deposits", &operator, json!({"user_id": alice, "amount": "500.00", "reference": "top-up"}));
+    // Amounts come as strings or as JSON numbers (seed 002 pays `"amount": 5000`).
+    let deposit = api.command("/v1/deposits", &operator, json!({"user_id": alice, "amount": 500, "reference": "top-up"}));
     assert!(deposit.ends_with(&format!("?user_id={alice}")), "{deposit}");
     assert_eq!(api.outcome(&deposit, &operator)["status"], "settled");
     assert_eq!(api.balance(&alice_token), "500.00");
@@ -268,10 +269,12 @@ fn the_http_api_journey_and_security_table() {
         ("oversized body", "/v1/transfers", Some(&mallory_token), Some(("application/json", oversized.into_bytes())), 413, "body-too-large"),
         ("malformed JSON", "/v1/transfers", Some(&mallory_token), Some(("application/json", b"{\"amount\": ".to_vec())), 400, "malformed-json"),
         ("not JSON", "/v1/transfers", Some(&mallory_token), Some(("text/plain", b"amount=1".to_vec())), 415, "unsupported-media-type"),
-        ("amount as a number", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!(1.5))), 422, "invalid-body"),
         ("unknown field", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": bob, "amount": "1.00", "fee": "0"})), 422, "invalid-body"),
         ("negative amount", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!("-10.00"))), 422, "invalid-amount"),
         ("over-precise amount", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!("10.001"))), 422, "invalid-amount"),
+        ("over-precise number", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!(10.001))), 422, "invalid-amount"),
+        ("exponent", "/v1/transfers", Some(&mallory_token), Some(("application/json", format!(r#"{{"payee_user_id": "{bob}", "amount": 1e3}}"#).into_bytes())), 422, "invalid-amount"),
+        ("amount of the wrong type", "/v1/transfers", Some(&mallory_token), json_body(transfer(json!(true))), 422, "invalid-body"),
         ("other currency", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": bob, "amount": "1.00", "currency": "EUR"})), 422, "unsupported-currency"),
         ("paying oneself", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": mallory, "amount": "1.00"})), 422, "invalid-payee"),
         ("bad NIN", "/v1/identity/verifications", Some(&mallory_token), json_body(json!({"type": "NIN", "value": "QQ123456C", "full_name": "Test User", "date_of_birth": "1990-05-01"})), 422, "invalid-identifier"),
@@ -357,7 +360,7 @@ fn the_http_api_journey_and_security_table() {
     assert!(metrics.contains(r#"sluice_http_requests_total{method="POST",route="/v1/transfers",status="202"}"#), "{metrics}");
     assert!(metrics.contains(r#"sluice_http_requests_total{method="POST",route="/v1/transfers",status="401"}"#));
     assert!(metrics.contains(r#"sluice_http_commands_total{type="Transfer"}"#));
-    assert!(metrics.contains(r#"sluice_http_problems_total{route="/v1/transfers",problem="invalid-amount"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_http_problems_total{route="/v1/transfers",problem="invalid-amount"} 4"#), "{metrics}");
     assert!(metrics.contains(r#"sluice_http_problems_total{route="/v1/transfers",problem="idempotency-key-reused"} 1"#));
     assert!(metrics.contains("sluice_http_request_duration_seconds_bucket"));
     // The pipeline's outcomes and end-to-end latency, in the same process under sluice dev.
