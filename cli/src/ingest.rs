@@ -75,6 +75,7 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         publisher,
         idempotency: Default::default(),
         limiter: sluice_ingest::ops::RateLimiter::new(config.http_rate_limit_per_s, config.http_rate_limit_burst),
+        lookup_limiter: sluice_ingest::users::limiter(),
         // One argon2 computation per core at most (each takes 19 MiB and tens of milliseconds).
         login_guard: sluice_ingest::login_guard::LoginGuard::new(std::thread::available_parallelism().map_or(2, |n| n.get()), sluice_ingest::login_guard::SLOT_WAIT),
         settings,

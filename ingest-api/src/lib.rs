@@ -26,6 +26,7 @@ pub mod ops;
 pub mod problem;
 pub mod publish;
 pub mod queries;
+pub mod users;
 pub mod users_view;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub idempotency: commands::IdempotencyTable,
     /// Per-principal token buckets (`http_rate_limit_per_s`, `http_rate_limit_burst`).
     pub limiter: ops::RateLimiter,
+    /// Per-caller buckets of payee lookups ([`users::limiter`]).
+    pub lookup_limiter: ops::RateLimiter,
     /// Bounds on password checks: concurrent argon2 work, failed logins per account.
     pub login_guard: login_guard::LoginGuard,
     /// Settings.

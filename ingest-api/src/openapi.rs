@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{accounts, auth, commands, ops, SharedState};
+use crate::{accounts, auth, commands, ops, users, SharedState};
 
 /// Document-level metadata; the paths come from [`routes`].
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(accounts::command_status))
         .routes(routes!(accounts::my_account))
         .routes(routes!(accounts::my_transactions))
+        .routes(routes!(users::lookup))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
@@ -95,6 +96,7 @@ mod tests {
             publisher: crate::publish::Publisher::new("127.0.0.1:1", ("http://127.0.0.1:1", None), internal).unwrap(),
             idempotency: Default::default(),
             limiter: crate::ops::RateLimiter::new(rate_limit_per_s, burst),
+            lookup_limiter: crate::users::limiter(),
             login_guard: crate::login_guard::LoginGuard::new(2, crate::login_guard::SLOT_WAIT),
             settings: ApiSettings {
                 access_ttl_s: 900,
@@ -142,6 +144,7 @@ mod tests {
             "GET /v1/accounts/me/transactions",
             "GET /v1/auth/me",
             "GET /v1/commands/{id}",
+            "GET /v1/users/lookup",
             "PATCH /v1/auth/me",
             "POST /v1/auth/change-password",
             "POST /v1/auth/login",

@@ -176,6 +176,11 @@ impl RateLimiter {
         RateLimiter { rate_per_s: f64::from(rate_per_s), burst: f64::from(burst.max(1)), buckets: Mutex::default() }
     }
 
+    /// A limiter of `per_minute` on average, `burst` at once.
+    pub fn per_minute(per_minute: u32, burst: u32) -> RateLimiter {
+        RateLimiter { rate_per_s: f64::from(per_minute) / 60.0, burst: f64::from(burst.max(1)), buckets: Mutex::default() }
+    }
+
     /// Takes one token of `principal`, or answers 429 with when to retry.
     pub fn check(&self, principal: &str) -> Result<(), Problem> {
         if self.rate_per_s <= 0.0 {

@@ -288,6 +288,17 @@ fn the_http_api_journey_and_security_table() {
             assert_eq!(answer.headers["www-authenticate"], "Bearer", "{what}");
         }
     }
+    // Confirmation of payee: a display name for a registered email, 404 for another, and at
+    // most 10 lookups at once per caller.
+    let found = api.get("/v1/users/lookup?email=Bob@Example.com", Some(&alice_token));
+    assert_eq!((found.status, found.body.clone()), (200, json!({"exists": true, "display_name": "Test U."})), "{}", found.body);
+    let missing = api.get("/v1/users/lookup?email=nobody@example.com", Some(&alice_token));
+    assert_eq!((missing.status, missing.problem_type()), (404, "payee-not-found"), "{}", missing.body);
+    assert_eq!(api.get("/v1/users/lookup?email=not-an-email", Some(&alice_token)).problem_type(), "invalid-email");
+    assert_eq!(api.get("/v1/users/lookup", Some(&alice_token)).problem_type(), "invalid-email");
+    assert_eq!(api.get("/v1/users/lookup?email=bob@example.com", None).status, 401);
+    let statuses: Vec<u16> = (0..12).map(|i| api.get(&format!("/v1/users/lookup?email=guess{i}@example.com"), Some(&mallory_token)).status).collect();
+    assert!(statuses[..8].iter().all(|s| *s == 404) && statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
     let peek = api.get(&format!("/v1/commands/{transfer_id}?user_id={alice}"), Some(&mallory_token));
     assert_eq!((peek.status, peek.problem_type()), (403, "forbidden"), "reading another user's command");
     // A user whose commands share Alice's partition (and so the task and store that hold her
