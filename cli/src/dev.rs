@@ -40,6 +40,13 @@ pub(crate) struct DevArgs {
     /// is not empty (demo users' password: demo-password-1).
     #[arg(long)]
     demo: bool,
+    /// Simulate HMRC's feed: a death notification for this NIN or NHS number (ten digits)
+    /// `--hmrc-after` seconds after the stack is up (`sluice hmrc simulate` on its own).
+    #[arg(long)]
+    hmrc_death: Option<String>,
+    /// Seconds after start-up for `--hmrc-death`.
+    #[arg(long, default_value_t = 30)]
+    hmrc_after: u64,
 }
 
 /// Runs the dev stack until Ctrl-C or SIGTERM.
@@ -82,14 +89,26 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
             (Some(broker), Some(principals))
         }
     };
-    let result = serve(&config, args.demo, principals.as_ref()).await;
+    let hmrc = args.hmrc_death.map(|identifier| {
+        let nhs = identifier.chars().filter(|c| !c.is_whitespace()).all(|c| c.is_ascii_digit());
+        crate::hmrc::SimulateArgs {
+            nin: (!nhs).then(|| identifier.clone()),
+            nhs_number: nhs.then_some(identifier),
+            after_s: args.hmrc_after,
+            date_of_death: None,
+            reference: None,
+            api: None,
+            state_dir: None,
+        }
+    });
+    let result = serve(&config, args.demo, principals.as_ref(), hmrc).await;
     if let Some(broker) = broker {
         broker.stop().await;
     }
     result
 }
 
-async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincipals>) -> Result<(), String> {
+async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincipals>, hmrc: Option<crate::hmrc::SimulateArgs>) -> Result<(), String> {
     let topology = sluice_streams::Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
     // On its own broker: the administrator creates the topics and the ACLs, then each part
     // authenticates as its own principal.
@@ -112,12 +131,19 @@ async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincip
     let mut config = config.clone();
     let secret_file = ensure_dev_secrets(&mut config)?;
     let registry = start_registry(&config, registry_properties).await?;
-    let result = serve_with_registry(&config, &topology, &registry, demo, secret_file, principals.is_some()).await;
+    let result = serve_with_registry(&config, &topology, &registry, (demo, hmrc), secret_file, principals.is_some()).await;
     registry.shutdown().await;
     result
 }
 
-async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registry: &Registry, demo: bool, secret_file: Option<PathBuf>, secured: bool) -> Result<(), String> {
+async fn serve_with_registry(
+    config: &SluiceConfig,
+    topology: &Topology,
+    registry: &Registry,
+    (demo, hmrc): (bool, Option<crate::hmrc::SimulateArgs>),
+    secret_file: Option<PathBuf>,
+    secured: bool,
+) -> Result<(), String> {
     let registered = register_schemas(topology, &config.application_id, &registry.url(), config.registry_user_info()).await?;
     let mut config = config.clone();
     config.schema_registry_url = registry.url();
@@ -166,6 +192,15 @@ async fn serve_with_registry(config: &SluiceConfig, topology: &Topology, registr
             match crate::demo::seed(&api, &operator).await {
                 Ok(()) => println!("demo data ready: alice@demo.sluice, bob@demo.sluice and carol@demo.sluice (password {}) with deposits and transfers", crate::demo::DEMO_PASSWORD),
                 Err(error) => println!("demo data not seeded: {error}"),
+            }
+        });
+    }
+    if let Some(mut simulate) = hmrc {
+        simulate.api = Some(api_url.clone());
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::hmrc::simulate(simulate, &config).await {
+                println!("HMRC simulator: {error}");
             }
         });
     }

@@ -10,6 +10,7 @@ use config::SluiceConfig;
 mod config;
 mod demo;
 mod dev;
+mod hmrc;
 mod ingest;
 mod load;
 mod acls;
@@ -72,6 +73,11 @@ enum Command {
         /// The dev stack's state dir, to find its generated secret (default: the state_dir setting).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// HMRC's death notification feed, simulated (`sluice hmrc simulate --nin AB123456C`).
+    Hmrc {
+        #[command(subcommand)]
+        action: hmrc::HmrcCommand,
     },
     /// Revoke every token of a subject issued until now (a service account's: an operator's,
     /// HMRC's; or a user's): the API and the kcat bridge refuse them (`token-revoked`) from
@@ -253,6 +259,14 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
             let token = keys.issue(&subject, &roles, sluice_processors::jwt::TokenUse::Access, now_ms, ttl_s, &jti)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Hmrc { action: hmrc::HmrcCommand::Simulate(args) } => {
+            if let Some(dir) = &args.state_dir {
+                config.state_dir = dir.clone();
+            }
+            dev::use_dev_secret(&mut config)?;
+            let outcome = hmrc::simulate(args, &config).await?;
+            Ok(if outcome["status"] == "settled" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Revoke { subject, reason, state_dir } => {
             if let Some(dir) = state_dir {

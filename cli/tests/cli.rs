@@ -232,6 +232,8 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
     let mut child = Running(
         sluice()
             .args(["dev", "--demo", "--broker-port", &broker_port.to_string(), "--registry-listen", &registry])
+            // HMRC's feed, simulated: a notification for a NIN nobody holds, a second after start.
+            .args(["--hmrc-death", "CE 10 20 30 A", "--hmrc-after", "1"])
             .args(["--metrics-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
             .args(["--http-listen", &format!("127.0.0.1:{}", sluice_testkit::free_port())])
             .arg("--state-dir")
@@ -253,8 +255,22 @@ fn dev_brings_up_broker_topics_and_registry_and_stops_cleanly() {
         assert!(banner.contains(url), "{url} missing from {banner}");
     }
     // --demo seeds users, deposits and transfers through the API once it is ready.
-    let demo = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("demo data")).expect("a line about the demo data");
+    let (mut demo, mut hmrc) = (None, None);
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.starts_with("demo data") {
+            demo = Some(line);
+        } else if line.starts_with("HMRC simulator: ") && !line.contains("a death notification for") && !line.starts_with("HMRC simulator: sent") {
+            // The outcome, or why there is none.
+            hmrc = Some(line);
+        }
+        if demo.is_some() && hmrc.is_some() {
+            break;
+        }
+    }
+    let demo = demo.expect("a line about the demo data");
     assert!(demo.starts_with("demo data ready: alice@demo.sluice"), "{demo}");
+    let hmrc = hmrc.expect("the HMRC simulator's outcome");
+    assert!(hmrc.contains(r#""command_type":"DeathNotification""#) && hmrc.contains(r#""status":"settled""#), "{hmrc}");
 
     // The broker takes SCRAM users only: the administrator sees every topic, the kcat
     // principal what its ACLs allow (no changelog, no Avro command topic), nobody connects

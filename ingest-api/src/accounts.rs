@@ -26,6 +26,8 @@ pub struct CommandParams {
     pub user_id: Option<String>,
     /// The NIN of a death notification (role `hmrc`).
     pub nin: Option<String>,
+    /// The NHS number of a death notification (role `hmrc`).
+    pub nhs_number: Option<String>,
 }
 
 /// A command's status.
@@ -51,14 +53,21 @@ pub struct CommandStatusResponse {
     responses((status = 200, body = CommandStatusResponse), (status = 403, body = Problem), (status = 404, body = Problem, description = "command-not-found"),
         (status = 503, body = Problem, description = "store-unavailable (rebalancing): retry")))]
 pub async fn command_status(State(state): State<SharedState>, caller: Caller, Path(id): Path<String>, Query(params): Query<CommandParams>) -> Result<Json<CommandStatusResponse>, Problem> {
-    let (store, key) = match (&params.user_id, &params.nin) {
-        (Some(_), Some(_)) => return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query", "give user_id or nin, not both")),
-        (None, Some(nin)) => {
+    use sluice_schemas::types::IdentifierType;
+    let identifier = match (&params.nin, &params.nhs_number) {
+        (Some(_), Some(_)) => return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query", "give nin or nhs_number, not both")),
+        (Some(nin), None) => Some((IdentifierType::Nin, nin)),
+        (None, Some(nhs)) => Some((IdentifierType::Nhs, nhs)),
+        (None, None) => None,
+    };
+    let (store, key) = match (&params.user_id, identifier) {
+        (Some(_), Some(_)) => return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query", "give user_id or an identifier (nin, nhs_number), not both")),
+        (None, Some((kind, value))) => {
             if !caller.claims.has_role(roles::HMRC) && !caller.claims.has_role(roles::OPERATOR) {
                 return Err(forbidden("only hmrc and operators may read death notifications"));
             }
-            let nin = sluice_processors::identifiers::normalise_nin(nin).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-identifier", "Invalid identifier", e.to_string()))?;
-            (stores::NOTIFICATION_STATUS, model::identifier_key(sluice_schemas::types::IdentifierType::Nin, &nin))
+            let value = sluice_processors::identifiers::normalise(kind, value).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-identifier", "Invalid identifier", e.to_string()))?;
+            (stores::NOTIFICATION_STATUS, model::identifier_key(kind, &value))
         }
         (Some(user_id), None) if caller.may_act_for(user_id) => (stores::COMMAND_STATUS, user_id.clone()),
         (Some(user_id), None) => return Err(forbidden(&format!("`{}` may not read the commands of `{user_id}`", caller.claims.sub))),

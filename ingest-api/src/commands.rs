@@ -337,9 +337,12 @@ pub struct VerificationRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeathNotificationRequest {
-    /// National Insurance number of the deceased.
+    /// National Insurance number of the deceased; or give `nhs_number`.
     #[schema(example = "AB123456C")]
-    pub nin: String,
+    pub nin: Option<String>,
+    /// NHS number of the deceased (ten digits), instead of a NIN.
+    #[schema(example = "9434765919")]
+    pub nhs_number: Option<String>,
     /// `YYYY-MM-DD`.
     #[schema(example = "2026-11-01")]
     pub date_of_death: String,
@@ -453,15 +456,23 @@ pub async fn death_notification(
     if !caller.claims.has_role(roles::HMRC) {
         return Err(forbidden("only HMRC (role hmrc) may post death notifications"));
     }
-    let nin = identifiers::normalise_nin(&request.nin).map_err(|e| invalid_identifier(e.to_string()))?;
+    if request.nin.is_none() && request.nhs_number.is_none() {
+        return Err(invalid_identifier("give the deceased's `nin` or `nhs_number`".to_string()));
+    }
+    let nin = request.nin.clone().unwrap_or_default();
+    let (kind, value) = identifiers::death_identifier(&nin, request.nhs_number.as_deref()).map_err(|e| invalid_identifier(e.to_string()))?;
     let date_of_death = Date::from_str(&request.date_of_death).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-date", "Invalid date", e.to_string()))?;
     if request.reference.trim().is_empty() || request.reference.chars().count() > REFERENCE_MAX_CHARS {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-reference", "Invalid reference", format!("reference must be 1 to {REFERENCE_MAX_CHARS} characters")));
     }
     let principal = caller.principal();
-    let key = model::identifier_key(IdentifierType::Nin, &nin);
-    let submission = Submission { command_type: "DeathNotification", topic: HMRC_TOPIC, key, subject: caller.claims.sub.clone(), status_query: Some(format!("nin={nin}")) };
-    let payload = HmrcPayload::DeathNotification(DeathNotification { nin, date_of_death, reference: request.reference.clone() });
+    let key = model::identifier_key(kind, &value);
+    let (status_query, payload) = match kind {
+        IdentifierType::Nin => (format!("nin={value}"), DeathNotification { nin: value, nhs_number: None, date_of_death, reference: request.reference.clone() }),
+        IdentifierType::Nhs => (format!("nhs_number={value}"), DeathNotification { nin: String::new(), nhs_number: Some(value), date_of_death, reference: request.reference.clone() }),
+    };
+    let submission = Submission { command_type: "DeathNotification", topic: HMRC_TOPIC, key, subject: caller.claims.sub.clone(), status_query: Some(status_query) };
+    let payload = HmrcPayload::DeathNotification(payload);
     submit(&state, &headers, submission, &request, |event_id, idempotency_key| HmrcCommand { event_id, occurred_at: TimestampMillis(now_ms()), principal, idempotency_key, payload }).await
 }
 

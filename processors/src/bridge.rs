@@ -187,8 +187,8 @@ impl JsonBridge {
                 let command: JsonCommand<HmrcPayload> = parse(bytes)?;
                 let principal = self.principal(record)?;
                 let HmrcPayload::DeathNotification(notification) = &command.payload;
-                let nin = identifiers::normalise_nin(&notification.nin).map_err(|e| BridgeError::Key(format!("nin: {e}")))?;
-                let key = model::identifier_key(sluice_schemas::types::IdentifierType::Nin, &nin);
+                let (kind, value) = identifiers::death_identifier(&notification.nin, notification.nhs_number.as_deref()).map_err(|e| BridgeError::Key(format!("identifier: {e}")))?;
+                let key = model::identifier_key(kind, &value);
                 let envelope = HmrcCommand {
                     event_id: command.event_id.unwrap_or(default_id),
                     occurred_at,

@@ -1,8 +1,8 @@
-//! `hmrc-death-notification` (docs/architecture.md, the pipeline), per identifier: marks a NIN deceased. If a user
-//! verified it, a deceased notice goes to that user's task, which freezes the user and the
+//! `hmrc-death-notification` (docs/architecture.md, the pipeline), per identifier: marks a NIN
+//! or an NHS number deceased. If a user verified it, a deceased notice goes to that user's task, which freezes the user and the
 //! account; if nobody did, the record stays so that a later claim is refused.
 
-use sluice_schemas::types::{DeceasedNotice, HmrcPayload, IdentifierType};
+use sluice_schemas::types::{DeceasedNotice, HmrcPayload};
 use sluice_schemas::AnyRecord;
 use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
@@ -42,17 +42,17 @@ impl Processor for HmrcDeathNotification {
         if !command.principal.roles.iter().any(|r| r == roles::HMRC) {
             return reject(ctx, activity, &key, reasons::FORBIDDEN, "death notifications need the hmrc role");
         }
-        let nin = match identifiers::normalise_nin(&notification.nin) {
-            Ok(nin) => nin,
+        let (kind, value) = match identifiers::death_identifier(&notification.nin, notification.nhs_number.as_deref()) {
+            Ok(found) => found,
             Err(e) => return reject(ctx, activity, &key, reasons::INVALID_FORMAT, &e.to_string()),
         };
-        let identifier = model::identifier_key(IdentifierType::Nin, &nin);
+        let identifier = model::identifier_key(kind, &value);
         if identifier != key {
-            return Err(ProcessError::poison("invalid_record", format!("death notifications are keyed by the NIN (`{nin}`), got `{key}`")));
+            return Err(ProcessError::poison("invalid_record", format!("death notifications are keyed by their identifier (`{identifier}`), got `{key}`")));
         }
         let mut record = model::load::<IdentifierRecord>(ctx.store(stores::IDENTITY_CLAIMS)?, &identifier)?.unwrap_or(IdentifierRecord {
-            identifier_type: IdentifierType::Nin,
-            identifier: nin.clone(),
+            identifier_type: kind,
+            identifier: value.clone(),
             claimed_by: None,
             date_of_death: None,
             death_reference: None,
@@ -69,7 +69,7 @@ impl Processor for HmrcDeathNotification {
                 event_id: format!("{}:deceased", command.event_id),
                 occurred_at: emit::now(ctx),
                 user_id: user_id.clone(),
-                nin,
+                nin: value,
                 date_of_death: notification.date_of_death,
                 reference: notification.reference.clone(),
             };
@@ -81,7 +81,8 @@ impl Processor for HmrcDeathNotification {
     }
 }
 
-/// Records a refused notification: its status (readable at `GET /v1/commands/{id}?nin=`) and
+/// Records a refused notification: its status (readable at `GET /v1/commands/{id}?nin=` or
+/// `?nhs_number=`) and
 /// its audit record.
 fn reject(ctx: &mut ProcessorContext<'_>, mut activity: Activity<'_>, key: &str, reason: &'static str, detail: &str) -> Result<(), ProcessError> {
     emit::set_status_in(ctx, stores::NOTIFICATION_STATUS, activity.command_id, "DeathNotification", key, CommandState::Rejected, Some((reason, detail)))?;

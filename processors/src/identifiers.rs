@@ -25,6 +25,16 @@ pub fn normalise(kind: IdentifierType, value: &str) -> Result<String, Identifier
     }
 }
 
+/// The identifier a death notification names, normalised: its NHS number when it gives one
+/// (its NIN must then be empty), its NIN otherwise.
+pub fn death_identifier(nin: &str, nhs_number: Option<&str>) -> Result<(IdentifierType, String), IdentifierError> {
+    match nhs_number {
+        Some(_) if !nin.trim().is_empty() => Err(IdentifierError::Format("a death notification names one identifier: a NIN or an NHS number, not both".to_string())),
+        Some(nhs) => Ok((IdentifierType::Nhs, normalise_nhs(nhs)?)),
+        None => Ok((IdentifierType::Nin, normalise_nin(nin)?)),
+    }
+}
+
 /// A National Insurance number: two prefix letters (neither D, F, I, Q, U or V; the second
 /// not O; not BG, GB, KN, NK, NT, TN or ZZ), six digits, and a suffix A, B, C or D.
 pub fn normalise_nin(value: &str) -> Result<String, IdentifierError> {

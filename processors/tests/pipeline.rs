@@ -152,6 +152,11 @@ impl Bank {
     }
 
     fn death(&mut self, principal: Principal, nin: &str) -> String {
+        self.death_notice(principal, nin, None, &format!("NIN:{nin}"))
+    }
+
+    /// A death notification naming `nin` and/or `nhs_number`, keyed by `key`.
+    fn death_notice(&mut self, principal: Principal, nin: &str, nhs_number: Option<&str>, key: &str) -> String {
         let (id, now) = self.tick();
         let command = HmrcCommand {
             event_id: id.clone(),
@@ -160,11 +165,12 @@ impl Bank {
             idempotency_key: None,
             payload: HmrcPayload::DeathNotification(DeathNotification {
                 nin: nin.to_string(),
+                nhs_number: nhs_number.map(str::to_string),
                 date_of_death: Date::from_ymd(2026, 11, 1).unwrap(),
                 reference: format!("HMRC-{id}"),
             }),
         };
-        self.pipe("hmrc.death.notification", &format!("NIN:{nin}"), command, now);
+        self.pipe("hmrc.death.notification", key, command, now);
         id
     }
 
@@ -554,6 +560,24 @@ fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     bank.deposit(&alice, "5000.00");
     let big = bank.transfer(&alice, &carol, "2500.00");
     assert_eq!(bank.status(&alice, &big).status, CommandState::Settled, "full KYC has no per-transfer limit");
+}
+
+#[test]
+fn a_holder_verified_by_nhs_number_is_frozen_by_a_notification_naming_it() {
+    let mut bank = Bank::new("hmrc-nhs");
+    let carol = bank.basic_user("carol@example.com");
+    bank.verify(&carol, IdentifierType::Nhs, "943 476 5919");
+    bank.deposit(&carol, "50.00");
+    // Naming both identifiers is refused, and changes nothing.
+    let both = bank.death_notice(service("hmrc"), "AB123456C", Some("9434765919"), "NHS:9434765919");
+    let refused = bank.load::<CommandStatus>("notification-status", &model::status_key("NHS:9434765919", &both), "NHS:9434765919").unwrap();
+    assert_eq!((refused.status, refused.reason.as_deref()), (CommandState::Rejected, Some(reasons::INVALID_FORMAT)));
+    assert_eq!(bank.user(&carol).status, UserStatus::Active);
+    let notice = bank.death_notice(service("hmrc"), "", Some("943 476 5919"), "NHS:9434765919");
+    let settled = bank.load::<CommandStatus>("notification-status", &model::status_key("NHS:9434765919", &notice), "NHS:9434765919").unwrap();
+    assert_eq!(settled.status, CommandState::Settled);
+    assert_eq!(bank.user(&carol).status, UserStatus::Deceased);
+    assert_eq!(bank.account(&carol).status, AccountStatus::Frozen);
 }
 
 #[test]

@@ -263,10 +263,12 @@ avro_record! {
 // ---------------------------------------------------------------- hmrc.death.notification
 
 avro_record! {
-    /// HMRC reports the death of the holder of a National Insurance number.
+    /// HMRC reports the death of the holder of a National Insurance number or an NHS number.
     pub struct DeathNotification as "io.sluice.hmrc.DeathNotification" {
-        /// National Insurance number (normalised: no spaces, upper case).
+        /// National Insurance number (normalised: no spaces, upper case); empty when `nhs_number` names the holder.
         pub nin: String,
+        /// NHS number (ten digits, normalised: no spaces), instead of a NIN.
+        pub nhs_number: Option<String>,
         /// Date of death.
         pub date_of_death: Date,
         /// HMRC's reference for the notification.
@@ -283,7 +285,7 @@ avro_union! {
 }
 
 avro_record! {
-    /// Envelope of `hmrc.death.notification`, keyed by NIN.
+    /// Envelope of `hmrc.death.notification`, keyed by the identifier (`NIN:...` or `NHS:...`).
     pub struct HmrcCommand as "io.sluice.hmrc.HmrcCommand" {
         /// The command id; stable across retries, used for deduplication.
         pub event_id: String,
@@ -673,15 +675,15 @@ avro_record! {
 }
 
 avro_record! {
-    /// The holder of a claimed NIN died; keyed by user id, freezes the user and account.
+    /// The holder of a claimed identifier died; keyed by user id, freezes the user and account.
     pub struct DeceasedNotice as "io.sluice.internal.DeceasedNotice" {
         /// Deterministic id derived from the notification id.
         pub event_id: String,
         /// Timestamp of the notification.
         pub occurred_at: TimestampMillis,
-        /// The user who held the NIN.
+        /// The user who held the identifier.
         pub user_id: String,
-        /// The NIN.
+        /// The identifier: a NIN, or an NHS number.
         pub nin: String,
         /// Date of death.
         pub date_of_death: Date,

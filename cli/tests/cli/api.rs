@@ -220,6 +220,22 @@ fn the_http_api_journey_and_security_table() {
     let notice = api.command("/v1/hmrc/death-notifications", &hmrc, json!({"nin": "CE 10 20 30 A", "date_of_death": "2026-11-01", "reference": "HMRC-1"}));
     assert!(notice.ends_with("?nin=CE102030A"), "{notice}");
     assert_eq!(api.outcome(&notice, &hmrc)["status"], "settled");
+    // By NHS number too, sent by `sluice hmrc simulate` (HMRC's feed, simulated): Dora, verified
+    // by her NHS number, is frozen and can no longer log in.
+    let (dora_token, _, _) = api.sign_up("dora@example.com", "dora-password-1");
+    let profile = api.call("PATCH", "/v1/auth/me", Some(&dora_token), &[], Some(("application/json", br#"{"full_name": "Test User", "date_of_birth": "1990-05-01"}"#.to_vec())));
+    assert_eq!(api.outcome(profile.at("/status_url"), &dora_token)["status"], "settled");
+    let verify = api.command("/v1/identity/verifications", &dora_token, json!({"type": "NHS", "value": "943 476 5919", "full_name": "Test User", "date_of_birth": "1990-05-01"}));
+    assert_eq!(api.outcome(&verify, &dora_token)["status"], "settled");
+    let simulated = sluice().args(["hmrc", "simulate", "--nhs-number", "943 476 5919", "--after-s", "0", "--api", &p.api]).env("SLUICE__JWT_SECRET", E2E_SECRET).output().unwrap();
+    assert!(simulated.status.success() && text(&simulated.stdout).contains(r#""status":"settled""#), "{}{}", text(&simulated.stdout), text(&simulated.stderr));
+    assert!(text(&simulated.stdout).contains("?nhs_number=9434765919"), "{}", text(&simulated.stdout));
+    let closed = api.post("/v1/auth/login", None, json!({"email": "dora@example.com", "password": "dora-password-1"}));
+    assert_eq!((closed.status, closed.problem_type()), (403, "account-closed"), "{}", closed.body);
+    let both = api.post("/v1/hmrc/death-notifications", Some(&hmrc), json!({"nin": "CE 10 20 30 A", "nhs_number": "9434765919", "date_of_death": "2026-11-01", "reference": "HMRC-2"}));
+    assert_eq!((both.status, both.problem_type()), (422, "invalid-identifier"), "{}", both.body);
+    let neither = api.post("/v1/hmrc/death-notifications", Some(&hmrc), json!({"date_of_death": "2026-11-01", "reference": "HMRC-3"}));
+    assert_eq!((neither.status, neither.problem_type()), (422, "invalid-identifier"), "{}", neither.body);
 
     // Refresh, then logout: every token issued before it is refused, and login works again.
     let refreshed = api.post("/v1/auth/refresh", None, json!({"refresh_token": alice_refresh}));
@@ -354,13 +370,14 @@ fn the_http_api_journey_and_security_table() {
     assert_eq!(api.call("DELETE", "/v1/transfers", Some(&mallory_token), &[], None).status, 405);
 
     // Nothing was published: mallory's only payment command is the marker sent after the table,
-    // and the only death notification is HMRC's.
+    // and the only death notifications are HMRC's.
     let marker = api.command("/v1/transfers", &mallory_token, json!({"payee_user_id": bob, "amount": "1.00", "reference": "marker"}));
     let marker_id = marker.trim_start_matches("/v1/commands/").to_string();
     let from_mallory: Vec<String> = p.decode_all::<PaymentCommand>("payments.commands").into_iter().filter(|c| c.principal.subject == mallory).map(|c| c.event_id).collect();
     assert_eq!(from_mallory, vec![marker_id], "refused requests publish nothing");
-    let notices: Vec<String> = p.decode_all::<HmrcCommand>("hmrc.death.notification").into_iter().map(|c| c.principal.subject).collect();
-    assert_eq!(notices, vec!["hmrc-gateway".to_string()]);
+    let mut notices: Vec<String> = p.decode_all::<HmrcCommand>("hmrc.death.notification").into_iter().map(|c| c.principal.subject).collect();
+    notices.sort();
+    assert_eq!(notices, vec!["hmrc-gateway".to_string(), "hmrc-simulator".to_string()], "HMRC's two notices (NIN, NHS number), nothing else");
 
     // Behind the API's back, with a broker client: forged and altered records are dead-lettered.
     attacks::forged_records_have_no_effect(&p, &api, &alice_token, (&mallory, &mallory_token));

@@ -81,7 +81,7 @@ pub(super) fn forged_records_have_no_effect(p: &Pipeline, api: &api::Api<'_>, al
         occurred_at: TimestampMillis(now_ms()),
         principal: principal("hmrc-gateway", "hmrc"),
         idempotency_key: None,
-        payload: HmrcPayload::DeathNotification(DeathNotification { nin: "AB123456C".to_string(), date_of_death: Date::from_ymd(2026, 1, 1).unwrap(), reference: "forged".to_string() }),
+        payload: HmrcPayload::DeathNotification(DeathNotification { nin: "AB123456C".to_string(), nhs_number: None, date_of_death: Date::from_ymd(2026, 1, 1).unwrap(), reference: "forged".to_string() }),
     };
     p.produce_raw("hmrc.death.notification", "NIN:AB123456C", &p.encode("hmrc.death.notification", &notice), &[]);
     // 5. A credit leg with no debit, on the credit repartition topic.
