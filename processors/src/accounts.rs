@@ -9,15 +9,22 @@ use crate::emit::{self, sinks};
 use crate::model::{self, stores, Account, AccountStatus, Direction, LedgerEntry};
 use crate::settings::PipelineSettings;
 
+/// The system account a welcome credit comes from (the counterparty of its ledger entry).
+pub const WELCOME_CREDIT_ACCOUNT: &str = "system:welcome-credit";
+
 /// The account of `user_id`, opened now (with `accounts.events` AccountOpened) if it is new.
+/// A configured `opening_balance` is booked as its first ledger entry: a credit from
+/// [`WELCOME_CREDIT_ACCOUNT`], command id `welcome-credit:<user id>`, so that the ledger (and
+/// the money invariant: balances = deposits - withdrawals + welcome credits) shows where it
+/// came from.
 pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id: &str, causation_id: &str) -> Result<Account, ProcessError> {
     if let Some(account) = model::load::<Account>(ctx.store(stores::ACCOUNTS)?, user_id)? {
         return Ok(account);
     }
-    let account = Account {
+    let mut account = Account {
         user_id: user_id.to_string(),
         currency: settings.currency.clone(),
-        balance: settings.opening_balance,
+        balance: Decimal::ZERO,
         status: AccountStatus::Open,
         frozen_reason: None,
         opened_at_ms: ctx.timestamp(),
@@ -32,6 +39,19 @@ pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id
         payload: AccountEventPayload::AccountOpened(AccountOpened { currency: settings.currency.clone(), opening_balance: settings.opening_balance }),
     };
     emit::send(ctx, sinks::ACCOUNT_EVENTS, user_id, opened)?;
+    if settings.opening_balance > Decimal::ZERO {
+        let command_id = format!("welcome-credit:{user_id}");
+        let welcome = Posting {
+            command_id: &command_id,
+            kind: PaymentKind::Deposit,
+            direction: Direction::Credit,
+            amount: settings.opening_balance,
+            counterparty: Some(WELCOME_CREDIT_ACCOUNT),
+            reference: Some("welcome credit"),
+            reversal_reason: None,
+        };
+        post(ctx, &mut account, welcome)?;
+    }
     Ok(account)
 }
 

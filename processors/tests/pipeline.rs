@@ -46,6 +46,23 @@ fn service(role: &str) -> Principal {
 impl Bank {
     fn new(name: &str) -> Bank {
         let topology = Topology::from_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
+        Bank::on(name, topology)
+    }
+
+    /// topology.toml with every `opening_balance` set to `amount` (a welcome credit).
+    fn with_opening_balance(name: &str, amount: &str) -> Bank {
+        let mut topology = Topology::from_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml")).unwrap();
+        for node in &mut topology.nodes {
+            if let sluice_streams::topology::NodeKind::Processor { config, .. } = &mut node.kind {
+                if config.contains_key("opening_balance") {
+                    config.insert("opening_balance".to_string(), toml::Value::String(amount.to_string()));
+                }
+            }
+        }
+        Bank::on(name, topology)
+    }
+
+    fn on(name: &str, topology: Topology) -> Bank {
         let mut registry = ProcessorRegistry::new();
         sluice_processors::register(&mut registry, Some(keys()));
         // The driver's topics hold typed records: the serdes only check the schema names and
@@ -560,6 +577,28 @@ fn identity_verification_upgrades_to_full_and_allows_large_transfers() {
     bank.deposit(&alice, "5000.00");
     let big = bank.transfer(&alice, &carol, "2500.00");
     assert_eq!(bank.status(&alice, &big).status, CommandState::Settled, "full KYC has no per-transfer limit");
+}
+
+#[test]
+fn a_welcome_credit_is_the_first_ledger_entry_of_every_new_account() {
+    let mut bank = Bank::with_opening_balance("welcome", "10.00");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    // No deposit: the welcome credit pays for Alice's first transfer.
+    let transfer = bank.transfer(&alice, &bob, "4.00");
+    assert_eq!(bank.status(&alice, &transfer).status, CommandState::Settled);
+    assert_eq!((bank.balance(&alice), bank.balance(&bob)), (gbp("6.00"), gbp("14.00")));
+    for user in [&alice, &bob] {
+        let ledger = bank.ledger(user);
+        let first = ledger.iter().min_by_key(|e| e.sequence).unwrap();
+        assert_eq!((first.command_id.clone(), first.direction, first.amount, first.counterparty.as_deref()), (format!("welcome-credit:{user}"), model::Direction::Credit, gbp("10.00"), Some("system:welcome-credit")));
+    }
+    // The money invariant shows it: balances = deposits - withdrawals + welcome credits.
+    let welcome: Decimal = [&alice, &bob].iter().flat_map(|u| bank.ledger(u)).filter(|e| e.counterparty.as_deref() == Some("system:welcome-credit")).map(|e| e.amount).sum();
+    assert_eq!(bank.balance(&alice) + bank.balance(&bob), welcome);
+    // Once per account: a second payment books no second credit.
+    bank.transfer(&bob, &alice, "1.00");
+    assert_eq!(bank.ledger(&alice).iter().filter(|e| e.counterparty.as_deref() == Some("system:welcome-credit")).count(), 1);
 }
 
 #[test]
