@@ -22,7 +22,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sluice_processors::jwt::{self, Claims, TokenError, TokenUse};
 use sluice_processors::model::{self, roles, stores, User};
-use sluice_schemas::types::{AuthCommand, AuthPayload, ChangePassword, Principal, RegisterUser, RevokeSessions, UpdateProfile, UserStatus};
+use sluice_schemas::types::{AuthCommand, AuthPayload, ChangePassword, IdentityAtSignUp, Principal, RegisterUser, RevokeSessions, UpdateProfile, UserStatus};
 use sluice_schemas::{Date, TimestampMillis};
 use sluice_streams::now_ms;
 use utoipa::ToSchema;
@@ -151,6 +151,29 @@ pub struct RegisterRequest {
     pub password: String,
     /// Full legal name (optional now; needed with a date of birth to move money).
     pub full_name: Option<String>,
+    /// Date of birth, `YYYY-MM-DD` (18 or over); with `full_name`, KYC level BASIC at once.
+    #[schema(example = "1990-04-01")]
+    pub date_of_birth: Option<String>,
+    /// Phone number: international (`+44 7700 900123`) or UK national (`07700 900123`).
+    #[schema(example = "+44 7700 900123")]
+    pub phone_number: Option<String>,
+    /// An identity to verify right after sign-up (needs `full_name` and `date_of_birth`): its
+    /// status is at `/v1/commands/<command_id>:identity`, its result in `GET /v1/auth/me` and
+    /// the notifications.
+    pub identity: Option<SignUpIdentity>,
+}
+
+/// The identity of a one-call registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUpIdentity {
+    /// `NIN` (National Insurance number) or `NHS` (NHS number).
+    #[serde(rename = "type")]
+    #[schema(example = "NIN")]
+    pub identifier_type: String,
+    /// The identifier; spaces allowed.
+    #[schema(example = "AB 12 34 56 C")]
+    pub value: String,
 }
 
 /// `POST /v1/auth/login`.
@@ -218,6 +241,8 @@ pub struct ProfileResponse {
     pub full_name: Option<String>,
     /// Date of birth.
     pub date_of_birth: Option<String>,
+    /// Phone number, international form.
+    pub phone_number: Option<String>,
     /// ACTIVE, FROZEN or DECEASED.
     pub status: String,
     /// BROWSING, BASIC or FULL.
@@ -235,6 +260,7 @@ impl From<&User> for ProfileResponse {
             email: user.email.clone(),
             full_name: user.full_name.clone(),
             date_of_birth: user.date_of_birth.map(|d| d.to_string()),
+            phone_number: user.phone_number.clone(),
             status: symbol(&user.status),
             kyc_level: symbol(&user.kyc_level),
             identifiers: user.identifiers.clone(),
@@ -262,6 +288,13 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
     if let Some(name) = &request.full_name {
         check_name(name)?;
     }
+    let date_of_birth = request.date_of_birth.as_deref().map(parse_date_of_birth).transpose()?;
+    let phone_number = request
+        .phone_number
+        .as_deref()
+        .map(|phone| model::normalise_phone(phone).map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-phone", "Invalid phone number", why)))
+        .transpose()?;
+    let identity = request.identity.as_ref().map(|identity| sign_up_identity(identity, request.full_name.as_deref(), date_of_birth)).transpose()?;
     let user_id = model::user_id_for_email(&email);
     if read_user(&state, &user_id).await?.is_some() {
         return Err(Problem::new(StatusCode::CONFLICT, "email-taken", "Email taken", format!("`{email}` is already registered; log in instead")));
@@ -269,9 +302,30 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
     let password_hash = hash_password(&state.login_guard, request.password.clone()).await?;
     let principal = Principal { subject: user_id.clone(), roles: Vec::new(), token_issued_at: TimestampMillis(0) };
     // The fingerprint leaves the password out: the hash is salted, the email names the user.
-    let fingerprint = serde_json::json!({ "email": email, "full_name": request.full_name });
+    let fingerprint = serde_json::json!({ "email": email, "full_name": request.full_name, "date_of_birth": request.date_of_birth, "phone_number": phone_number, "identity": request.identity });
     let submission = Submission { command_type: "RegisterUser", topic: AUTH_TOPIC, key: user_id.clone(), subject: user_id.clone(), status_query: None };
-    commands::submit(&state, &headers, submission, &fingerprint, auth_command(principal, AuthPayload::RegisterUser(RegisterUser { email, password_hash, full_name: request.full_name }))).await
+    let register = RegisterUser { email, password_hash, full_name: request.full_name, date_of_birth, phone_number, identity };
+    commands::submit(&state, &headers, submission, &fingerprint, auth_command(principal, AuthPayload::RegisterUser(register))).await
+}
+
+/// A date of birth as the API takes it (`YYYY-MM-DD`); the pipeline checks the age.
+fn parse_date_of_birth(text: &str) -> Result<Date, Problem> {
+    text.parse::<Date>().map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-profile", "Invalid profile", e.to_string()))
+}
+
+/// The identity of a one-call registration, checked: a known type, a well-formed identifier,
+/// and the name and date of birth its verification needs.
+fn sign_up_identity(identity: &SignUpIdentity, full_name: Option<&str>, date_of_birth: Option<Date>) -> Result<IdentityAtSignUp, Problem> {
+    let identifier_type = commands::identifier(&identity.identifier_type, &identity.value)?;
+    if full_name.is_none() || date_of_birth.is_none() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kyc-required",
+            "Name and date of birth needed",
+            "an identity at sign-up is verified against the holder's full_name and date_of_birth: give both",
+        ));
+    }
+    Ok(IdentityAtSignUp { identifier_type, value: identity.value.clone() })
 }
 
 /// Log in with email and password; answers an access and a refresh token.
@@ -364,11 +418,7 @@ pub async fn update_me(State(state): State<SharedState>, caller: Caller, headers
     if let Some(name) = &request.full_name {
         check_name(name)?;
     }
-    let date_of_birth = request
-        .date_of_birth
-        .as_deref()
-        .map(|text| text.parse::<Date>().map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-profile", "Invalid profile", e.to_string())))
-        .transpose()?;
+    let date_of_birth = request.date_of_birth.as_deref().map(parse_date_of_birth).transpose()?;
     if request.full_name.is_none() && date_of_birth.is_none() {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-profile", "Invalid profile", "give full_name, date_of_birth or both"));
     }

@@ -425,12 +425,7 @@ pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payme
     responses((status = 202, body = Accepted), (status = 422, body = Problem, description = "invalid-identifier, invalid-date")))]
 pub async fn verify_identity(State(state): State<SharedState>, caller: Caller, headers: HeaderMap, ApiJson(request): ApiJson<VerificationRequest>) -> Result<Response, Problem> {
     let user_id = caller.user()?.user_id.clone();
-    let identifier_type = match request.identifier_type.as_str() {
-        "NIN" => IdentifierType::Nin,
-        "NHS" => IdentifierType::Nhs,
-        other => return Err(invalid_identifier(format!("type must be NIN or NHS, got `{other}`"))),
-    };
-    identifiers::normalise(identifier_type, &request.value).map_err(|e| invalid_identifier(e.to_string()))?;
+    let identifier_type = identifier(&request.identifier_type, &request.value)?;
     let date_of_birth = Date::from_str(&request.date_of_birth).map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-date", "Invalid date", format!("date_of_birth: {e}")))?;
     let principal = caller.principal();
     let submission = Submission { command_type: "VerifyIdentity", topic: IDENTITY_TOPIC, key: user_id.clone(), subject: user_id, status_query: None };
@@ -584,6 +579,18 @@ fn check_reference(reference: Option<&str>) -> Result<(), Problem> {
 
 fn invalid_payee(detail: &str) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-payee", "Invalid payee", detail)
+}
+
+/// The type of an identifier claim (`NIN` or `NHS`), its value checked: 422
+/// `invalid-identifier` otherwise.
+pub fn identifier(kind: &str, value: &str) -> Result<IdentifierType, Problem> {
+    let identifier_type = match kind {
+        "NIN" => IdentifierType::Nin,
+        "NHS" => IdentifierType::Nhs,
+        other => return Err(invalid_identifier(format!("type must be NIN or NHS, got `{other}`"))),
+    };
+    identifiers::normalise(identifier_type, value).map_err(|e| invalid_identifier(e.to_string()))?;
+    Ok(identifier_type)
 }
 
 fn invalid_identifier(detail: String) -> Problem {

@@ -24,7 +24,8 @@ pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id
     let mut account = Account {
         user_id: user_id.to_string(),
         currency: settings.currency.clone(),
-        balance: Decimal::ZERO,
+        // Money has two decimal places, a new account too ("0.00").
+        balance: Decimal::new(0, 2),
         status: AccountStatus::Open,
         frozen_reason: None,
         opened_at_ms: ctx.timestamp(),

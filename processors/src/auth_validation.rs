@@ -5,9 +5,9 @@
 
 use rust_decimal::Decimal;
 use sluice_schemas::types::{
-    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityCommand, IdentityPayload, IdentityVerificationResult,
+    AuthCommand, AuthEvent, AuthEventPayload, AuthPayload, DeceasedNotice, IdentityAtSignUp, IdentityCommand, IdentityPayload, IdentityVerificationResult,
     KycLevel, KycLevelChanged, PasswordChanged, PaymentCommand, PaymentPayload, Principal, ProfileUpdated, SessionsRevoked, UpdateProfile,
-    UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome,
+    UserRegistered, UserStatus, UserStatusChanged, VerificationOutcome, VerifyIdentity,
 };
 use sluice_schemas::{AnyRecord, Date};
 use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
@@ -140,13 +140,17 @@ impl AuthValidation {
             if existing.is_some() {
                 return Ok(Err((reasons::EMAIL_TAKEN, "a user with this email already exists".to_string())));
             }
-            let full_name = register.full_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-            let user = User {
+            let phone_number = match register.phone_number.as_deref().map(model::normalise_phone).transpose() {
+                Ok(phone) => phone,
+                Err(detail) => return Ok(Err((reasons::INVALID_PHONE, detail))),
+            };
+            let mut user = User {
                 user_id: key.to_string(),
                 email: email.clone(),
                 password_hash: register.password_hash.clone(),
-                full_name: full_name.clone(),
+                full_name: None,
                 date_of_birth: None,
+                phone_number,
                 status: UserStatus::Active,
                 kyc_level: KycLevel::Browsing,
                 tokens_valid_after_ms: 0,
@@ -154,9 +158,23 @@ impl AuthValidation {
                 pending_identity: None,
                 registered_at_ms: now_ms,
             };
+            // A name and a date of birth given at sign-up count as a profile (same rules).
+            let name = register.full_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            if name.is_some() || register.date_of_birth.is_some() {
+                let profile = UpdateProfile { full_name: name, date_of_birth: register.date_of_birth };
+                if let Err(refusal) = apply_profile(&mut user, &profile, now_ms) {
+                    return Ok(Err(refusal));
+                }
+            }
+            if user.full_name.is_some() && user.date_of_birth.is_some() {
+                user.kyc_level = KycLevel::Basic;
+            }
             model::save(ctx.store(stores::USERS)?, key, &user)?;
-            let registered = UserRegistered { email, full_name, kyc_level: KycLevel::Browsing };
+            let registered = UserRegistered { email, full_name: user.full_name.clone(), kyc_level: user.kyc_level };
             auth_event(ctx, key, &command.event_id, "registered", AuthEventPayload::UserRegistered(registered))?;
+            if let Some(identity) = &register.identity {
+                self.claim_at_sign_up(key, command, identity, user, ctx)?;
+            }
             return Ok(Ok(()));
         }
         let operation = match command.payload {
@@ -246,6 +264,34 @@ impl AuthValidation {
         let Some((reason, detail)) = refusal else { return Ok(true) };
         crate::identity::reject_request(ctx, key, command, reason, &detail)?;
         Ok(false)
+    }
+
+    /// The identity claim of a registration (one-call registration), as the new user's own
+    /// `VerifyIdentity` with command id `<registration id>:identity`: checked as any claim
+    /// (profile, one identity per account), then passed on to identity-request, or refused
+    /// with its own status; the registration itself stands either way.
+    fn claim_at_sign_up(&self, key: &str, register: &AuthCommand, identity: &IdentityAtSignUp, user: User, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let claim = IdentityCommand {
+            event_id: format!("{}:identity", register.event_id),
+            occurred_at: register.occurred_at,
+            principal: Principal { subject: key.to_string(), roles: vec![roles::USER.to_string()], token_issued_at: register.occurred_at },
+            idempotency_key: None,
+            payload: IdentityPayload::VerifyIdentity(VerifyIdentity {
+                identifier_type: identity.identifier_type,
+                value: identity.value.clone(),
+                full_name: user.full_name.clone(),
+                date_of_birth: user.date_of_birth,
+            }),
+        };
+        match check_claim(user, &claim) {
+            Ok(mut user) => {
+                user.pending_identity = Some(claim.event_id.clone());
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                let record = Record::new(key, crate::avro::record(claim), ctx.timestamp());
+                ctx.forward_to(sinks::IDENTITY_REQUEST, record)
+            }
+            Err((reason, detail)) => crate::identity::reject_request(ctx, key, &claim, reason, &detail),
+        }
     }
 
     /// A verification result from the per-identifier sub-topology: the command's final status,

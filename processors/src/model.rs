@@ -76,6 +76,8 @@ pub mod reasons {
     pub const INVALID_PROFILE: &str = "invalid_profile";
     /// Younger than 18 at the time of the update.
     pub const UNDERAGE: &str = "underage";
+    /// A phone number that is neither international (`+` and 8 to 15 digits) nor UK national.
+    pub const INVALID_PHONE: &str = "invalid_phone";
     /// The identifier fails its format or check-digit rules.
     pub const INVALID_FORMAT: &str = "invalid_format";
     /// The identifier belongs to another user.
@@ -102,6 +104,19 @@ pub mod roles {
 /// Email in the form user ids are derived from: trimmed and lower-cased.
 pub fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// A phone number in international form: `+` and 8 to 15 digits, from either that form or a
+/// UK national number (`07700 900123`: `0` and 10 digits becomes `+44` and the 10); spaces,
+/// dashes, dots and parentheses are dropped.
+pub fn normalise_phone(phone: &str) -> Result<String, String> {
+    let kept: String = phone.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    match kept.strip_prefix('+') {
+        Some(rest) if (8..=15).contains(&rest.len()) && digits(rest) && !rest.starts_with('0') => Ok(kept),
+        None if kept.len() == 11 && kept.starts_with('0') && digits(&kept) => Ok(format!("+44{}", &kept[1..])),
+        _ => Err(format!("`{phone}` is not a phone number: give it as +44 7700 900123 or 07700 900123")),
+    }
 }
 
 /// True for something shaped like an address: one `@`, a non-empty local part, a dotted domain.
@@ -146,6 +161,9 @@ pub struct User {
     pub full_name: Option<String>,
     /// Date of birth.
     pub date_of_birth: Option<Date>,
+    /// Phone number, international form (`+447700900123`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
     /// Active, frozen or deceased.
     pub status: UserStatus,
     /// What the user may do.
@@ -387,6 +405,16 @@ pub fn check_amount(amount: Decimal) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phone_numbers_are_kept_in_international_form() {
+        assert_eq!(normalise_phone("+44 7700 900123").unwrap(), "+447700900123");
+        assert_eq!(normalise_phone("07700-900-123").unwrap(), "+447700900123");
+        assert_eq!(normalise_phone("+1 (415) 555.0100").unwrap(), "+14155550100");
+        for bad in ["7700900123", "+44", "+0123456789", "0770090012", "+44 7700 9001 2a", "", "+1234567890123456"] {
+            assert!(normalise_phone(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn user_ids_come_from_the_normalised_email() {

@@ -93,7 +93,7 @@ impl Bank {
     /// Registers `email`; returns the user id.
     fn register(&mut self, email: &str) -> String {
         let user_id = model::user_id_for_email(email);
-        let payload = AuthPayload::RegisterUser(RegisterUser { email: email.to_string(), password_hash: HASH.to_string(), full_name: None });
+        let payload = AuthPayload::RegisterUser(RegisterUser { email: email.to_string(), password_hash: HASH.to_string(), full_name: None, date_of_birth: None, phone_number: None, identity: None });
         let id = self.auth(&user_id, user_principal(&user_id, 0), payload);
         assert_eq!(self.status(&user_id, &id).status, CommandState::Settled, "{email} registers");
         user_id
@@ -248,6 +248,48 @@ fn born_adult() -> Date {
 }
 
 #[test]
+fn one_call_registration_verifies_the_identity_given_at_sign_up() {
+    let mut bank = Bank::new("sign-up-identity");
+    let sign_up = |email: &str, dob: Option<Date>, phone: Option<&str>, identity: Option<(IdentifierType, &str)>| RegisterUser {
+        email: email.to_string(),
+        password_hash: HASH.to_string(),
+        full_name: Some("Dora Smith".to_string()),
+        date_of_birth: dob,
+        phone_number: phone.map(str::to_string),
+        identity: identity.map(|(identifier_type, value)| IdentityAtSignUp { identifier_type, value: value.to_string() }),
+    };
+    // Name, date of birth, phone and an NHS number in one call: BASIC at once, FULL once the
+    // claim (`<registration id>:identity`) is verified.
+    let dora = model::user_id_for_email("dora@example.com");
+    let id = bank.auth(&dora, user_principal(&dora, 0), AuthPayload::RegisterUser(sign_up("dora@example.com", Some(born_adult()), Some("07700 900123"), Some((IdentifierType::Nhs, "943 476 5919")))));
+    assert_eq!(bank.status(&dora, &id).status, CommandState::Settled);
+    assert_eq!(bank.status(&dora, &format!("{id}:identity")).status, CommandState::Settled);
+    let user = bank.user(&dora);
+    assert_eq!((user.kyc_level, user.identifiers.clone(), user.phone_number.as_deref()), (KycLevel::Full, vec!["NHS:9434765919".to_string()], Some("+447700900123")));
+    assert!(bank.outputs::<Notification>("notifications").iter().any(|n| n.user_id == dora && n.kind == "identity_verified"));
+
+    // Without a date of birth the registration stands and the claim is refused.
+    let erin = model::user_id_for_email("erin@example.com");
+    let id = bank.auth(&erin, user_principal(&erin, 0), AuthPayload::RegisterUser(sign_up("erin@example.com", None, None, Some((IdentifierType::Nin, "AB 12 34 56 C")))));
+    assert_eq!(bank.status(&erin, &id).status, CommandState::Settled);
+    let claim = bank.status(&erin, &format!("{id}:identity"));
+    assert_eq!((claim.status, claim.reason.as_deref()), (CommandState::Rejected, Some(reasons::KYC_REQUIRED)));
+    assert_eq!((bank.user(&erin).kyc_level, bank.user(&erin).identifiers.len()), (KycLevel::Browsing, 0));
+
+    // A minor cannot register, nor can anyone with a malformed phone number.
+    for (email, dob, phone, reason) in [
+        ("young@example.com", Date::from_ymd(2015, 1, 1), None, reasons::UNDERAGE),
+        ("phoney@example.com", Some(born_adult()), Some("12345"), reasons::INVALID_PHONE),
+    ] {
+        let user = model::user_id_for_email(email);
+        let id = bank.auth(&user, user_principal(&user, 0), AuthPayload::RegisterUser(sign_up(email, dob, phone, None)));
+        let status = bank.status(&user, &id);
+        assert_eq!((status.status, status.reason.as_deref()), (CommandState::Rejected, Some(reason)), "{email}");
+        assert!(bank.load::<User>("users", &user, &user).is_none(), "{email}: no user");
+    }
+}
+
+#[test]
 fn registration_and_its_refusals() {
     let mut bank = Bank::new("registration");
     let alice = bank.register("Alice@Example.com");
@@ -257,20 +299,20 @@ fn registration_and_its_refusals() {
     let events = bank.outputs::<AuthEvent>("auth.events");
     assert!(matches!(&events[0].payload, AuthEventPayload::UserRegistered(r) if r.email == "alice@example.com"));
 
-    let again = RegisterUser { email: "alice@example.com ".into(), password_hash: HASH.into(), full_name: None };
+    let again = RegisterUser { email: "alice@example.com ".into(), password_hash: HASH.into(), full_name: None, date_of_birth: None, phone_number: None, identity: None };
     let id = bank.auth(&alice, user_principal(&alice, 0), AuthPayload::RegisterUser(again));
     assert_eq!(bank.rejected_with(&alice, &id), reasons::EMAIL_TAKEN);
 
-    let plaintext = RegisterUser { email: "bob@example.com".into(), password_hash: "hunter2".into(), full_name: None };
+    let plaintext = RegisterUser { email: "bob@example.com".into(), password_hash: "hunter2".into(), full_name: None, date_of_birth: None, phone_number: None, identity: None };
     let bob = model::user_id_for_email("bob@example.com");
     let id = bank.auth(&bob, user_principal(&bob, 0), AuthPayload::RegisterUser(plaintext));
     assert_eq!(bank.rejected_with(&bob, &id), reasons::INVALID_PASSWORD_HASH);
 
-    let wrong_key = RegisterUser { email: "carol@example.com".into(), password_hash: HASH.into(), full_name: None };
+    let wrong_key = RegisterUser { email: "carol@example.com".into(), password_hash: HASH.into(), full_name: None, date_of_birth: None, phone_number: None, identity: None };
     let id = bank.auth(&bob, user_principal(&bob, 0), AuthPayload::RegisterUser(wrong_key));
     assert_eq!(bank.rejected_with(&bob, &id), reasons::INVALID_USER_ID);
 
-    let bad_email = RegisterUser { email: "not an email".into(), password_hash: HASH.into(), full_name: None };
+    let bad_email = RegisterUser { email: "not an email".into(), password_hash: HASH.into(), full_name: None, date_of_birth: None, phone_number: None, identity: None };
     let key = model::user_id_for_email("not an email");
     let id = bank.auth(&key, user_principal(&key, 0), AuthPayload::RegisterUser(bad_email));
     assert_eq!(bank.rejected_with(&key, &id), reasons::INVALID_EMAIL);
@@ -837,7 +879,7 @@ proptest! {
         for op in ops {
             let command = match op {
                 Op::Register(u) => {
-                    let payload = AuthPayload::RegisterUser(RegisterUser { email: emails[u].clone(), password_hash: HASH.into(), full_name: None });
+                    let payload = AuthPayload::RegisterUser(RegisterUser { email: emails[u].clone(), password_hash: HASH.into(), full_name: None, date_of_birth: None, phone_number: None, identity: None });
                     (ids[u].clone(), bank.auth(&ids[u], user_principal(&ids[u], 0), payload))
                 }
                 Op::Profile(u) => (ids[u].clone(), bank.profile(&ids[u], "Someone", born_adult())),

@@ -69,6 +69,16 @@ avro_enum! {
 // ---------------------------------------------------------------- auth.commands
 
 avro_record! {
+    /// An identity to verify as soon as the user exists (one-call registration).
+    pub struct IdentityAtSignUp as "io.sluice.auth.IdentityAtSignUp" {
+        /// NIN or NHS.
+        pub identifier_type: IdentifierType,
+        /// The identifier as entered; spaces are allowed and normalised away.
+        pub value: String,
+    }
+}
+
+avro_record! {
     /// Opens a user; the user id is derived from the normalised email.
     pub struct RegisterUser as "io.sluice.auth.RegisterUser" {
         /// Email address as given.
@@ -77,6 +87,12 @@ avro_record! {
         pub password_hash: String,
         /// Full name, if given at sign-up.
         pub full_name: Option<String>,
+        /// Date of birth, if given at sign-up; with a name, KYC level BASIC at once (18 or over).
+        pub date_of_birth: Option<Date>,
+        /// Phone number, international (`+447700900123`), if given.
+        pub phone_number: Option<String>,
+        /// An identity (NIN or NHS number) to verify once the user exists; needs the name and date of birth.
+        pub identity: Option<IdentityAtSignUp>,
     }
 }
 

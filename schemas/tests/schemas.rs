@@ -87,7 +87,7 @@ fn sample_payments() -> Vec<PaymentCommand> {
 fn sample_auth() -> Vec<AuthCommand> {
     let command = |id: &str, payload| AuthCommand { event_id: id.into(), occurred_at: TimestampMillis(0), principal: principal(), idempotency_key: None, payload };
     vec![
-        command("a-1", AuthPayload::RegisterUser(RegisterUser { email: "Ada@Example.com".into(), password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(), full_name: None })),
+        command("a-1", AuthPayload::RegisterUser(RegisterUser { email: "Ada@Example.com".into(), password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(), full_name: None, date_of_birth: None, phone_number: None, identity: None })),
         command("a-2", AuthPayload::UpdateProfile(UpdateProfile { full_name: Some("Ada Lovelace".into()), date_of_birth: Date::from_ymd(1815, 12, 10) })),
         command("a-3", AuthPayload::RevokeSessions(RevokeSessions { reason: Some("logout".into()) })),
     ]

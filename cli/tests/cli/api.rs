@@ -304,6 +304,31 @@ fn the_http_api_journey_and_security_table() {
             assert_eq!(answer.headers["www-authenticate"], "Bearer", "{what}");
         }
     }
+    // One-call registration: name, date of birth, phone and an identity; the claim is
+    // verified through the pipeline (its status at `<id>:identity`) and the profile shows it.
+    let register = json!({"email": "fay@example.com", "password": "fay-password-1", "full_name": "Fay Jones", "date_of_birth": "1985-02-03",
+        "phone_number": "07700 900456", "identity": {"type": "NIN", "value": "JG 10 37 59 A"}});
+    let accepted = api.post("/v1/auth/register", None, register.clone());
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let (fay_token, _, _) = api.log_in("fay@example.com", "fay-password-1");
+    let claim_url = format!("{}:identity", accepted.at("/status_url"));
+    let claim = api.wait_for("the claim made at sign-up to be decided", || {
+        let answer = api.get(&claim_url, Some(&fay_token));
+        (answer.status == 200 && matches!(answer.at("/status"), "settled" | "rejected")).then_some(answer.body)
+    });
+    assert_eq!(claim["status"], "settled", "{claim}");
+    let fay = api.get("/v1/auth/me", Some(&fay_token));
+    assert_eq!((fay.at("/kyc_level"), fay.at("/phone_number"), fay.body["identifiers"].clone()), ("FULL", "+447700900456", json!(["NIN:JG103759A"])), "{}", fay.body);
+    for (what, body, problem) in [
+        ("identity without a date of birth", json!({"email": "gil@example.com", "password": "gil-password-1", "full_name": "Gil", "identity": {"type": "NIN", "value": "JG 10 37 59 A"}}), "kyc-required"),
+        ("unknown identifier type", json!({"email": "gil@example.com", "password": "gil-password-1", "full_name": "Gil", "date_of_birth": "1985-02-03", "identity": {"type": "PASSPORT", "value": "123"}}), "invalid-identifier"),
+        ("malformed NHS number", json!({"email": "gil@example.com", "password": "gil-password-1", "full_name": "Gil", "date_of_birth": "1985-02-03", "identity": {"type": "NHS", "value": "943 476 5910"}}), "invalid-identifier"),
+        ("malformed phone", json!({"email": "gil@example.com", "password": "gil-password-1", "phone_number": "12345"}), "invalid-phone"),
+    ] {
+        let answer = api.post("/v1/auth/register", None, body);
+        assert_eq!((answer.status, answer.problem_type()), (422, problem), "{what}: {}", answer.body);
+    }
+
     // Confirmation of payee: a display name for a registered email, 404 for another, and at
     // most 10 lookups at once per caller.
     let found = api.get("/v1/users/lookup?email=Bob@Example.com", Some(&alice_token));
