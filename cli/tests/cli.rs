@@ -1217,5 +1217,7 @@ mod outage;
 mod failover;
 #[path = "cli/replica.rs"]
 mod replica;
+#[path = "cli/seeds.rs"]
+mod seeds;
 #[path = "cli/chaos.rs"]
 mod chaos;

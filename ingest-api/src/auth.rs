@@ -279,6 +279,14 @@ pub(crate) fn symbol<T: Serialize>(value: &T) -> String {
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body give the same command")),
     responses((status = 202, body = Accepted), (status = 409, body = Problem, description = "email-taken"), (status = 422, body = Problem, description = "invalid-email, weak-password, invalid-body")))]
 pub async fn register(State(state): State<SharedState>, Extension(context): Extension<Arc<RequestContext>>, headers: HeaderMap, ApiJson(request): ApiJson<RegisterRequest>) -> Result<Response, Problem> {
+    register_user(&state, &context, &headers, request, true).await
+}
+
+/// A registration: checked, hashed and published. With `profile_for_identity`, an identity
+/// without the name and date of birth its verification needs is refused here (422
+/// `kyc-required`); without (the seed routes, whose clients never send them), the claim is
+/// made and the pipeline refuses it as `kyc_required`, the registration standing.
+pub(crate) async fn register_user(state: &SharedState, context: &RequestContext, headers: &HeaderMap, request: RegisterRequest, profile_for_identity: bool) -> Result<Response, Problem> {
     state.limiter.check(&context.anonymous_key())?;
     let email = model::normalise_email(&request.email);
     if !model::is_plausible_email(&email) {
@@ -294,7 +302,7 @@ pub async fn register(State(state): State<SharedState>, Extension(context): Exte
         .as_deref()
         .map(|phone| model::normalise_phone(phone).map_err(|why| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-phone", "Invalid phone number", why)))
         .transpose()?;
-    let identity = request.identity.as_ref().map(|identity| sign_up_identity(identity, request.full_name.as_deref(), date_of_birth)).transpose()?;
+    let identity = request.identity.as_ref().map(|identity| sign_up_identity(identity, profile_for_identity.then_some((request.full_name.as_deref(), date_of_birth)))).transpose()?;
     let user_id = model::user_id_for_email(&email);
     if read_user(&state, &user_id).await?.is_some() {
         return Err(Problem::new(StatusCode::CONFLICT, "email-taken", "Email taken", format!("`{email}` is already registered; log in instead")));
@@ -314,10 +322,10 @@ fn parse_date_of_birth(text: &str) -> Result<Date, Problem> {
 }
 
 /// The identity of a one-call registration, checked: a known type, a well-formed identifier,
-/// and the name and date of birth its verification needs.
-fn sign_up_identity(identity: &SignUpIdentity, full_name: Option<&str>, date_of_birth: Option<Date>) -> Result<IdentityAtSignUp, Problem> {
+/// and (when `profile` is given) the name and date of birth its verification needs.
+fn sign_up_identity(identity: &SignUpIdentity, profile: Option<(Option<&str>, Option<Date>)>) -> Result<IdentityAtSignUp, Problem> {
     let identifier_type = commands::identifier(&identity.identifier_type, &identity.value)?;
-    if full_name.is_none() || date_of_birth.is_none() {
+    if profile.is_some_and(|(name, born)| name.is_none() || born.is_none()) {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "kyc-required",

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod compat;
 pub mod console;
 pub mod docs;
 pub mod login_guard;

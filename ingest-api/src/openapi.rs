@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{accounts, auth, commands, ops, users, SharedState};
+use crate::{accounts, auth, commands, compat, ops, users, SharedState};
 
 /// Document-level metadata; the paths come from [`routes`].
 #[derive(OpenApi)]
@@ -20,7 +20,8 @@ use crate::{accounts, auth, commands, ops, users, SharedState};
     modifiers(&BearerAuth),
     components(schemas(crate::problem::Problem)),
     tags((name = "auth", description = "Sign-up, login, tokens, profile"), (name = "commands", description = "Published to Kafka; answered 202"),
-        (name = "queries", description = "Read from the processors' stores"), (name = "operations", description = "Health, readiness, metrics"))
+        (name = "queries", description = "Read from the processors' stores"), (name = "operations", description = "Health, readiness, metrics"),
+        (name = "compatibility", description = "The routes of the systems Sluice replaces, mapped onto v1 (docs/compatibility.md)"))
 )]
 struct ApiDoc;
 
@@ -52,6 +53,10 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(accounts::my_account))
         .routes(routes!(accounts::my_transactions))
         .routes(routes!(users::lookup))
+        .routes(routes!(compat::seed004_register))
+        .routes(routes!(compat::seed004_login))
+        .routes(routes!(compat::seed004_profile))
+        .routes(routes!(compat::seed004_nhs_patients))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
@@ -137,6 +142,8 @@ mod tests {
         }
         operations.sort();
         let expected = [
+            "GET /api/auth/profile",
+            "GET /api/nhs/patients",
             "GET /health",
             "GET /metrics",
             "GET /ready",
@@ -146,6 +153,8 @@ mod tests {
             "GET /v1/commands/{id}",
             "GET /v1/users/lookup",
             "PATCH /v1/auth/me",
+            "POST /api/auth/login",
+            "POST /api/auth/register",
             "POST /v1/auth/change-password",
             "POST /v1/auth/login",
             "POST /v1/auth/logout",
