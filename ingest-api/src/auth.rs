@@ -304,7 +304,7 @@ pub(crate) async fn register_user(state: &SharedState, context: &RequestContext,
         .transpose()?;
     let identity = request.identity.as_ref().map(|identity| sign_up_identity(identity, profile_for_identity.then_some((request.full_name.as_deref(), date_of_birth)))).transpose()?;
     let user_id = model::user_id_for_email(&email);
-    if read_user(&state, &user_id).await?.is_some() {
+    if read_user(state, &user_id).await?.is_some() {
         return Err(Problem::new(StatusCode::CONFLICT, "email-taken", "Email taken", format!("`{email}` is already registered; log in instead")));
     }
     let password_hash = hash_password(&state.login_guard, request.password.clone()).await?;
@@ -313,7 +313,7 @@ pub(crate) async fn register_user(state: &SharedState, context: &RequestContext,
     let fingerprint = serde_json::json!({ "email": email, "full_name": request.full_name, "date_of_birth": request.date_of_birth, "phone_number": phone_number, "identity": request.identity });
     let submission = Submission { command_type: "RegisterUser", topic: AUTH_TOPIC, key: user_id.clone(), subject: user_id.clone(), status_query: None };
     let register = RegisterUser { email, password_hash, full_name: request.full_name, date_of_birth, phone_number, identity };
-    commands::submit(&state, &headers, submission, &fingerprint, auth_command(principal, AuthPayload::RegisterUser(register))).await
+    commands::submit(state, headers, submission, &fingerprint, auth_command(principal, AuthPayload::RegisterUser(register))).await
 }
 
 /// A date of birth as the API takes it (`YYYY-MM-DD`); the pipeline checks the age.
