@@ -110,11 +110,19 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
     if config.application_server.is_some() && config.internal_key.is_none() {
         return Err(format!("the interactive-query server (application_server) answers only requests made with the internal key, and {INTERNAL_KEY_MISSING}"));
     }
+    // Every listener is bound before the stream threads start: a port in use stops the start
+    // here, rather than leave an instance processing with no metrics or queries.
+    let metrics_url = serve_metrics(&config.metrics_listen, install_metrics()?).await?;
+    let query_listener = match &config.application_server {
+        Some(server) => {
+            let listen = listen_address(server)?;
+            Some(tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot serve queries on {listen}: {e}"))?)
+        }
+        None => None,
+    };
     let mut streams = StreamThread::start(&config).await?;
-    if let Some(server) = &config.application_server {
+    if let (Some(server), Some(listener)) = (&config.application_server, query_listener) {
         let queries = streams.queries.clone();
-        let listen = listen_address(server)?;
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot serve queries on {listen}: {e}"))?;
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, sluice_ingest::queries::router(queries)).await {
                 tracing::error!(%error, "query server stopped");
@@ -122,7 +130,6 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
         });
         println!("interactive queries at {server}/v1/stores/<store>/keys/<key>");
     }
-    let metrics_url = serve_metrics(&config.metrics_listen, install_metrics()?).await?;
     println!(
         "sluice run: application {} on {} (state in {}, metrics at {metrics_url})",
         config.application_id,

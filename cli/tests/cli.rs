@@ -677,6 +677,27 @@ fn run_refuses_to_start_when_a_changelog_topic_is_missing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A metrics port held by another process stops `sluice run` before it processes anything,
+/// instead of leaving an instance running with no metrics.
+#[test]
+fn run_refuses_to_start_when_its_metrics_port_is_taken() {
+    let broker = sluice_testkit::Broker::start();
+    let servers = broker.bootstrap_servers();
+    let dir = temp_dir("metrics-taken");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap();
+    let config = write_config(&dir, "taken", &servers, CRASH_TOPOLOGY, &format!("metrics_listen = \"{taken}\"\n"));
+    let config = config.to_str().unwrap();
+    assert!(run(&["topics", "create", "--config", config]).status.success());
+    produce(&servers, "increments", &increments(0, 10));
+    let refused = sluice().args(["run", "--config", config]).env("RUST_LOG", "info").output().unwrap();
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains(&format!("cannot serve metrics on {taken}")), "{stderr}");
+    assert!(!stderr.contains("stream thread started"), "nothing was started: {stderr}");
+    assert_eq!(committed_total(&servers, "taken", "increments", 4), 0, "nothing was processed");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
     let broker = sluice_testkit::Broker::start();

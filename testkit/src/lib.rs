@@ -254,8 +254,25 @@ pub fn broker() -> &'static Broker {
     BROKER.get_or_init(Broker::start)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// Ports [`free_port`] hands out: below Linux's ephemeral range (32768-60999), which the
+/// kernel draws from for every outgoing connection (Kafka clients open many), so a port handed
+/// out here is not taken by a client socket before the process meant for it binds it.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, never the same twice in one process.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().expect("free port lock");
+    // Start where the pid and the count point, so concurrent test processes spread out.
+    let span = u32::from(FREE_PORTS.end - FREE_PORTS.start);
+    let start = (std::process::id().wrapping_mul(7919) + handed_out.len() as u32 * 104_729) % span;
+    for step in 0..span {
+        let port = FREE_PORTS.start + u16::try_from((start + step) % span).expect("within the range");
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 

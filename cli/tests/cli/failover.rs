@@ -17,8 +17,11 @@ struct Pair {
     broker: sluice_testkit::Broker,
     servers: String,
     root: PathBuf,
-    /// (directory, config file, metrics address) per instance.
-    instances: Vec<(PathBuf, PathBuf, String)>,
+    /// (directory, config file) per instance.
+    instances: Vec<(PathBuf, PathBuf)>,
+    /// Each instance's metrics address, as its last start printed it (it binds port 0, so no
+    /// other process can hold the port first).
+    metrics: std::sync::Mutex<Vec<String>>,
 }
 
 impl Pair {
@@ -31,33 +34,44 @@ impl Pair {
         let broker = sluice_testkit::Broker::start();
         let servers = broker.bootstrap_servers();
         let root = temp_dir(name);
-        let instances: Vec<(PathBuf, PathBuf, String)> = ["a", "b"]
+        let instances: Vec<(PathBuf, PathBuf)> = ["a", "b"]
             .iter()
             .map(|name| {
                 let dir = root.join(name);
                 std::fs::create_dir_all(&dir).unwrap();
-                let metrics = format!("127.0.0.1:{}", sluice_testkit::free_port());
-                let extra = format!("metrics_listen = \"{metrics}\"\ncommit_interval_ms = 300\nprocessing_guarantee = \"exactly_once_v2\"\n{settings}");
+                let extra = format!("metrics_listen = \"127.0.0.1:0\"\ncommit_interval_ms = 300\nprocessing_guarantee = \"exactly_once_v2\"\n{settings}");
                 let config = write_config(&dir, "failover", &servers, CRASH_TOPOLOGY, &extra);
-                (dir, config, metrics)
+                (dir, config)
             })
             .collect();
         let created = run(&["topics", "create", "--config", instances[0].1.to_str().unwrap()]);
         assert!(created.status.success(), "{}", text(&created.stderr));
-        Pair { broker, servers, root, instances }
+        Pair { broker, servers, root, instances, metrics: std::sync::Mutex::new(vec![String::new(); 2]) }
     }
 
+    /// Starts instance `i` and reads the metrics address it prints once it serves them.
     fn spawn(&self, i: usize) -> Running {
         let log = std::fs::File::create(self.instances[i].0.join("run.log")).unwrap();
-        Running(sluice().args(["run", "--config", self.instances[i].1.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap())
+        let mut child = Running(sluice().args(["run", "--config", self.instances[i].1.to_str().unwrap()]).env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(log).spawn().unwrap());
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = lines.by_ref().map_while(Result::ok).find(|l| l.contains("metrics at http://")).unwrap_or_else(|| panic!("instance {i} did not start: {}", self.log(i)));
+        let address = started.split("metrics at http://").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_string();
+        self.metrics.lock().unwrap()[i] = address;
+        std::thread::spawn(move || lines.for_each(drop));
+        child
+    }
+
+    /// Instance `i`'s metrics address.
+    fn metrics(&self, i: usize) -> String {
+        self.metrics.lock().unwrap()[i].clone()
     }
 
     fn tasks(&self, i: usize) -> Option<f64> {
-        gauge(&self.instances[i].2, "sluice_active_tasks")
+        gauge(&self.metrics(i), "sluice_active_tasks")
     }
 
     fn standbys(&self, i: usize) -> Option<f64> {
-        gauge(&self.instances[i].2, "sluice_standby_tasks")
+        gauge(&self.metrics(i), "sluice_standby_tasks")
     }
 
     fn committed(&self) -> i64 {
@@ -166,7 +180,7 @@ fn a_standby_is_promoted_on_failover_and_restores_only_the_tail() {
     let (a, b) = pair.start_mid_stream(&inputs[..16_000]);
     wait_until("each instance keeps standbys of the other's two tasks", 90, || pair.standbys(0) == Some(2.0) && pair.standbys(1) == Some(2.0));
     wait_until("standby lag is served per task and store", 30, || {
-        metrics_text(&pair.instances[1].2).lines().any(|l| l.starts_with("sluice_standby_records_lag{") && l.contains("store=\"balances\""))
+        metrics_text(&pair.metrics(1)).lines().any(|l| l.starts_with("sluice_standby_records_lag{") && l.contains("store=\"balances\""))
     });
     // The last batch only once the standbys run, so that the kill lands mid-stream however long
     // they took to start.
