@@ -147,12 +147,20 @@ async fn serve_with_registry(
     let registered = register_schemas(topology, &config.application_id, &registry.url(), config.registry_user_info()).await?;
     let mut config = config.clone();
     config.schema_registry_url = registry.url();
-    let mut streams = StreamThread::start(&config).await?;
+    // The listeners first: a port in use stops the start before anything runs.
     let metrics = crate::run::install_metrics()?;
     let metrics_url = crate::run::serve_metrics(&config.metrics_listen, metrics.clone()).await?;
     let api_listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {} for the API: {e}", config.http_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr().map_err(|e| e.to_string())?);
-    let state = crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics))?;
+    let mut streams = StreamThread::start(&config).await?;
+    let state = match crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics)) {
+        Ok(state) => state,
+        Err(error) => {
+            // The stream threads are stopped, or the process would wait for them.
+            let _ = streams.stop().await;
+            return Err(error);
+        }
+    };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(sluice_ingest::serve(api_listener, state, async move {
         let _ = api_stopped.await;
