@@ -5,7 +5,7 @@
 //! | principal | may |
 //! |---|---|
 //! | processors (`sluice run`) | read its source topics, write its sink topics and the DLQ, everything on its internal topics (`<application_id>-` prefix: repartition, changelog, discovery), its consumer groups and transactional ids |
-//! | ingest (`sluice ingest`) | write the signed command topics and the access log; read the users changelog and the discovery topic |
+//! | ingest (`sluice ingest`) | write the signed command topics and the access log; read the users changelog, the discovery and revocations topics and `notifications` (the live stream) |
 //! | registry (`sluice registry`) | its `_schemas` topic and its group |
 //! | kcat users | write the `*.json` command topics; read the output topics and the DLQ |
 //!
@@ -143,6 +143,7 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
         sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS),
         sluice_streams::interactive::instances_topic(application_id),
         revocations.clone(),
+        sluice_ingest::notifications::NOTIFICATIONS_TOPIC.to_string(),
     ]
     .into();
     let mut grants = vec![
@@ -163,6 +164,7 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
                 Resource::Group(format!("{}-api-view", sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS))),
                 Resource::Group(format!("{application_id}-discovery")),
                 Resource::Group(format!("{revocations}-reader")),
+                Resource::Group(sluice_ingest::notifications::feed_group(application_id)),
             ],
         ),
         Grant::new(&args.ingest, &["IdempotentWrite"], vec![Resource::Cluster]),

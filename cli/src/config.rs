@@ -127,6 +127,12 @@ pub(crate) struct SluiceConfig {
     pub(crate) http_rate_limit_per_s: u32,
     /// Requests a principal may make in a burst above the average rate. Default 100.
     pub(crate) http_rate_limit_burst: u32,
+    /// Directory the ingest API writes password reset messages to, one RFC 5322 file each, for
+    /// a mail relay to send (`sluice dev`: `.sluice/outbox`). Without it, password reset
+    /// answers 503 `reset-unavailable`. Default none.
+    pub(crate) password_reset_outbox: Option<PathBuf>,
+    /// Lifetime of a password reset token, in seconds. Default 1800.
+    pub(crate) password_reset_ttl_s: u64,
 }
 
 /// A setting that must never be printed: `Debug` shows `<redacted>`.
@@ -185,6 +191,8 @@ impl Default for SluiceConfig {
             http_request_timeout_ms: 10_000,
             http_rate_limit_per_s: 50,
             http_rate_limit_burst: 100,
+            password_reset_outbox: None,
+            password_reset_ttl_s: 1800,
         }
     }
 }

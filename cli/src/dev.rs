@@ -130,6 +130,10 @@ async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincip
     }
     let mut config = config.clone();
     let secret_file = ensure_dev_secrets(&mut config)?;
+    // Password reset tokens go where a developer reads them.
+    if config.password_reset_outbox.is_none() {
+        config.password_reset_outbox = Some(dev_dir(&config).join("outbox"));
+    }
     let registry = start_registry(&config, registry_properties).await?;
     let result = serve_with_registry(&config, &topology, &registry, (demo, hmrc), secret_file, principals.is_some()).await;
     registry.shutdown().await;
@@ -178,6 +182,9 @@ async fn serve_with_registry(
     }
     println!("  Processors       {} ({} sub-topologies)", config.topology.display(), topology.subtopologies.len());
     println!("  State dir        {}", config.state_dir.display());
+    if let Some(outbox) = &config.password_reset_outbox {
+        println!("  Mail outbox      {}   (password reset tokens, one .eml file each)", outbox.display());
+    }
     match &secret_file {
         Some(file) => println!("  JWT secret       {} (HS256; `sluice token` signs with it)", file.display()),
         None => println!("  JWT keys         from the jwt_* settings"),

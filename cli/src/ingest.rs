@@ -66,6 +66,8 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         body_limit_bytes: config.http_body_limit_bytes,
         request_timeout: Duration::from_millis(config.http_request_timeout_ms),
         pipeline: sluice_ingest::pipeline_settings(topology)?,
+        reset_ttl_s: config.password_reset_ttl_s,
+        reset_outbox: config.password_reset_outbox.clone().map(sluice_ingest::reset::Outbox::new),
     };
     let internal_keys = crate::run::internal_keys(config)?.ok_or_else(|| format!("the API signs the commands it publishes, and {}", crate::run::INTERNAL_KEY_MISSING))?;
     let publisher = sluice_ingest::publish::Publisher::new(&config.bootstrap_servers, (&config.schema_registry_url, config.registry_user_info()), internal_keys)?;
@@ -81,5 +83,11 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
         settings,
         metrics,
         users: Some(sluice_ingest::users_view::UsersView::start(&config.bootstrap_servers, &sluice_streams::topology::changelog_topic(&config.application_id, sluice_processors::model::stores::USERS))?),
+        reset_limiter: sluice_ingest::reset::limiter(),
+        notifications: Some(sluice_ingest::notifications::Feed::start(
+            &config.bootstrap_servers,
+            sluice_ingest::notifications::NOTIFICATIONS_TOPIC,
+            &sluice_ingest::notifications::feed_group(&config.application_id),
+        )?),
     }))
 }

@@ -185,8 +185,12 @@ impl StreamThread {
         let shutdown = Arc::new(AtomicBool::new(false));
         let iq = streams.interactive_queries();
         iq.discover(&config.bootstrap_servers, &config.application_id, Arc::clone(&shutdown)).map_err(|e| format!("interactive-query discovery: {e}"))?;
-        // The query server never shows a password hash, except to the API checking a password.
-        let queries = sluice_ingest::queries::StoreQueries::new(iq, &instance).redacting(sluice_processors::model::stores::USERS, "password_hash");
+        // The query server never shows a password hash or a reset token's hash.
+        let users = sluice_processors::model::stores::USERS;
+        let queries = sluice_ingest::queries::StoreQueries::new(iq, &instance)
+            .redacting(users, "password_hash")
+            .redacting(users, "password_reset")
+            .redacting(users, "used_reset_sha256");
         let flag = Arc::clone(&shutdown);
         let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
         Ok(StreamThread { queries, shutdown, worker: Some(worker) })

@@ -1230,6 +1230,8 @@ mod api;
 mod acls;
 #[path = "cli/attacks.rs"]
 mod attacks;
+#[path = "cli/lifecycle.rs"]
+mod lifecycle;
 #[path = "cli/kcat.rs"]
 mod kcat;
 #[path = "cli/outage.rs"]

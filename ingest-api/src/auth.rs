@@ -457,7 +457,7 @@ fn invalid_credentials() -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials", "wrong email or password")
 }
 
-fn check_password(password: &str) -> Result<(), Problem> {
+pub(crate) fn check_password(password: &str) -> Result<(), Problem> {
     let chars = password.chars().count();
     if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars) {
         return Err(Problem::new(
@@ -480,7 +480,7 @@ fn check_name(name: &str) -> Result<(), Problem> {
 
 /// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads, in one of the
 /// login guard's slots.
-async fn hash_password(guard: &LoginGuard, password: String) -> Result<String, Problem> {
+pub(crate) async fn hash_password(guard: &LoginGuard, password: String) -> Result<String, Problem> {
     let _slot = guard.slot().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);

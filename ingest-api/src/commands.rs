@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sluice_processors::identifiers;
-use sluice_processors::model::{self, roles};
+use sluice_processors::model::{self, roles, stores, CommandState, CommandStatus};
 use sluice_schemas::types::{
     DeathNotification, Deposit, HmrcCommand, HmrcPayload, IdentifierType, IdentityCommand, IdentityPayload, PaymentCommand, PaymentPayload, Principal, Refund, Transfer, VerifyIdentity,
     Withdrawal,
@@ -64,6 +64,36 @@ pub struct Accepted {
     pub status_url: String,
     /// `accepted`.
     pub status: String,
+}
+
+/// The command id of a [`submit`] answer that accepted the command, with the answer itself
+/// (rebuilt); `Err` with any other answer, unchanged.
+pub async fn accepted_command_id(answer: Response) -> Result<Result<(String, Response), Response>, Problem> {
+    if answer.status() != StatusCode::ACCEPTED {
+        return Ok(Err(answer));
+    }
+    let (parts, body) = answer.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|e| Problem::internal(e.to_string()))?;
+    let accepted: Accepted = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("unreadable 202 answer: {e}")))?;
+    Ok(Ok((accepted.command_id, Response::from_parts(parts, axum::body::Body::from(bytes)))))
+}
+
+/// The final status (settled or rejected) of `user_id`'s command `command_id`, once the
+/// pipeline decided it; `None` if it has not within `wait`.
+pub async fn wait_for_status(state: &SharedState, user_id: &str, command_id: &str, wait: std::time::Duration) -> Option<CommandStatus> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let served = state.queries.get_on(stores::COMMAND_STATUS, user_id, &model::status_key(user_id, command_id)).await;
+        if let Ok(Some(status)) = served.map(|s| s.value.and_then(|b| serde_json::from_slice::<CommandStatus>(&b).ok())) {
+            if status.status != CommandState::Pending {
+                return Some(status);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// What [`submit`] publishes, besides the envelope.

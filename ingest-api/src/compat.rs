@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use sluice_processors::model::{self, stores, CommandState, CommandStatus};
+use sluice_processors::model::{self, CommandState, CommandStatus};
 use utoipa::ToSchema;
 
 use crate::auth::{self, Caller, LoginRequest, ProfileResponse, RegisterRequest, SignUpIdentity, TokenResponse};
@@ -99,27 +99,19 @@ pub async fn seed004_register(
         identity,
     };
     let accepted = auth::register_user(&state, &context, &headers, request, false).await?;
-    let (parts, bytes) = accepted.into_parts();
-    let bytes = axum::body::to_bytes(bytes, 64 * 1024).await.map_err(|e| Problem::internal(e.to_string()))?;
-    let answer: crate::commands::Accepted = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("registration answer: {e}")))?;
+    let (command_id, accepted) = match crate::commands::accepted_command_id(accepted).await? {
+        Ok(accepted) => accepted,
+        Err(other) => return Ok(other),
+    };
     let user_id = model::user_id_for_email(&body.email);
-    let deadline = tokio::time::Instant::now() + REGISTER_WAIT;
-    loop {
-        let served = state.queries.get_on(stores::COMMAND_STATUS, &user_id, &model::status_key(&user_id, &answer.command_id)).await;
-        if let Ok(Some(status)) = served.map(|s| s.value.and_then(|b| serde_json::from_slice::<CommandStatus>(&b).ok())) {
-            match status.status {
-                CommandState::Rejected => return Err(refusal(&status)),
-                CommandState::Settled => break,
-                CommandState::Pending => {}
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Response::from_parts(parts, axum::body::Body::from(bytes)));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    match crate::commands::wait_for_status(&state, &user_id, &command_id, REGISTER_WAIT).await {
+        Some(status) if status.status == CommandState::Rejected => return Err(refusal(&status)),
+        Some(_) => {}
+        None => return Ok(accepted),
     }
+    let status_url = format!("/v1/commands/{command_id}");
     let user = auth::read_user(&state, &user_id).await?.ok_or_else(|| Problem::internal("registered, yet not found"))?;
-    let verification_status_url = identifier_type.is_some().then(|| format!("{}:identity", answer.status_url));
+    let verification_status_url = identifier_type.is_some().then(|| format!("{status_url}:identity"));
     let profile = ProfileResponse::from(&user);
     let created = Seed004User {
         id: profile.user_id,

@@ -5,12 +5,14 @@
 //! - [`commands`]: money movement, identity and HMRC commands, Avro-encoded through the Schema
 //!   Registry and produced with `acks=all` ([`publish`]); `Idempotency-Key` handling.
 //! - [`accounts`]: command status, balance and history, read from the processors' stores
-//!   through interactive queries ([`queries`]).
+//!   through interactive queries ([`queries`]); [`payments`]: payments with their lifecycle.
 //! - [`ops`]: `/health`, `/ready`, `/metrics`, the access log, request timeouts and the
 //!   per-principal rate limit.
 //! - [`problem`]: RFC 9457 `application/problem+json` errors; [`body`]: the JSON body extractor
 //!   that answers with them.
 //! - [`openapi`]: the OpenAPI 3 document, generated from the handlers' annotations.
+//! - [`notifications`]: the caller's notifications, read marks and their live stream (SSE).
+//! - [`reset`]: password reset through a single-use token delivered to the account holder.
 //! - [`console`]: the web console at `/`.
 //! - [`docs`]: Swagger UI at `/docs`.
 
@@ -22,11 +24,14 @@ pub mod compat;
 pub mod console;
 pub mod docs;
 pub mod login_guard;
+pub mod notifications;
 pub mod openapi;
 pub mod ops;
+pub mod payments;
 pub mod problem;
 pub mod publish;
 pub mod queries;
+pub mod reset;
 pub mod users;
 pub mod users_view;
 
@@ -50,6 +55,10 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// The pipeline's business settings (currency).
     pub pipeline: PipelineSettings,
+    /// Lifetime of password reset tokens, seconds.
+    pub reset_ttl_s: u64,
+    /// Where password reset tokens are delivered; without one, resets are unavailable.
+    pub reset_outbox: Option<reset::Outbox>,
 }
 
 /// Everything a handler needs.
@@ -74,6 +83,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The API's own replica of the `users` store, answering when the processors cannot.
     pub users: Option<users_view::UsersView>,
+    /// Per-account buckets of password reset requests ([`reset::limiter`]).
+    pub reset_limiter: ops::RateLimiter,
+    /// Wakes the notification streams ([`notifications::Feed`]); none: no live stream.
+    pub notifications: Option<notifications::Feed>,
 }
 
 /// Shared state of the handlers.

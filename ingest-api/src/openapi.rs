@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{accounts, auth, commands, compat, ops, users, SharedState};
+use crate::{accounts, auth, commands, compat, notifications, ops, payments, reset, users, SharedState};
 
 /// Document-level metadata; the paths come from [`routes`].
 #[derive(OpenApi)]
@@ -20,7 +20,8 @@ use crate::{accounts, auth, commands, compat, ops, users, SharedState};
     modifiers(&BearerAuth),
     components(schemas(crate::problem::Problem)),
     tags((name = "auth", description = "Sign-up, login, tokens, profile"), (name = "commands", description = "Published to Kafka; answered 202"),
-        (name = "queries", description = "Read from the processors' stores"), (name = "operations", description = "Health, readiness, metrics"),
+        (name = "queries", description = "Read from the processors' stores"),
+        (name = "notifications", description = "The caller's notifications, read marks and their live stream"), (name = "operations", description = "Health, readiness, metrics"),
         (name = "compatibility", description = "The routes of the systems Sluice replaces, mapped onto v1 (docs/compatibility.md)"))
 )]
 struct ApiDoc;
@@ -43,6 +44,8 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::me, auth::update_me))
+        .routes(routes!(reset::request))
+        .routes(routes!(reset::confirm))
         .routes(routes!(commands::transfer))
         .routes(routes!(commands::deposit))
         .routes(routes!(commands::withdraw))
@@ -52,6 +55,11 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(accounts::command_status))
         .routes(routes!(accounts::my_account))
         .routes(routes!(accounts::my_transactions))
+        .routes(routes!(payments::list))
+        .routes(routes!(payments::get))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::mark_read))
+        .routes(routes!(notifications::stream))
         .routes(routes!(users::lookup))
         .routes(routes!(compat::seed004_register))
         .routes(routes!(compat::seed004_login))
@@ -109,9 +117,13 @@ mod tests {
                 body_limit_bytes: 1024,
                 request_timeout,
                 pipeline,
+                reset_ttl_s: 1800,
+                reset_outbox: None,
             },
             metrics: None,
             users: None,
+            reset_limiter: crate::reset::limiter(),
+            notifications: None,
         })
     }
 
@@ -151,6 +163,10 @@ mod tests {
             "GET /v1/accounts/me/transactions",
             "GET /v1/auth/me",
             "GET /v1/commands/{id}",
+            "GET /v1/notifications",
+            "GET /v1/notifications/stream",
+            "GET /v1/payments",
+            "GET /v1/payments/{id}",
             "GET /v1/users/lookup",
             "PATCH /v1/auth/me",
             "POST /api/auth/login",
@@ -160,9 +176,12 @@ mod tests {
             "POST /v1/auth/logout",
             "POST /v1/auth/refresh",
             "POST /v1/auth/register",
+            "POST /v1/auth/reset-password",
+            "POST /v1/auth/reset-password/confirm",
             "POST /v1/deposits",
             "POST /v1/hmrc/death-notifications",
             "POST /v1/identity/verifications",
+            "POST /v1/notifications/read",
             "POST /v1/payments/{id}/refund",
             "POST /v1/transfers",
             "POST /v1/withdrawals",

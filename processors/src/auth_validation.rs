@@ -65,6 +65,7 @@ impl Processor for AuthValidation {
                 sinks::IDENTITY_REJECTED,
                 sinks::NOTIFICATIONS,
                 sinks::ACTIVITY,
+                sinks::PAYMENT_EVENTS,
             ],
         )
     }
@@ -114,6 +115,9 @@ impl AuthValidation {
             AuthPayload::ChangePassword(_) => "ChangePassword",
             AuthPayload::RevokeSessions(_) => "RevokeSessions",
             AuthPayload::UpdateProfile(_) => "UpdateProfile",
+            AuthPayload::MarkNotificationsRead(_) => "MarkNotificationsRead",
+            AuthPayload::RequestPasswordReset(_) => "RequestPasswordReset",
+            AuthPayload::ConfirmPasswordReset(_) => "ConfirmPasswordReset",
         };
         let outcome = match self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)? {
             Err(refusal) => Err(refusal),
@@ -156,6 +160,8 @@ impl AuthValidation {
                 tokens_valid_after_ms: 0,
                 identifiers: Vec::new(),
                 pending_identity: None,
+                password_reset: None,
+                used_reset_sha256: None,
                 registered_at_ms: now_ms,
             };
             // A name and a date of birth given at sign-up count as a profile (same rules).
@@ -177,8 +183,12 @@ impl AuthValidation {
             }
             return Ok(Ok(()));
         }
+        if let AuthPayload::RequestPasswordReset(_) | AuthPayload::ConfirmPasswordReset(_) = &command.payload {
+            return self.password_reset(key, existing, command, ctx);
+        }
         let operation = match command.payload {
-            AuthPayload::RevokeSessions(_) => Operation::Logout,
+            // Logging out and reading one's notices work whatever the account's status.
+            AuthPayload::RevokeSessions(_) | AuthPayload::MarkNotificationsRead(_) => Operation::Logout,
             _ => Operation::Account,
         };
         let mut user = match self.gate(existing, key, &command.principal, operation) {
@@ -186,7 +196,8 @@ impl AuthValidation {
             Err(refusal) => return Ok(Err(refusal)),
         };
         match &command.payload {
-            AuthPayload::RegisterUser(_) => unreachable!("handled above"),
+            AuthPayload::RegisterUser(_) | AuthPayload::RequestPasswordReset(_) | AuthPayload::ConfirmPasswordReset(_) => unreachable!("handled above"),
+            AuthPayload::MarkNotificationsRead(mark) => crate::notifications::mark_read(ctx, key, mark)?,
             AuthPayload::ChangePassword(change) => {
                 if !is_argon2id_phc(&change.password_hash) {
                     return Ok(Err((reasons::INVALID_PASSWORD_HASH, ARGON2_REQUIREMENT.to_string())));
@@ -222,6 +233,58 @@ impl AuthValidation {
                     emit::notify(ctx, key, &command.event_id, "kyc_basic", message)?;
                 }
             }
+        }
+        Ok(Ok(()))
+    }
+
+    /// A password reset (docs/security.md, password reset). Both steps come from the ingest API
+    /// only, anonymous like a sign-up (the kcat bridge refuses them): the request stores the
+    /// SHA-256 of a single-use token the API delivered to the account holder; the confirmation
+    /// must present that token before it expires, and sets the new password and revokes every
+    /// session.
+    fn password_reset(&self, key: &str, user: Option<User>, command: &AuthCommand, ctx: &mut ProcessorContext<'_>) -> Result<Result<(), Refusal>, ProcessError> {
+        let anonymous = command.principal.subject == key && command.principal.roles.is_empty();
+        if !anonymous {
+            return Ok(Err((reasons::FORBIDDEN, "a password reset comes from the HTTP API, with no token".to_string())));
+        }
+        let Some(mut user) = user else { return Ok(Err((reasons::USER_UNKNOWN, format!("no user `{key}`")))) };
+        if user.status != UserStatus::Active {
+            return Ok(Err((reasons::ACCOUNT_FROZEN, format!("the account is {}", status_name(user.status)))));
+        }
+        let now_ms = ctx.timestamp();
+        match &command.payload {
+            AuthPayload::RequestPasswordReset(request) => {
+                user.password_reset = Some(model::PasswordReset { token_sha256: request.token_sha256.clone(), expires_at_ms: request.expires_at.0 });
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                let message = "A password reset was requested for your account. If it was not you, you can ignore it: your password stays as it is.".to_string();
+                emit::notify(ctx, key, &command.event_id, "password_reset_requested", message)?;
+            }
+            AuthPayload::ConfirmPasswordReset(confirm) => {
+                let presented = confirm.token_sha256.as_bytes();
+                let matches = |hash: &str| hash.len() == presented.len() && hash.bytes().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+                let Some(pending) = user.password_reset.clone().filter(|p| matches(&p.token_sha256)) else {
+                    if user.used_reset_sha256.as_deref().is_some_and(matches) {
+                        return Ok(Err((reasons::RESET_TOKEN_USED, "this reset token was used already: ask for a new one".to_string())));
+                    }
+                    return Ok(Err((reasons::INVALID_RESET_TOKEN, "no password reset with this token is pending for this account".to_string())));
+                };
+                if now_ms > pending.expires_at_ms {
+                    return Ok(Err((reasons::RESET_TOKEN_EXPIRED, "the reset token has expired: ask for a new one".to_string())));
+                }
+                if !is_argon2id_phc(&confirm.password_hash) {
+                    return Ok(Err((reasons::INVALID_PASSWORD_HASH, ARGON2_REQUIREMENT.to_string())));
+                }
+                user.password_hash = confirm.password_hash.clone();
+                user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(now_ms);
+                user.password_reset = None;
+                user.used_reset_sha256 = Some(pending.token_sha256);
+                model::save(ctx.store(stores::USERS)?, key, &user)?;
+                let event = PasswordChanged { tokens_valid_after: emit::now(ctx) };
+                auth_event(ctx, key, &command.event_id, "password", AuthEventPayload::PasswordChanged(event))?;
+                let message = "Your password was reset and every session signed out.".to_string();
+                emit::notify(ctx, key, &command.event_id, "password_reset", message)?;
+            }
+            _ => unreachable!("only password resets come here"),
         }
         Ok(Ok(()))
     }
@@ -484,6 +547,10 @@ pub(crate) fn payment_facts(key: &str, command: &PaymentCommand) -> Payment {
         PaymentPayload::Withdrawal(w) => (sluice_schemas::types::PaymentKind::Withdrawal, None, w.reference.clone()),
         PaymentPayload::Refund(r) => (sluice_schemas::types::PaymentKind::Refund, None, r.reason.clone()),
     };
+    let refund_of = match &command.payload {
+        PaymentPayload::Refund(r) => Some(r.payment_id.clone()),
+        _ => None,
+    };
     Payment {
         command_id: command.event_id.clone(),
         kind,
@@ -493,6 +560,7 @@ pub(crate) fn payment_facts(key: &str, command: &PaymentCommand) -> Payment {
         currency: currency.to_string(),
         reference,
         principal_subject: command.principal.subject.clone(),
+        refund_of,
     }
 }
 

@@ -14,6 +14,7 @@ use crate::accounts::{self, Posting};
 use crate::auth_validation::payment_facts;
 use crate::emit::{self, sinks, Payment};
 use crate::model::{self, reasons, stores, AccountStatus, CommandState, Direction, IncomingPayment, OutgoingPayment, PaymentState};
+use crate::payments::{self, PaymentStatus};
 use crate::settings::PipelineSettings;
 
 /// Processor kind name.
@@ -37,7 +38,7 @@ impl BalanceCheck {
 
 impl Processor for BalanceCheck {
     fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        emit::require_children(ctx, KIND, &[sinks::CREDIT, sinks::SETTLED, sinks::REJECTED, sinks::ACCOUNT_EVENTS, sinks::NOTIFICATIONS, sinks::ACTIVITY])
+        emit::require_children(ctx, KIND, &[sinks::CREDIT, sinks::SETTLED, sinks::REJECTED, sinks::ACCOUNT_EVENTS, sinks::NOTIFICATIONS, sinks::ACTIVITY, sinks::PAYMENT_EVENTS])
     }
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
@@ -102,13 +103,15 @@ impl BalanceCheck {
                 accounts::post(ctx, &mut account, Posting { reference: deposit.reference.as_deref(), ..posting(Direction::Credit, None) })?;
                 emit::set_status(ctx, &command.event_id, "Deposit", key, CommandState::Settled, None)?;
                 emit::settle_payment(ctx, &payment)?;
+                payments::track(ctx, &payment, PaymentStatus::Completed, None)?;
                 let message = format!("{} {} was deposited into your account.", payment.amount, payment.currency);
                 emit::notify(ctx, key, &command.event_id, "deposit_received", message)
             }
             PaymentPayload::Withdrawal(withdrawal) => {
                 accounts::post(ctx, &mut account, Posting { reference: withdrawal.reference.as_deref(), ..posting(Direction::Debit, None) })?;
                 emit::set_status(ctx, &command.event_id, "Withdrawal", key, CommandState::Settled, None)?;
-                emit::settle_payment(ctx, &payment)
+                emit::settle_payment(ctx, &payment)?;
+                payments::track(ctx, &payment, PaymentStatus::Completed, None)
             }
             PaymentPayload::Transfer(transfer) => {
                 let payee = transfer.payee_user_id.as_str();
@@ -133,6 +136,7 @@ impl BalanceCheck {
         let outgoing = OutgoingPayment { kind: payment.kind, payee_user_id: payee.to_string(), amount: payment.amount, state: PaymentState::InFlight, refund_of };
         model::save(ctx.store(stores::PAYMENTS)?, &model::outgoing_key(&payment.payer_user_id, &payment.command_id), &outgoing)?;
         emit::set_status(ctx, &payment.command_id, emit::payment_type(payment.kind), &payment.payer_user_id, CommandState::Pending, None)?;
+        payments::track(ctx, payment, PaymentStatus::Pending, None)?;
         let leg = PaymentLeg {
             event_id: format!("{}:credit", payment.command_id),
             occurred_at: emit::now(ctx),
@@ -145,6 +149,7 @@ impl BalanceCheck {
             currency: payment.currency.clone(),
             reference: payment.reference.clone(),
             reason: None,
+            refund_of: payment.refund_of.clone(),
         };
         emit::send(ctx, sinks::CREDIT, payee, leg)
     }
@@ -155,7 +160,11 @@ impl BalanceCheck {
         let mut outgoing = load_outgoing(ctx, &key)?;
         outgoing.state = PaymentState::Settled;
         model::save(ctx.store(stores::PAYMENTS)?, &key, &outgoing)?;
-        emit::set_status(ctx, &leg.command_id, emit::payment_type(leg.kind), &leg.payer_user_id, CommandState::Settled, None)
+        emit::set_status(ctx, &leg.command_id, emit::payment_type(leg.kind), &leg.payer_user_id, CommandState::Settled, None)?;
+        let payment = Payment { refund_of: outgoing.refund_of.clone(), ..payment_of_leg(leg) };
+        payments::track(ctx, &payment, PaymentStatus::Completed, None)?;
+        // A completed refund: the transfer it refunds, as its payee (this user) sees it.
+        payments::refunded(ctx, &leg.payer_user_id, payments::Side::Payee, &payment)
     }
 
     /// The payee could not be credited: the money comes back to the payer, and the payment's
@@ -190,16 +199,7 @@ impl BalanceCheck {
             reasons::ACCOUNT_FROZEN => format!("the account of `{}` is frozen; the money was returned", leg.payee_user_id),
             other => format!("{other}; the money was returned"),
         };
-        let payment = Payment {
-            command_id: leg.command_id.clone(),
-            kind: leg.kind,
-            payer_user_id: leg.payer_user_id.clone(),
-            payee_user_id: Some(leg.payee_user_id.clone()),
-            amount: leg.amount,
-            currency: leg.currency.clone(),
-            reference: leg.reference.clone(),
-            principal_subject: leg.payer_user_id.clone(),
-        };
+        let payment = Payment { refund_of: outgoing.refund_of.clone(), ..payment_of_leg(leg) };
         emit::reject_payment(ctx, &payment, reason, &detail)?;
         let message = format!("Your payment of {} {} was returned: {detail}.", leg.amount, leg.currency);
         emit::notify(ctx, &leg.payer_user_id, &leg.command_id, "payment_returned", message)
@@ -224,6 +224,21 @@ impl BalanceCheck {
         emit::send(ctx, sinks::ACCOUNT_EVENTS, key, frozen)?;
         let message = "This account is frozen following a notification of death from HMRC. No money can move in or out.".to_string();
         emit::notify(ctx, key, &notice.event_id, "account_frozen", message)
+    }
+}
+
+/// The facts of the payment a leg belongs to (its payer issued it).
+pub(crate) fn payment_of_leg(leg: &PaymentLeg) -> Payment {
+    Payment {
+        command_id: leg.command_id.clone(),
+        kind: leg.kind,
+        payer_user_id: leg.payer_user_id.clone(),
+        payee_user_id: Some(leg.payee_user_id.clone()),
+        amount: leg.amount,
+        currency: leg.currency.clone(),
+        reference: leg.reference.clone(),
+        principal_subject: leg.payer_user_id.clone(),
+        refund_of: leg.refund_of.clone(),
     }
 }
 

@@ -136,6 +136,9 @@ impl JsonBridge {
                     // checks: a token alone (leaked, or read off this topic) must not be enough
                     // to take an account over.
                     AuthPayload::ChangePassword(_) => return Err(BridgeError::Json(CHANGE_PASSWORD_REFUSED.to_string())),
+                    // A reset hands the account to whoever holds the token the API delivered
+                    // to its holder: only the API may ask for one or confirm it.
+                    AuthPayload::RequestPasswordReset(_) | AuthPayload::ConfirmPasswordReset(_) => return Err(BridgeError::Json(PASSWORD_RESET_REFUSED.to_string())),
                     // Sign-up is anonymous, as over HTTP; the key is the email's user id.
                     AuthPayload::RegisterUser(register) => {
                         let user_id = user_id_for_email(&register.email);
@@ -206,6 +209,10 @@ impl JsonBridge {
 /// Why `ChangePassword` is dead-lettered on the kcat path.
 pub const CHANGE_PASSWORD_REFUSED: &str =
     "ChangePassword is not accepted from kcat: changing a password needs the current one, which only the HTTP API checks (POST /v1/auth/change-password)";
+
+/// Why password resets are dead-lettered on the kcat path.
+pub const PASSWORD_RESET_REFUSED: &str =
+    "password resets are not accepted from kcat: ask for one with POST /v1/auth/reset-password and confirm it with POST /v1/auth/reset-password/confirm";
 
 /// A command id for a record that gives none: derived from the record (so a replay gets the
 /// same id) but not guessable by anyone who does not hold its bearer token, so nobody can send

@@ -31,6 +31,8 @@ pub mod sinks {
     pub const ACCOUNT_EVENTS: &str = "accounts-events-sink";
     /// notifications.
     pub const NOTIFICATIONS: &str = "notifications-sink";
+    /// payments.events.
+    pub const PAYMENT_EVENTS: &str = "payment-events-sink";
     /// system.logs.activity, from the per-user sub-topology.
     pub const ACTIVITY: &str = "activity-sink";
     /// Verification results back to the user's task.
@@ -150,14 +152,16 @@ pub fn activity(ctx: &mut ProcessorContext<'_>, sink: &str, activity: Activity<'
 
 /// Sends a user-facing notice about `causation_id`.
 pub fn notify(ctx: &mut ProcessorContext<'_>, user_id: &str, causation_id: &str, kind: &str, message: String) -> Result<(), ProcessError> {
-    let notice = Notification {
+    let mut notice = Notification {
         event_id: format!("{causation_id}:notify:{kind}:{user_id}"),
         occurred_at: now(ctx),
         user_id: user_id.to_string(),
         causation_id: causation_id.to_string(),
         kind: kind.to_string(),
         message,
+        sequence: None,
     };
+    crate::notifications::append(ctx, &mut notice)?;
     send(ctx, sinks::NOTIFICATIONS, user_id, notice)
 }
 
@@ -180,6 +184,8 @@ pub struct Payment {
     pub reference: Option<String>,
     /// Who issued it.
     pub principal_subject: String,
+    /// For refunds: the transfer being refunded.
+    pub refund_of: Option<String>,
 }
 
 /// Command type name of a payment kind, as in the Avro union (`Transfer`, ...).
@@ -209,6 +215,7 @@ pub fn reject_payment(ctx: &mut ProcessorContext<'_>, payment: &Payment, reason:
     send(ctx, sinks::REJECTED, &payment.payer_user_id, rejected)?;
     let command_type = payment_type(payment.kind);
     set_status(ctx, &payment.command_id, command_type, &payment.payer_user_id, CommandState::Rejected, Some((reason, detail)))?;
+    crate::payments::track(ctx, payment, crate::payments::PaymentStatus::Failed, Some((reason, detail)))?;
     payment_activity(ctx, payment, "rejected", Some(reason))
 }
 

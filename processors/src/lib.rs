@@ -25,6 +25,8 @@ pub mod identifiers;
 pub mod identity;
 pub mod jwt;
 pub mod model;
+pub mod notifications;
+pub mod payments;
 pub mod revocations;
 pub mod settings;
 pub mod settlement;

@@ -31,6 +31,8 @@ pub mod stores {
     pub const IDENTIFIER_DEDUPE: &str = "identifier-dedupe";
     /// Outcomes of HMRC death notifications, by command id, on the per-identifier tasks.
     pub const NOTIFICATION_STATUS: &str = "notification-status";
+    /// Each user's notifications and read marks (`crate::notifications`).
+    pub const NOTIFICATIONS: &str = "notifications";
 }
 
 /// Machine-readable reasons of rejected commands (`payments.rejected`, command status,
@@ -89,6 +91,12 @@ pub mod reasons {
     pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
     /// The user already has a verified identity, or one being verified: one per account.
     pub const IDENTITY_ALREADY_VERIFIED: &str = "identity_already_verified";
+    /// No password reset with this token is pending.
+    pub const INVALID_RESET_TOKEN: &str = "invalid_reset_token";
+    /// The password reset token was used already.
+    pub const RESET_TOKEN_USED: &str = "reset_token_used";
+    /// The password reset token has expired.
+    pub const RESET_TOKEN_EXPIRED: &str = "reset_token_expired";
 }
 
 /// Roles a principal can hold.
@@ -176,8 +184,23 @@ pub struct User {
     /// The identity claim being verified (command id), if any: no second claim meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_identity: Option<String>,
+    /// The password reset asked for and not used yet (a secret: left out of query answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_reset: Option<PasswordReset>,
+    /// The SHA-256 of the last reset token used, so that a second use is told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_reset_sha256: Option<String>,
     /// When the registration was processed (ms).
     pub registered_at_ms: i64,
+}
+
+/// A pending password reset, in the user's record.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordReset {
+    /// Hex SHA-256 of the token.
+    pub token_sha256: String,
+    /// The token is refused after this instant (ms).
+    pub expires_at_ms: i64,
 }
 
 /// Debug without the password hash: secrets never reach logs.

@@ -8,7 +8,8 @@ use sluice_streams::{ProcessError, Processor, ProcessorContext, Record};
 
 use crate::avro::AvroValue;
 use crate::accounts::{self, Posting};
-use crate::emit::{self, sinks, Payment};
+use crate::emit::{self, sinks};
+use crate::payments;
 use crate::model::{self, reasons, stores, AccountStatus, Direction, IncomingPayment, User};
 use crate::settings::PipelineSettings;
 
@@ -33,7 +34,7 @@ impl Settlement {
 
 impl Processor for Settlement {
     fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        emit::require_children(ctx, KIND, &[sinks::REVERSAL, sinks::SETTLED, sinks::ACCOUNT_EVENTS, sinks::NOTIFICATIONS, sinks::ACTIVITY])
+        emit::require_children(ctx, KIND, &[sinks::REVERSAL, sinks::SETTLED, sinks::ACCOUNT_EVENTS, sinks::NOTIFICATIONS, sinks::ACTIVITY, sinks::PAYMENT_EVENTS])
     }
 
     fn process(&mut self, record: Record, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
@@ -72,17 +73,11 @@ impl Processor for Settlement {
             let incoming = IncomingPayment { payer_user_id: leg.payer_user_id.clone(), amount: leg.amount, refunded: rust_decimal::Decimal::ZERO };
             model::save(ctx.store(stores::PAYMENTS)?, &model::incoming_key(&key, &leg.command_id), &incoming)?;
         }
-        let payment = Payment {
-            command_id: leg.command_id.clone(),
-            kind: leg.kind,
-            payer_user_id: leg.payer_user_id.clone(),
-            payee_user_id: Some(key.clone()),
-            amount: leg.amount,
-            currency: leg.currency.clone(),
-            reference: leg.reference.clone(),
-            principal_subject: leg.payer_user_id.clone(),
-        };
+        let payment = crate::balance_check::payment_of_leg(leg);
         emit::settle_payment(ctx, &payment)?;
+        payments::received(ctx, &payment)?;
+        // A refund credits the payer of the transfer it refunds: that transfer's record here.
+        payments::refunded(ctx, &key, payments::Side::Payer, &payment)?;
         let (kind, message) = match leg.kind {
             PaymentKind::Refund => ("refund_received", format!("You received a refund of {} {} from {}.", leg.amount, leg.currency, leg.payer_user_id)),
             _ => ("payment_received", format!("You received {} {} from {}.", leg.amount, leg.currency, leg.payer_user_id)),

@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use sluice_processors::model::{self, reasons, Account, AccountStatus, CommandState, CommandStatus, LedgerEntry, User};
 use sluice_processors::avro::{self, AvroSerdes, AvroValue};
+use sluice_processors::notifications::{self, NotificationsMeta, StoredNotification};
+use sluice_processors::payments::{self, PaymentDirection, PaymentRecord, PaymentStatus};
 use sluice_processors::JwtKeys;
 use sluice_schemas::types::*;
 use sluice_schemas::{Date, FromAny, TimestampMillis};
@@ -820,12 +822,216 @@ fn json_bridge_forwards_valid_commands_and_dead_letters_the_rest() {
     assert!(message.contains("needs the current one"), "{message}");
     assert_eq!(bank.user(&alice).password_hash, before);
 
+    // Password resets come from the HTTP API only: a kcat user asking for one (with a token
+    // hash of their choosing) or confirming one is dead-lettered, and nothing is stored.
+    for payload in [
+        r#"{"type": "RequestPasswordReset", "token_sha256": "00", "expires_at": 4102444800000}"#.to_string(),
+        format!(r#"{{"type": "ConfirmPasswordReset", "token_sha256": "00", "password_hash": "{HASH}"}}"#),
+    ] {
+        let json = format!(r#"{{"payload": {payload}}}"#);
+        bank.driver.pipe_input("auth.commands.json", json_record(&bank, Some(&alice), &json, Some(&token))).unwrap();
+        let (class, message) = dead_letters(&bank).pop().unwrap();
+        assert_eq!(class, "invalid_command", "{message}");
+        assert!(message.contains("not accepted from kcat"), "{message}");
+    }
+    assert!(bank.user(&alice).password_reset.is_none());
+
     // Death notifications through the bridge need the hmrc role and are keyed by NIN.
     bank.verify(&bob, IdentifierType::Nin, "AB123456C");
     let hmrc = keys.issue("hmrc-gateway", &["hmrc"], sluice_processors::jwt::TokenUse::Access, bank.now_ms, 900, "h1").unwrap();
     let notice = r#"{"payload": {"type": "DeathNotification", "nin": "ab 12 34 56 c", "date_of_death": "2026-11-20", "reference": "HMRC-1"}}"#;
     bank.driver.pipe_input("hmrc.death.notification.json", json_record(&bank, None, notice, Some(&hmrc))).unwrap();
     assert_eq!(bank.user(&bob).status, UserStatus::Deceased);
+}
+
+// ---------------------------------------------------------------- payments, notifications, password reset
+
+impl Bank {
+    /// `user_id`'s payment records, newest first (as `GET /v1/payments` lists them).
+    fn payments(&self, user_id: &str) -> Vec<PaymentRecord> {
+        let prefix = payments::records_prefix(user_id);
+        self.driver
+            .store_entries("payments")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+            .collect()
+    }
+
+    fn payment_record(&self, user_id: &str, payment_id: &str) -> PaymentRecord {
+        self.payments(user_id).into_iter().find(|p| p.payment_id == payment_id).unwrap_or_else(|| panic!("{user_id} has no payment {payment_id}"))
+    }
+
+    /// (payment id, event type, status) of every `payments.events` record about `payment_id`.
+    fn payment_events(&self, payment_id: &str) -> Vec<(PaymentEventType, String)> {
+        self.outputs::<PaymentEvent>("payments.events").into_iter().filter(|e| e.payment_id == payment_id).map(|e| (e.event_type, e.status)).collect()
+    }
+
+    fn notifications(&self, user_id: &str) -> (NotificationsMeta, Vec<StoredNotification>) {
+        let meta = self.load::<NotificationsMeta>("notifications", &notifications::meta_key(user_id), user_id).unwrap_or_default();
+        let prefix = notifications::entries_prefix(user_id);
+        let entries = self
+            .driver
+            .store_entries("notifications")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+            .collect();
+        (meta, entries)
+    }
+}
+
+#[test]
+fn payments_have_a_lifecycle_with_one_event_per_transition() {
+    use PaymentEventType::{Completed, Created, Failed, Refunded};
+    let mut bank = Bank::new("lifecycle");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let deposit = bank.deposit(&alice, "100.00");
+    let record = bank.payment_record(&alice, &deposit);
+    assert_eq!((record.direction, record.status, record.amount), (PaymentDirection::Incoming, PaymentStatus::Completed, gbp("100.00")));
+    assert_eq!(bank.payment_events(&deposit), vec![(Created, "pending".to_string()), (Completed, "completed".to_string())]);
+
+    // A transfer: pending while its credit leg travels, completed once the payee is credited;
+    // the payee gets an incoming record.
+    let transfer = bank.transfer(&alice, &bob, "30.00");
+    let sent = bank.payment_record(&alice, &transfer);
+    assert_eq!((sent.direction, sent.status, sent.counterparty.as_deref()), (PaymentDirection::Outgoing, PaymentStatus::Completed, Some(bob.as_str())));
+    let received = bank.payment_record(&bob, &transfer);
+    assert_eq!((received.direction, received.status, received.counterparty.as_deref()), (PaymentDirection::Incoming, PaymentStatus::Completed, Some(alice.as_str())));
+    assert_eq!(bank.payment_events(&transfer), vec![(Created, "pending".to_string()), (Completed, "completed".to_string())]);
+    let keyed_by_payer = bank.driver.records("payments.events").iter().filter(|r| r.value.avro_as::<PaymentEvent>().is_some_and(|e| e.payment_id == transfer)).all(|r| r.key.as_deref() == Some(alice.as_str()));
+    assert!(keyed_by_payer, "payments.events is keyed by the payer");
+
+    // Refunded in two parts: partially, then fully; one REFUNDED event of the transfer each,
+    // and the refunds are payments of their own.
+    let first = bank.refund(&bob, &transfer, "10.00");
+    assert_eq!(bank.payment_record(&bob, &first).refund_of.as_deref(), Some(transfer.as_str()));
+    let after_first = bank.payment_record(&alice, &transfer);
+    assert_eq!((after_first.status, after_first.refunded_amount), (PaymentStatus::PartiallyRefunded, gbp("10.00")));
+    assert_eq!(bank.payment_record(&bob, &transfer).refunded_amount, gbp("10.00"), "the payee's record counts the refund too");
+    let second = bank.refund(&bob, &transfer, "20.00");
+    let after_second = bank.payment_record(&alice, &transfer);
+    assert_eq!((after_second.status, after_second.refunded_amount), (PaymentStatus::Refunded, gbp("30.00")));
+    let refunded: Vec<Option<Decimal>> = bank.outputs::<PaymentEvent>("payments.events").into_iter().filter(|e| e.payment_id == transfer && e.event_type == Refunded).map(|e| e.refunded_amount).collect();
+    assert_eq!(refunded, vec![Some(gbp("10.00")), Some(gbp("30.00"))]);
+    assert_eq!(bank.payment_events(&first), vec![(Created, "pending".to_string()), (Completed, "completed".to_string())]);
+
+    // Failures: refused at once, or returned after the debit.
+    let too_much = bank.withdraw(&alice, "1000.00");
+    let failed = bank.payment_record(&alice, &too_much);
+    assert_eq!((failed.status, failed.reason.as_deref()), (PaymentStatus::Failed, Some(reasons::INSUFFICIENT_FUNDS)));
+    assert_eq!(bank.payment_events(&too_much), vec![(Created, "pending".to_string()), (Failed, "failed".to_string())]);
+    let nobody = model::user_id_for_email("nobody@example.com");
+    let returned = bank.transfer(&alice, &nobody, "5.00");
+    assert_eq!(bank.payment_record(&alice, &returned).reason.as_deref(), Some(reasons::PAYEE_UNKNOWN));
+    assert_eq!(bank.payment_events(&returned), vec![(Created, "pending".to_string()), (Failed, "failed".to_string())]);
+    assert!(bank.payments(&nobody).is_empty());
+
+    // Newest first, every payment of the user once.
+    let listed: Vec<String> = bank.payments(&alice).into_iter().map(|p| p.payment_id).collect();
+    // The refunds Alice received are hers too, as incoming payments.
+    assert_eq!(listed, vec![returned, too_much, second.clone(), first.clone(), transfer, deposit]);
+    assert_eq!(bank.payment_record(&alice, &second).direction, PaymentDirection::Incoming);
+    // A command refused because its sender may not act on the account leaves the holder no record.
+    let forged = bank.payment_as(&alice, user_principal(&bob, bank.now_ms), PaymentPayload::Withdrawal(Withdrawal { amount: gbp("1.00"), currency: "GBP".into(), reference: None }), None);
+    assert_eq!(bank.rejected_with(&alice, &forged), reasons::FORBIDDEN);
+    assert!(bank.payments(&alice).iter().all(|p| p.payment_id != forged));
+}
+
+#[test]
+fn notifications_are_kept_per_user_with_sequence_numbers_and_read_marks() {
+    let mut bank = Bank::new("notices");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    for amount in ["1.00", "2.00", "3.00"] {
+        bank.deposit(&alice, amount);
+    }
+    let (meta, entries) = bank.notifications(&alice);
+    // kyc_basic at sign-up, then the three deposits; newest first.
+    let sequences: Vec<i64> = entries.iter().map(|e| e.sequence).collect();
+    assert_eq!((meta.last_sequence, sequences), (4, vec![4, 3, 2, 1]));
+    assert_eq!(entries[0].kind, "deposit_received");
+    assert!(entries[0].message.contains("3.00"), "{}", entries[0].message);
+    // The topic's records carry the same numbers.
+    let on_topic: Vec<Option<i64>> = bank.outputs::<Notification>("notifications").into_iter().filter(|n| n.user_id == alice).map(|n| n.sequence).collect();
+    assert_eq!(on_topic, vec![Some(1), Some(2), Some(3), Some(4)]);
+
+    let mark = |bank: &mut Bank, up_to: Option<i64>, sequences: Vec<i64>| {
+        let principal = user_principal(&alice, bank.now_ms);
+        bank.auth(&alice, principal, AuthPayload::MarkNotificationsRead(MarkNotificationsRead { up_to_sequence: up_to, sequences }))
+    };
+    let id = mark(&mut bank, Some(2), vec![4]);
+    assert_eq!(bank.status(&alice, &id).status, CommandState::Settled);
+    let (meta, entries) = bank.notifications(&alice);
+    let read: Vec<(i64, bool)> = entries.iter().map(|e| (e.sequence, e.is_read(&meta))).collect();
+    assert_eq!(read, vec![(4, true), (3, false), (2, true), (1, true)]);
+    // The watermark never moves back, nor past the newest.
+    mark(&mut bank, Some(1), Vec::new());
+    assert_eq!(bank.notifications(&alice).0.read_up_to, 2);
+    mark(&mut bank, Some(99), Vec::new());
+    assert_eq!(bank.notifications(&alice).0.read_up_to, 4);
+    // Nobody marks another user's notifications.
+    let (before_bob, _) = bank.notifications(&bob);
+    let id = bank.auth(&bob, user_principal(&alice, bank.now_ms), AuthPayload::MarkNotificationsRead(MarkNotificationsRead { up_to_sequence: Some(9), sequences: Vec::new() }));
+    assert_eq!(bank.rejected_with(&bob, &id), reasons::FORBIDDEN);
+    assert_eq!(bank.notifications(&bob).0, before_bob);
+}
+
+#[test]
+fn only_the_newest_notifications_are_kept() {
+    let mut bank = Bank::new("notices-kept");
+    let alice = bank.basic_user("alice@example.com");
+    let extra = 3;
+    for _ in 0..(notifications::KEPT_PER_USER - 1 + extra) {
+        bank.deposit(&alice, "0.01");
+    }
+    let (meta, entries) = bank.notifications(&alice);
+    assert_eq!(meta.last_sequence, notifications::KEPT_PER_USER + extra);
+    assert_eq!(entries.len() as i64, notifications::KEPT_PER_USER);
+    assert_eq!(entries.last().unwrap().sequence, extra + 1, "the oldest were dropped");
+}
+
+#[test]
+fn a_password_reset_takes_a_single_use_token_before_it_expires() {
+    let mut bank = Bank::new("reset");
+    let alice = bank.basic_user("alice@example.com");
+    let anonymous = Principal { subject: alice.clone(), roles: Vec::new(), token_issued_at: TimestampMillis(0) };
+    let new_hash = HASH.replace("t=2", "t=3");
+    let request = |bank: &mut Bank, hash: &str, expires_in_ms: i64| {
+        let expires_at = TimestampMillis(bank.now_ms + expires_in_ms);
+        bank.auth(&alice, anonymous.clone(), AuthPayload::RequestPasswordReset(RequestPasswordReset { token_sha256: hash.to_string(), expires_at }))
+    };
+    let confirm = |bank: &mut Bank, hash: &str| {
+        bank.auth(&alice, anonymous.clone(), AuthPayload::ConfirmPasswordReset(ConfirmPasswordReset { token_sha256: hash.to_string(), password_hash: new_hash.clone() }))
+    };
+    let id = request(&mut bank, "aa11", 60_000);
+    assert_eq!(bank.status(&alice, &id).status, CommandState::Settled);
+    assert_eq!(bank.user(&alice).password_hash, HASH, "asking changes nothing yet");
+    assert!(bank.notifications(&alice).1.iter().any(|n| n.kind == "password_reset_requested"));
+
+    let wrong = confirm(&mut bank, "bb22");
+    assert_eq!(bank.rejected_with(&alice, &wrong), reasons::INVALID_RESET_TOKEN);
+    let revoked_before = bank.user(&alice).tokens_valid_after_ms;
+    let done = confirm(&mut bank, "aa11");
+    assert_eq!(bank.status(&alice, &done).status, CommandState::Settled);
+    let user = bank.user(&alice);
+    assert_eq!(user.password_hash, new_hash);
+    assert!(user.tokens_valid_after_ms > revoked_before, "every session is revoked");
+    assert!(bank.notifications(&alice).1.iter().any(|n| n.kind == "password_reset"));
+    let again = confirm(&mut bank, "aa11");
+    assert_eq!(bank.rejected_with(&alice, &again), reasons::RESET_TOKEN_USED);
+
+    // Expired: the confirmation's time is after the token's.
+    request(&mut bank, "cc33", 500);
+    let late = confirm(&mut bank, "cc33");
+    assert_eq!(bank.rejected_with(&alice, &late), reasons::RESET_TOKEN_EXPIRED);
+
+    // Only the API's anonymous form counts: a user's own token cannot ask for a reset.
+    let as_user = bank.auth(&alice, user_principal(&alice, bank.now_ms), AuthPayload::RequestPasswordReset(RequestPasswordReset { token_sha256: "dd44".into(), expires_at: TimestampMillis(bank.now_ms + 60_000) }));
+    assert_eq!(bank.rejected_with(&alice, &as_user), reasons::FORBIDDEN);
 }
 
 // ---------------------------------------------------------------- property: the ledger invariants

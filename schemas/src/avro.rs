@@ -181,17 +181,18 @@ impl<T: AvroType> AvroType for Option<T> {
     }
 }
 
-impl AvroType for Vec<String> {
-    fn schema_json(_: &mut BTreeSet<String>) -> serde_json::Value {
-        json!({"type": "array", "items": "string"})
+/// Avro `array` of the item type: strings (roles, identifiers), longs (sequence numbers).
+impl<T: AvroType> AvroType for Vec<T> {
+    fn schema_json(named: &mut BTreeSet<String>) -> serde_json::Value {
+        json!({"type": "array", "items": T::schema_json(named)})
     }
     fn to_avro(&self) -> Result<Value, SchemaError> {
-        Ok(Value::Array(self.iter().cloned().map(Value::String).collect()))
+        Ok(Value::Array(self.iter().map(T::to_avro).collect::<Result<_, _>>()?))
     }
     fn from_avro(value: Value) -> Result<Self, SchemaError> {
         match value {
-            Value::Array(items) => items.into_iter().map(String::from_avro).collect(),
-            other => Err(mismatch("array<string>", &other)),
+            Value::Array(items) => items.into_iter().map(T::from_avro).collect(),
+            other => Err(mismatch("array", &other)),
         }
     }
 }

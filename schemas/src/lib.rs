@@ -54,6 +54,7 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("auth_event", include_str!("../avro/auth_event.avsc")),
     ("payment_settled", include_str!("../avro/payment_settled.avsc")),
     ("payment_rejected", include_str!("../avro/payment_rejected.avsc")),
+    ("payment_event", include_str!("../avro/payment_event.avsc")),
     ("identity_verification_result", include_str!("../avro/identity_verification_result.avsc")),
     ("account_event", include_str!("../avro/account_event.avsc")),
     ("notification", include_str!("../avro/notification.avsc")),

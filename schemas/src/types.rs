@@ -122,6 +122,36 @@ avro_record! {
     }
 }
 
+avro_record! {
+    /// Marks notifications read: every one up to a sequence number, and/or some by id.
+    pub struct MarkNotificationsRead as "io.sluice.auth.MarkNotificationsRead" {
+        /// Every notification with this sequence number or a lower one is read.
+        pub up_to_sequence: Option<i64>,
+        /// These notifications (by sequence number) are read.
+        pub sequences: Vec<i64>,
+    }
+}
+
+avro_record! {
+    /// A password reset was asked for: the SHA-256 of a single-use token the ingest API delivered to the account holder, and until when it holds.
+    pub struct RequestPasswordReset as "io.sluice.auth.RequestPasswordReset" {
+        /// Hex SHA-256 of the reset token; the token itself never reaches Kafka.
+        pub token_sha256: String,
+        /// The token is refused after this instant.
+        pub expires_at: TimestampMillis,
+    }
+}
+
+avro_record! {
+    /// A new password with the reset token that allows it; revokes every session.
+    pub struct ConfirmPasswordReset as "io.sluice.auth.ConfirmPasswordReset" {
+        /// Hex SHA-256 of the reset token presented.
+        pub token_sha256: String,
+        /// Argon2id PHC string of the new password.
+        pub password_hash: String,
+    }
+}
+
 avro_union! {
     /// The commands of `auth.commands`.
     pub enum AuthPayload {
@@ -133,6 +163,12 @@ avro_union! {
         RevokeSessions(RevokeSessions),
         /// Profile update.
         UpdateProfile(UpdateProfile),
+        /// Notifications read.
+        MarkNotificationsRead(MarkNotificationsRead),
+        /// Password reset asked for.
+        RequestPasswordReset(RequestPasswordReset),
+        /// Password reset with its token.
+        ConfirmPasswordReset(ConfirmPasswordReset),
     }
 }
 
@@ -458,6 +494,55 @@ avro_record! {
     }
 }
 
+// ---------------------------------------------------------------- payments.events
+
+avro_enum! {
+    /// A transition in the life of a payment.
+    pub enum PaymentEventType as "io.sluice.payments.PaymentEventType" {
+        /// Accepted by the pipeline: a transfer or refund debited and on its way, or a deposit or withdrawal about to complete.
+        Created = "CREATED",
+        /// Done: the payee was credited (deposits: the account was credited; withdrawals: debited).
+        Completed = "COMPLETED",
+        /// Refused, or returned to the payer; see the reason.
+        Failed = "FAILED",
+        /// A completed transfer was refunded by its payee, in part or in full (see refunded_amount).
+        Refunded = "REFUNDED",
+    }
+}
+
+avro_record! {
+    /// One transition of a payment, on `payments.events`, keyed by the payer's user id: one
+    /// record per transition, in the order they happened for that payment.
+    pub struct PaymentEvent as "io.sluice.payments.PaymentEvent" {
+        /// Deterministic id: the payment id and the transition.
+        pub event_id: String,
+        /// Timestamp of the record that caused the transition.
+        pub occurred_at: TimestampMillis,
+        /// The payment: the id of the command that created it.
+        pub payment_id: String,
+        /// Which transition.
+        pub event_type: PaymentEventType,
+        /// What kind of payment.
+        pub kind: PaymentKind,
+        /// User debited (for deposits: the user credited).
+        pub payer_user_id: String,
+        /// User credited, for transfers and refunds.
+        pub payee_user_id: Option<String>,
+        /// Amount of the payment.
+        pub amount: Decimal,
+        /// ISO 4217 currency code.
+        pub currency: String,
+        /// The payment's status after the transition: pending, completed, failed, partially_refunded or refunded.
+        pub status: String,
+        /// Machine-readable reason of a failure.
+        pub reason: Option<String>,
+        /// Refunded so far, on refunded events.
+        pub refunded_amount: Option<Decimal>,
+        /// For refunds: the transfer they refund.
+        pub refund_of: Option<String>,
+    }
+}
+
 // ---------------------------------------------------------------- identity.verification.result
 
 avro_enum! {
@@ -557,6 +642,8 @@ avro_record! {
         pub kind: String,
         /// Text shown to the user.
         pub message: String,
+        /// Position in the user's notifications, from 1 (what `GET /v1/notifications` and the stream's event ids show).
+        pub sequence: Option<i64>,
     }
 }
 
@@ -669,6 +756,8 @@ avro_record! {
         pub reference: Option<String>,
         /// Why a reversal happened.
         pub reason: Option<String>,
+        /// For refunds: the transfer being refunded (its command id).
+        pub refund_of: Option<String>,
     }
 }
 
@@ -789,6 +878,7 @@ top_level! {
     AuthEvent => "auth_event", "io.sluice.auth.AuthEvent";
     PaymentSettled => "payment_settled", "io.sluice.payments.PaymentSettled";
     PaymentRejected => "payment_rejected", "io.sluice.payments.PaymentRejected";
+    PaymentEvent => "payment_event", "io.sluice.payments.PaymentEvent";
     IdentityVerificationResult => "identity_verification_result", "io.sluice.identity.IdentityVerificationResult";
     AccountEvent => "account_event", "io.sluice.accounts.AccountEvent";
     Notification => "notification", "io.sluice.notifications.Notification";

@@ -28,7 +28,7 @@ impl Answer {
 }
 
 pub(super) struct Api<'a> {
-    p: &'a Pipeline,
+    pub(super) p: &'a Pipeline,
     client: reqwest::Client,
 }
 
@@ -104,13 +104,13 @@ impl<'a> Api<'a> {
     }
 
     /// Registers a user and waits until they can log in; returns (access, refresh, user id).
-    fn sign_up(&self, email: &str, password: &str) -> (String, String, String) {
+    pub(super) fn sign_up(&self, email: &str, password: &str) -> (String, String, String) {
         let answer = self.post("/v1/auth/register", None, json!({"email": email, "password": password, "full_name": "Test User"}));
         assert_eq!(answer.status, 202, "{}", answer.body);
         self.log_in(email, password)
     }
 
-    fn log_in(&self, email: &str, password: &str) -> (String, String, String) {
+    pub(super) fn log_in(&self, email: &str, password: &str) -> (String, String, String) {
         self.wait_for(&format!("{email} to log in"), || {
             let answer = self.post("/v1/auth/login", None, json!({"email": email, "password": password}));
             (answer.status == 200).then(|| (answer.at("/access_token").to_string(), answer.at("/refresh_token").to_string(), answer.at("/user_id").to_string()))
@@ -214,6 +214,9 @@ fn the_http_api_journey_and_security_table() {
     let too_much = api.command("/v1/transfers", &bob_token, json!({"payee_user_id": alice, "amount": "5000.00"}));
     let outcome = api.outcome(&too_much, &bob_token);
     assert_eq!((outcome["status"].as_str(), outcome["reason"].as_str()), (Some("rejected"), Some("limit_exceeded")), "{outcome}");
+    lifecycle::payments_have_a_lifecycle(&api, (&alice_token, &bob_token), (&deposit, &transfer_id, &refund, &too_much));
+    lifecycle::notifications_are_delivered(&api, (&alice, &alice_token, &bob_token), &operator);
+    lifecycle::a_password_is_reset_with_a_single_use_token(&api);
 
     // HMRC reports a death for a NIN nobody holds; its status is read by NIN.
     let hmrc = p.token("hmrc-gateway", "hmrc");
@@ -257,7 +260,7 @@ fn the_http_api_journey_and_security_table() {
         assert_eq!((answer.status, answer.problem_type()), (401, "token-revoked"), "{what}: {}", answer.body);
     }
     let (alice_token, _, _) = api.log_in("alice@example.com", "alice-password-1");
-    assert_eq!(api.balance(&alice_token), "399.50");
+    assert_eq!(api.balance(&alice_token), "400.75");
 
     // ------------------------------------------------------------ the security table
     let (mallory_token, _, mallory) = api.sign_up("mallory@example.com", "mallory-password");
@@ -452,7 +455,7 @@ fn the_http_api_journey_and_security_table() {
 
     // The broker goes away: a command is refused with 503 (nothing was written; the client may
     // retry with its Idempotency-Key) and /ready says which dependency failed.
-    assert_eq!(api.balance(&alice_token), "399.50");
+    assert_eq!(api.balance(&alice_token), "400.75");
     let while_down = [("idempotency-key", "while-down")];
     let payment = json!({"payee_user_id": bob, "amount": "1.00", "reference": "while the broker was down"});
     p.broker.as_ref().expect("the test's broker").stop();
@@ -467,9 +470,9 @@ fn the_http_api_journey_and_security_table() {
     // before is lost, and the retried command is accepted and settles once.
     p.broker.as_ref().expect("the test's broker").restart().unwrap();
     api.wait_for("/ready after the broker came back", || (api.get("/ready", None).status == 200).then_some(()));
-    assert_eq!(api.balance(&alice_token), "399.50");
+    assert_eq!(api.balance(&alice_token), "400.75");
     let retried = api.send("POST", "/v1/transfers", Some(&alice_token), &while_down, payment);
     assert_eq!(retried.status, 202, "{}", retried.body);
     assert_eq!(api.outcome(retried.at("/status_url"), &alice_token)["status"], "settled");
-    assert_eq!(api.balance(&alice_token), "398.50");
+    assert_eq!(api.balance(&alice_token), "399.75");
 }

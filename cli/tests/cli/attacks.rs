@@ -97,6 +97,7 @@ pub(super) fn forged_records_have_no_effect(p: &Pipeline, api: &api::Api<'_>, al
         currency: "GBP".to_string(),
         reference: None,
         reason: None,
+        refund_of: None,
     };
     let credit_topic = format!("{}-credit-repartition", p.application_id);
     p.produce_raw(&credit_topic, mallory, &p.encode(&credit_topic, &leg), &[]);
