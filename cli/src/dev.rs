@@ -67,7 +67,10 @@ pub(crate) async fn run(args: DevArgs, mut config: SluiceConfig) -> Result<(), S
     Topology::from_file(&config.topology).map_err(|e| e.to_string())?;
     let broker_dir = config.state_dir.parent().unwrap_or(Path::new(".")).join("broker");
     if args.reset {
-        for dir in [&config.state_dir, &broker_dir] {
+        // The default outbox too (its reset tokens name users the reset removes).
+        let outbox = dev_dir(&config).join("outbox");
+        let outbox = config.password_reset_outbox.is_none().then_some(&outbox);
+        for dir in [Some(&config.state_dir), Some(&broker_dir), outbox].into_iter().flatten() {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => println!("reset: removed {}", dir.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -91,7 +91,7 @@ fn topology_describe_prints_both_subtopologies() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.starts_with("Topologies:\n   Sub-topology: 0\n"), "{stdout}");
-    assert!(stdout.contains("    Processor: balance-check (stores: [accounts, ledger, payments, command-status, user-dedupe])"), "{stdout}");
+    assert!(stdout.contains("    Processor: balance-check (stores: [accounts, ledger, payments, command-status, user-dedupe, notifications])"), "{stdout}");
     assert!(stdout.contains("   Sub-topology: 1\n    Source: identity-claims-source (topics: [sluice-identity-claim-repartition])"), "{stdout}");
     assert!(stdout.contains("    Processor: hmrc-death-notification (stores: [identity-claims, identifier-dedupe, notification-status])"), "{stdout}");
 }
@@ -103,7 +103,7 @@ fn topology_validate_fails_naming_the_line() {
     let ok = run(&["topology", "validate"]);
     assert!(ok.status.success(), "{}", text(&ok.stderr));
 
-    let unknown_store = original.replace(r#"stores = ["accounts", "ledger", "payments", "users", "user-dedupe"]"#, r#"stores = ["accounts", "ledgr", "payments", "users", "user-dedupe"]"#);
+    let unknown_store = original.replace(r#"stores = ["accounts", "ledger", "payments", "users", "user-dedupe", "notifications"]"#, r#"stores = ["accounts", "ledgr", "payments", "users", "user-dedupe", "notifications"]"#);
     let line = unknown_store.lines().position(|l| l.contains("\"ledgr\"")).unwrap() + 1;
     let file = dir.join("unknown-store.toml");
     std::fs::write(&file, unknown_store).unwrap();

@@ -107,6 +107,12 @@ fn command_not_found(id: &str, key: &str) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "command-not-found", "No such command", format!("no command `{id}` for `{key}`"))
 }
 
+/// `amount` written with `currency`'s minor units (two for a currency no longer configured).
+pub fn money_text(state: &SharedState, currency: &str, amount: rust_decimal::Decimal) -> String {
+    let places = state.settings.pipeline.minor_units(currency).unwrap_or(2) as usize;
+    format!("{amount:.places$}")
+}
+
 fn state_name(state: CommandState) -> &'static str {
     match state {
         CommandState::Pending => "pending",
@@ -115,16 +121,28 @@ fn state_name(state: CommandState) -> &'static str {
     }
 }
 
+/// A balance in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CurrencyBalance {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Balance, a decimal string with the currency's minor units.
+    #[schema(example = "120.50")]
+    pub balance: String,
+}
+
 /// The caller's account.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountResponse {
     /// The holder.
     pub user_id: String,
-    /// Balance, a decimal string.
+    /// Balance in the home currency, a decimal string.
     #[schema(example = "120.50")]
     pub balance: String,
-    /// ISO 4217 code.
+    /// ISO 4217 code of the home currency.
     pub currency: String,
+    /// Every balance the account holds, the home currency first.
+    pub balances: Vec<CurrencyBalance>,
     /// `open`, `frozen`, or `not_opened` before the first payment.
     pub status: String,
     /// Why it was frozen.
@@ -145,6 +163,7 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
     let (user_status, kyc_level) = (symbol(&user.status), symbol(&user.kyc_level));
     Ok(Json(match account {
         Some(account) => AccountResponse {
+            balances: account.balances().into_iter().map(|(currency, balance)| CurrencyBalance { balance: money_text(&state, &currency, balance), currency }).collect(),
             user_id: account.user_id,
             balance: format!("{:.2}", account.balance),
             currency: account.currency,
@@ -157,6 +176,7 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
             user_id: user.user_id.clone(),
             balance: format!("{:.2}", state.settings.pipeline.opening_balance),
             currency: state.settings.pipeline.currency.clone(),
+            balances: vec![CurrencyBalance { currency: state.settings.pipeline.currency.clone(), balance: format!("{:.2}", state.settings.pipeline.opening_balance) }],
             status: "not_opened".to_string(),
             frozen_reason: None,
             user_status,
@@ -188,7 +208,9 @@ pub struct TransactionResponse {
     pub direction: String,
     /// Amount, a decimal string.
     pub amount: String,
-    /// Balance after it.
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Balance in this currency after it.
     pub balance_after: String,
     /// The other party of a transfer or refund.
     pub counterparty: Option<String>,
@@ -226,21 +248,24 @@ pub async fn my_transactions(State(state): State<SharedState>, caller: Caller, Q
     let transactions = served
         .value
         .iter()
-        .map(|(_, bytes)| serde_json::from_slice::<LedgerEntry>(bytes).map(|entry| transaction(&entry)))
+        .map(|(_, bytes)| serde_json::from_slice::<LedgerEntry>(bytes).map(|entry| transaction(&state, &entry)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Problem::internal(format!("unreadable ledger entry: {e}")))?;
     let next_skip = (transactions.len() == limit).then_some(skip + limit);
     Ok(Json(TransactionsPage { transactions, skip, limit, next_skip }))
 }
 
-fn transaction(entry: &LedgerEntry) -> TransactionResponse {
+fn transaction(state: &SharedState, entry: &LedgerEntry) -> TransactionResponse {
+    // Entries from before currencies are in the pipeline's default one.
+    let currency = entry.currency.clone().unwrap_or_else(|| state.settings.pipeline.currency.clone());
     TransactionResponse {
         sequence: entry.sequence,
         command_id: entry.command_id.clone(),
         kind: symbol(&entry.kind),
         direction: symbol(&entry.direction),
-        amount: format!("{:.2}", entry.amount),
-        balance_after: format!("{:.2}", entry.balance_after),
+        amount: money_text(state, &currency, entry.amount),
+        balance_after: money_text(state, &currency, entry.balance_after),
+        currency,
         counterparty: entry.counterparty.clone(),
         reference: entry.reference.clone(),
         reversal_reason: entry.reversal_reason.clone(),

@@ -440,7 +440,13 @@ pub async fn withdraw(State(state): State<SharedState>, caller: Caller, headers:
     responses((status = 202, body = Accepted), (status = 422, body = Problem)))]
 pub async fn refund(State(state): State<SharedState>, caller: Caller, Path(payment_id): Path<String>, headers: HeaderMap, ApiJson(request): ApiJson<RefundRequest>) -> Result<Response, Problem> {
     let payee = caller.user()?.user_id.clone();
-    let (amount, currency) = money(&state, request.amount.text(), request.currency.as_deref(), request.reason.as_deref())?;
+    // A refund is in the transfer's currency: the one received, unless the request names one.
+    let received_in = match &request.currency {
+        Some(_) => None,
+        None => crate::payments::find_on(&state, &payee, sluice_processors::payments::Side::Payee, &payment_id).await.ok().flatten().map(|p| p.currency),
+    };
+    let currency_code = request.currency.as_deref().or(received_in.as_deref());
+    let (amount, currency) = money(&state, request.amount.text(), currency_code, request.reason.as_deref())?;
     let principal = caller.principal();
     let submission = payment_submission("Refund", &caller, &payee);
     let payload = PaymentPayload::Refund(Refund { payment_id: payment_id.clone(), amount, currency, reason: request.reason.clone() });
@@ -563,9 +569,10 @@ impl Serialize for Amount {
     }
 }
 
-/// An amount as the API takes it: a decimal (from a string or a JSON number), positive, two
-/// decimal places at most, 16 integer digits at most. Exponents (`1e3`) are refused.
-pub fn amount(text: &str) -> Result<Decimal, Problem> {
+/// An amount as the API takes it: a decimal (from a string or a JSON number), positive, at most
+/// `minor_units` decimal places (the currency's), 16 integer digits at most. Exponents (`1e3`)
+/// are refused.
+pub fn amount(text: &str, minor_units: u32) -> Result<Decimal, Problem> {
     let invalid = |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-amount", "Invalid amount", detail);
     let not_decimal = || invalid(format!("`{text}` is not a decimal amount such as \"12.50\" or 12.50"));
     let digits = text.trim().strip_prefix('-').unwrap_or(text.trim());
@@ -574,24 +581,31 @@ pub fn amount(text: &str) -> Result<Decimal, Problem> {
         return Err(not_decimal());
     }
     let amount = Decimal::from_str(text.trim()).map_err(|_| invalid(format!("`{text}` is out of range for an amount (16 integer digits and two decimal places at most)")))?;
-    model::check_amount(amount).map_err(invalid)?;
+    model::check_amount(amount, minor_units).map_err(invalid)?;
     Ok(amount)
 }
 
-/// The amount and currency of a payment, and its free text, checked.
-fn money(state: &SharedState, amount_text: &str, currency_code: Option<&str>, text: Option<&str>) -> Result<(Decimal, String), Problem> {
-    let checked = amount(amount_text)?;
+/// The amount and currency of a payment, and its free text, checked: the currency one accounts
+/// may hold (default the pipeline's), the amount within its minor units.
+pub fn money(state: &SharedState, amount_text: &str, currency_code: Option<&str>, text: Option<&str>) -> Result<(Decimal, String), Problem> {
     let code = currency(state, currency_code)?;
+    let minor_units = state.settings.pipeline.minor_units(&code).unwrap_or(2);
+    let checked = amount(amount_text, minor_units)?;
     check_reference(text)?;
     Ok((checked, code))
 }
 
 fn currency(state: &SharedState, given: Option<&str>) -> Result<String, Problem> {
-    let expected = &state.settings.pipeline.currency;
-    match given {
-        None => Ok(expected.clone()),
-        Some(code) if code == expected => Ok(code.to_string()),
-        Some(code) => Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported-currency", "Unsupported currency", format!("accounts hold {expected}, not `{code}`"))),
+    let pipeline = &state.settings.pipeline;
+    match given.map(str::trim) {
+        None => Ok(pipeline.currency.clone()),
+        Some(code) if pipeline.minor_units(code).is_some() => Ok(code.to_string()),
+        Some(code) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported-currency",
+            "Unsupported currency",
+            format!("accounts hold {}, not `{code}`", pipeline.currency_list()),
+        )),
     }
 }
 
@@ -638,9 +652,9 @@ mod tests {
 
     #[test]
     fn amounts_are_strings_positive_and_cent_precise() {
-        assert_eq!(amount("12.50").unwrap(), Decimal::new(1250, 2));
+        assert_eq!(amount("12.50", 2).unwrap(), Decimal::new(1250, 2));
         for (bad, needle) in [("-1.00", "positive"), ("0", "positive"), ("1.001", "two decimal places"), ("12,50", "not a decimal"), ("1e3", "not a decimal")] {
-            let problem = amount(bad).unwrap_err();
+            let problem = amount(bad, 2).unwrap_err();
             assert_eq!(problem.type_uri, "https://sluice.dev/problems/invalid-amount");
             assert!(problem.detail.contains(needle), "{bad}: {}", problem.detail);
         }
@@ -651,14 +665,14 @@ mod tests {
         let transfer = |body: &str| serde_json::from_str::<WithdrawalRequest>(body).map(|r| r.amount);
         assert_eq!(transfer(r#"{"amount": "12.50"}"#).unwrap().text(), "12.50");
         assert_eq!(transfer(r#"{"amount": 12.50}"#).unwrap().text(), "12.50", "the number's digits, not a float's");
-        assert_eq!(amount(transfer(r#"{"amount": 5000}"#).unwrap().text()).unwrap(), Decimal::new(5000, 0));
+        assert_eq!(amount(transfer(r#"{"amount": 5000}"#).unwrap().text(), 2).unwrap(), Decimal::new(5000, 0));
         // What a float would round: refused for its third decimal, never rounded to 0.30.
         let precise = transfer(r#"{"amount": 0.30000000000000004}"#).unwrap();
-        assert!(amount(precise.text()).unwrap_err().detail.contains("two decimal places"));
-        assert!(amount(transfer(r#"{"amount": 1e3}"#).unwrap().text()).unwrap_err().detail.contains("not a decimal"));
+        assert!(amount(precise.text(), 2).unwrap_err().detail.contains("two decimal places"));
+        assert!(amount(transfer(r#"{"amount": 1e3}"#).unwrap().text(), 2).unwrap_err().detail.contains("not a decimal"));
         let huge = transfer(r#"{"amount": 123456789012345678901234567890123}"#).unwrap();
-        assert!(amount(huge.text()).unwrap_err().detail.contains("out of range"));
-        assert!(amount("12345678901234567.00").unwrap_err().detail.contains("16 integer digits"));
+        assert!(amount(huge.text(), 2).unwrap_err().detail.contains("out of range"));
+        assert!(amount("12345678901234567.00", 2).unwrap_err().detail.contains("16 integer digits"));
         for wrong in [r#"{"amount": true}"#, r#"{"amount": null}"#, r#"{"amount": ["1"]}"#] {
             assert!(transfer(wrong).unwrap_err().to_string().contains("amount"), "{wrong}");
         }

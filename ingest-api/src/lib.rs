@@ -107,7 +107,7 @@ pub fn app(state: SharedState) -> Router {
         .merge(docs::routes())
 }
 
-/// The pipeline settings the API checks commands against: the currency of `auth-validation`
+/// The pipeline settings the API checks commands against: the currencies of `auth-validation`
 /// and the opening balance of `balance-check`, as topology.toml configures them.
 pub fn pipeline_settings(topology: &sluice_streams::Topology) -> Result<PipelineSettings, String> {
     use sluice_processors::{auth_validation, balance_check};
@@ -116,7 +116,8 @@ pub fn pipeline_settings(topology: &sluice_streams::Topology) -> Result<Pipeline
     for node in &topology.nodes {
         let NodeKind::Processor { kind, config, .. } = &node.kind else { continue };
         if kind == auth_validation::KIND {
-            settings.currency = PipelineSettings::from_table(config, auth_validation::CONFIG_KEYS)?.currency;
+            let gate = PipelineSettings::from_table(config, auth_validation::CONFIG_KEYS)?;
+            (settings.currency, settings.currencies) = (gate.currency, gate.currencies);
         } else if kind == balance_check::KIND {
             settings.opening_balance = PipelineSettings::from_table(config, balance_check::CONFIG_KEYS)?.opening_balance;
         }

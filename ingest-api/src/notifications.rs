@@ -1,4 +1,4 @@
-//! Notifications delivered (docs/api.md, notifications): the caller's notifications, unread
+//! Notifications delivered (docs/architecture.md, notifications): the caller's notifications, unread
 //! first, from the processors' `notifications` store; read marks sent through the pipeline
 //! (`MarkNotificationsRead`); and a live stream (server-sent events) woken by the
 //! `notifications` topic ([`Feed`]) and served from the store, so that a client resuming with

@@ -1,4 +1,4 @@
-//! Payments with their lifecycle (docs/api.md, payments): the caller's payments newest first,
+//! Payments with their lifecycle (docs/architecture.md, payments): the caller's payments newest first,
 //! filtered by status, direction and kind, and one payment by id, read from the processors'
 //! `payments` store through interactive queries.
 
@@ -10,7 +10,7 @@ use sluice_processors::model::stores;
 use sluice_processors::payments::{self, PaymentRecord, Side};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::accounts::{DEFAULT_PAGE, MAX_PAGE};
+use crate::accounts::{money_text, DEFAULT_PAGE, MAX_PAGE};
 use crate::auth::{symbol, Caller};
 use crate::commands::forbidden;
 use crate::problem::Problem;
@@ -71,20 +71,21 @@ pub struct PaymentResponse {
     pub updated_at_ms: i64,
 }
 
-impl From<PaymentRecord> for PaymentResponse {
-    fn from(record: PaymentRecord) -> PaymentResponse {
+impl PaymentResponse {
+    /// `record` as answered, amounts with its currency's minor units.
+    pub fn new(state: &SharedState, record: PaymentRecord) -> PaymentResponse {
         PaymentResponse {
             payment_id: record.payment_id,
             kind: symbol(&record.kind),
             direction: symbol(&record.direction),
             status: record.status.name().to_string(),
-            amount: format!("{:.2}", record.amount),
-            currency: record.currency,
+            amount: money_text(state, &record.currency, record.amount),
+            currency: record.currency.clone(),
             counterparty: record.counterparty,
             reference: record.reference,
             reason: record.reason,
             detail: record.detail,
-            refunded_amount: format!("{:.2}", record.refunded_amount),
+            refunded_amount: money_text(state, &record.currency, record.refunded_amount),
             refund_of: record.refund_of,
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
@@ -163,7 +164,7 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
         let served = state.queries.scan(stores::PAYMENTS, &user_id, &prefix, offset, chunk).await?;
         let read = served.value.len();
         for (_, bytes) in &served.value {
-            let payment = PaymentResponse::from(decode(bytes)?);
+            let payment = PaymentResponse::new(&state, decode(bytes)?);
             if wanted(&payment) {
                 matched.push(payment);
             }
@@ -194,19 +195,23 @@ pub struct PaymentParams {
         (status = 404, body = Problem, description = "payment-not-found"), (status = 503, body = Problem)))]
 pub async fn get(State(state): State<SharedState>, caller: Caller, Path(id): Path<String>, Query(params): Query<PaymentParams>) -> Result<Json<PaymentResponse>, Problem> {
     let user_id = owner(&caller, params.user_id.as_deref())?;
-    Ok(Json(find(&state, &user_id, &id).await?.into()))
+    Ok(Json(PaymentResponse::new(&state, find(&state, &user_id, &id).await?)))
+}
+
+/// `user_id`'s record of payment `id` on `side`, if they have one.
+pub async fn find_on(state: &SharedState, user_id: &str, side: Side, id: &str) -> Result<Option<PaymentRecord>, Problem> {
+    let pointer = state.queries.get_on(stores::PAYMENTS, user_id, &payments::pointer_key(user_id, side, id)).await?;
+    let Some(bytes) = pointer.value else { return Ok(None) };
+    let key: String = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("unreadable payment pointer: {e}")))?;
+    state.queries.get_on(stores::PAYMENTS, user_id, &key).await?.value.map(|bytes| decode(&bytes)).transpose()
 }
 
 /// `user_id`'s record of payment `id` (the one they sent, else the one they received), or 404
 /// `payment-not-found` (saying so when the command was accepted and is not processed yet).
 pub async fn find(state: &SharedState, user_id: &str, id: &str) -> Result<PaymentRecord, Problem> {
     for side in [Side::Payer, Side::Payee] {
-        let pointer = state.queries.get_on(stores::PAYMENTS, user_id, &payments::pointer_key(user_id, side, id)).await?;
-        if let Some(bytes) = pointer.value {
-            let key: String = serde_json::from_slice(&bytes).map_err(|e| Problem::internal(format!("unreadable payment pointer: {e}")))?;
-            if let Some(bytes) = state.queries.get_on(stores::PAYMENTS, user_id, &key).await?.value {
-                return decode(&bytes);
-            }
+        if let Some(record) = find_on(state, user_id, side, id).await? {
+            return Ok(record);
         }
     }
     let detail = match state.idempotency.accepted_command(id) {

@@ -26,6 +26,7 @@ pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id
         currency: settings.currency.clone(),
         // Money has two decimal places, a new account too ("0.00").
         balance: Decimal::new(0, 2),
+        other_balances: Default::default(),
         status: AccountStatus::Open,
         frozen_reason: None,
         opened_at_ms: ctx.timestamp(),
@@ -47,6 +48,7 @@ pub fn open(ctx: &mut ProcessorContext<'_>, settings: &PipelineSettings, user_id
             kind: PaymentKind::Deposit,
             direction: Direction::Credit,
             amount: settings.opening_balance,
+            currency: &settings.currency,
             counterparty: Some(WELCOME_CREDIT_ACCOUNT),
             reference: Some("welcome credit"),
             reversal_reason: None,
@@ -67,6 +69,8 @@ pub struct Posting<'a> {
     pub direction: Direction,
     /// Positive amount.
     pub amount: Decimal,
+    /// Its currency (ISO 4217).
+    pub currency: &'a str,
     /// The other party.
     pub counterparty: Option<&'a str>,
     /// Free text.
@@ -75,26 +79,30 @@ pub struct Posting<'a> {
     pub reversal_reason: Option<&'a str>,
 }
 
-/// Applies `posting` to `account` and writes the account and a ledger entry. A debit beyond
-/// the balance is a bug (callers check funds first): the task fails rather than go negative.
+/// Applies `posting` to `account`'s balance in its currency and writes the account and a ledger
+/// entry. A debit beyond the balance is a bug (callers check funds first): the task fails
+/// rather than go negative.
 pub fn post(ctx: &mut ProcessorContext<'_>, account: &mut Account, posting: Posting<'_>) -> Result<(), ProcessError> {
     if posting.amount <= Decimal::ZERO {
         return Err(ProcessError::Fatal(format!("posting of {} on `{}` is not positive", posting.amount, account.user_id)));
     }
-    account.balance = match posting.direction {
-        Direction::Credit => account.balance + posting.amount,
-        Direction::Debit => account.balance - posting.amount,
+    let before = account.balance_in(posting.currency);
+    let after = match posting.direction {
+        Direction::Credit => before + posting.amount,
+        Direction::Debit => before - posting.amount,
     };
-    if account.balance.is_sign_negative() {
-        return Err(ProcessError::Fatal(format!("ledger invariant broken: `{}` would go negative", account.user_id)));
+    if after.is_sign_negative() {
+        return Err(ProcessError::Fatal(format!("ledger invariant broken: `{}` would go negative in {}", account.user_id, posting.currency)));
     }
+    account.set_balance(posting.currency, after);
     let entry = LedgerEntry {
         sequence: account.ledger_entries,
         command_id: posting.command_id.to_string(),
         kind: posting.kind,
         direction: posting.direction,
         amount: posting.amount,
-        balance_after: account.balance,
+        currency: Some(posting.currency.to_string()),
+        balance_after: after,
         counterparty: posting.counterparty.map(str::to_string),
         reference: posting.reference.map(str::to_string),
         reversal_reason: posting.reversal_reason.map(str::to_string),

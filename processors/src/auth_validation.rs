@@ -21,7 +21,7 @@ use crate::settings::PipelineSettings;
 pub const KIND: &str = "auth-validation";
 
 /// Config keys of the node.
-pub const CONFIG_KEYS: &[&str] = &["currency", "basic_transfer_limit"];
+pub const CONFIG_KEYS: &[&str] = &["currency", "currencies", "basic_transfer_limit"];
 
 /// A refusal: machine-readable reason and human-readable detail.
 type Refusal = (&'static str, String);
@@ -449,10 +449,10 @@ impl AuthValidation {
     /// Amount, currency, payee and KYC rules of a payment.
     fn check_payment(&self, key: &str, user: &User, payload: &PaymentPayload) -> Result<(), Refusal> {
         let (amount, currency) = amount_of(payload);
-        model::check_amount(amount).map_err(|detail| (reasons::INVALID_AMOUNT, detail))?;
-        if currency != self.settings.currency {
-            return Err((reasons::UNSUPPORTED_CURRENCY, format!("only {} is supported, got `{currency}`", self.settings.currency)));
-        }
+        let Some(minor_units) = self.settings.minor_units(currency) else {
+            return Err((reasons::UNSUPPORTED_CURRENCY, format!("accounts hold {}, not `{currency}`", self.settings.currency_list())));
+        };
+        model::check_amount(amount, minor_units).map_err(|detail| (reasons::INVALID_AMOUNT, detail))?;
         if let PaymentPayload::Transfer(transfer) = payload {
             if transfer.payee_user_id == key {
                 return Err((reasons::INVALID_PAYEE, "a transfer needs another user as payee".to_string()));

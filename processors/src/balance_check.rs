@@ -77,6 +77,11 @@ impl BalanceCheck {
                 let detail = format!("no settled transfer `{}` to this account", refund.payment_id);
                 return emit::reject_payment(ctx, &payment, reasons::PAYMENT_UNKNOWN, &detail);
             };
+            let paid_in = incoming.currency.as_deref().unwrap_or(&self.settings.currency);
+            if payment.currency != paid_in {
+                let detail = format!("payment `{}` was in {paid_in}: refund it in {paid_in}, not {}", refund.payment_id, payment.currency);
+                return emit::reject_payment(ctx, &payment, reasons::CURRENCY_MISMATCH, &detail);
+            }
             let refundable = incoming.amount - incoming.refunded;
             if payment.amount > refundable {
                 let detail = format!("only {refundable} of payment `{}` can still be refunded", refund.payment_id);
@@ -85,8 +90,9 @@ impl BalanceCheck {
             refunded = Some((incoming_key, incoming));
         }
         let debit = !matches!(command.payload, PaymentPayload::Deposit(_));
-        if debit && account.balance < payment.amount {
-            let detail = format!("balance {} is less than {}", account.balance, payment.amount);
+        let balance = account.balance_in(&payment.currency);
+        if debit && balance < payment.amount {
+            let detail = format!("balance {balance} {} is less than {}", payment.currency, payment.amount);
             return emit::reject_payment(ctx, &payment, reasons::INSUFFICIENT_FUNDS, &detail);
         }
         let posting = |direction, counterparty| Posting {
@@ -94,6 +100,7 @@ impl BalanceCheck {
             kind: payment.kind,
             direction,
             amount: payment.amount,
+            currency: &payment.currency,
             counterparty,
             reference: None,
             reversal_reason: None,
@@ -182,6 +189,7 @@ impl BalanceCheck {
             kind: leg.kind,
             direction: Direction::Credit,
             amount: leg.amount,
+            currency: &leg.currency,
             counterparty: Some(&leg.payee_user_id),
             reference: leg.reference.as_deref(),
             reversal_reason: Some(reason),

@@ -56,8 +56,10 @@ pub mod reasons {
     pub const FORBIDDEN: &str = "forbidden";
     /// Not positive, more than two decimal places, or too large.
     pub const INVALID_AMOUNT: &str = "invalid_amount";
-    /// A currency other than the pipeline's.
+    /// A currency accounts may not hold (not in the pipeline's `currencies`).
     pub const UNSUPPORTED_CURRENCY: &str = "unsupported_currency";
+    /// A refund in another currency than the transfer it refunds.
+    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
     /// The Idempotency-Key was already used by another command of this user.
     pub const DUPLICATE_COMMAND: &str = "duplicate_command";
     /// Transfer to oneself.
@@ -226,15 +228,18 @@ pub enum AccountStatus {
     Frozen,
 }
 
-/// An account, in the `accounts` store.
+/// An account, in the `accounts` store: a balance per currency, none ever negative.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// The holder.
     pub user_id: String,
-    /// ISO 4217 code.
+    /// ISO 4217 code of the account's home currency (the pipeline's default when it opened).
     pub currency: String,
-    /// Current balance; never negative.
+    /// Balance in the home currency.
     pub balance: Decimal,
+    /// Balances in the other currencies the account has held.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub other_balances: std::collections::BTreeMap<String, Decimal>,
     /// Open or frozen.
     pub status: AccountStatus,
     /// Why it was frozen.
@@ -243,6 +248,31 @@ pub struct Account {
     pub opened_at_ms: i64,
     /// Ledger entries written so far (the next entry's sequence number).
     pub ledger_entries: u64,
+}
+
+impl Account {
+    /// The balance in `currency` (0.00 in one never held).
+    pub fn balance_in(&self, currency: &str) -> Decimal {
+        if currency == self.currency {
+            self.balance
+        } else {
+            self.other_balances.get(currency).copied().unwrap_or(Decimal::new(0, 2))
+        }
+    }
+
+    /// Sets the balance in `currency`.
+    pub fn set_balance(&mut self, currency: &str, balance: Decimal) {
+        if currency == self.currency {
+            self.balance = balance;
+        } else {
+            self.other_balances.insert(currency.to_string(), balance);
+        }
+    }
+
+    /// Every balance, the home currency first.
+    pub fn balances(&self) -> Vec<(String, Decimal)> {
+        std::iter::once((self.currency.clone(), self.balance)).chain(self.other_balances.iter().map(|(c, b)| (c.clone(), *b))).collect()
+    }
 }
 
 /// Debit or credit, as seen by the account holder.
@@ -268,7 +298,10 @@ pub struct LedgerEntry {
     pub direction: Direction,
     /// Amount (positive).
     pub amount: Decimal,
-    /// Balance after this entry.
+    /// ISO 4217 code (none: the account's home currency; entries from before currencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Balance in this currency after this entry.
     pub balance_after: Decimal,
     /// The other party, for transfers and refunds.
     pub counterparty: Option<String>,
@@ -326,6 +359,9 @@ pub struct IncomingPayment {
     pub amount: Decimal,
     /// Refunded so far (including refunds in flight).
     pub refunded: Decimal,
+    /// ISO 4217 code (none: the pipeline's default; payments from before currencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// Key of `payer`'s outgoing payment `command_id`.
@@ -410,14 +446,19 @@ pub fn save<T: Serialize>(store: &mut dyn KeyValueStore, key: &str, value: &T) -
     Ok(())
 }
 
-/// The amount rules of every payment: positive, at most two decimal places, at most
-/// 16 integer digits (decimal(18,2)). `Err` carries the detail.
-pub fn check_amount(amount: Decimal) -> Result<(), String> {
+/// The amount rules of every payment: positive, at most the currency's `minor_units` decimal
+/// places (two at most), at most 16 integer digits (decimal(18,2)). `Err` carries the detail.
+pub fn check_amount(amount: Decimal, minor_units: u32) -> Result<(), String> {
     if amount <= Decimal::ZERO {
         return Err(format!("amount must be positive, got {amount}"));
     }
-    if amount.normalize().scale() > 2 {
-        return Err(format!("amount {amount} has more than two decimal places"));
+    if amount.normalize().scale() > minor_units {
+        return Err(match minor_units {
+            0 => format!("amount {amount} has decimal places; this currency has no minor unit"),
+            1 => format!("amount {amount} has more than one decimal place"),
+            2 => format!("amount {amount} has more than two decimal places"),
+            n => format!("amount {amount} has more than {n} decimal places"),
+        });
     }
     if sluice_schemas::avro::money_mantissa(amount).is_err() {
         return Err(format!("amount {amount} exceeds 16 integer digits"));
@@ -457,12 +498,15 @@ mod tests {
 
     #[test]
     fn amounts() {
-        assert!(check_amount(Decimal::new(1050, 2)).is_ok());
-        assert!(check_amount(Decimal::new(10500, 3)).is_ok(), "10.500 is 10.50");
-        assert!(check_amount(Decimal::ZERO).is_err());
-        assert!(check_amount(Decimal::new(-1, 0)).is_err());
-        assert!(check_amount(Decimal::new(1001, 3)).unwrap_err().contains("two decimal places"));
-        assert!(check_amount(Decimal::new(i64::MAX, 0)).unwrap_err().contains("16 integer digits"));
+        assert!(check_amount(Decimal::new(1050, 2), 2).is_ok());
+        assert!(check_amount(Decimal::new(10500, 3), 2).is_ok(), "10.500 is 10.50");
+        assert!(check_amount(Decimal::ZERO, 2).is_err());
+        assert!(check_amount(Decimal::new(-1, 0), 2).is_err());
+        assert!(check_amount(Decimal::new(1001, 3), 2).unwrap_err().contains("two decimal places"));
+        assert!(check_amount(Decimal::new(i64::MAX, 0), 2).unwrap_err().contains("16 integer digits"));
+        assert!(check_amount(Decimal::new(500, 0), 0).is_ok());
+        assert!(check_amount(Decimal::new(50000, 2), 0).is_ok(), "500.00 is 500");
+        assert!(check_amount(Decimal::new(5001, 1), 0).unwrap_err().contains("no minor unit"));
     }
 
     #[test]

@@ -64,13 +64,14 @@ impl Processor for Settlement {
             kind: leg.kind,
             direction: Direction::Credit,
             amount: leg.amount,
+            currency: &leg.currency,
             counterparty: Some(&leg.payer_user_id),
             reference: leg.reference.as_deref(),
             reversal_reason: None,
         };
         accounts::post(ctx, &mut account, posting)?;
         if leg.kind == PaymentKind::Transfer {
-            let incoming = IncomingPayment { payer_user_id: leg.payer_user_id.clone(), amount: leg.amount, refunded: rust_decimal::Decimal::ZERO };
+            let incoming = IncomingPayment { payer_user_id: leg.payer_user_id.clone(), amount: leg.amount, refunded: rust_decimal::Decimal::ZERO, currency: Some(leg.currency.clone()) };
             model::save(ctx.store(stores::PAYMENTS)?, &model::incoming_key(&key, &leg.command_id), &incoming)?;
         }
         let payment = crate::balance_check::payment_of_leg(leg);

@@ -415,7 +415,7 @@ fn the_gate_refuses_each_reason() {
         let id = bank.payment(&alice, transfer(&bob, bad, "GBP"));
         assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_AMOUNT, "{bad}");
     }
-    let id = bank.payment(&alice, transfer(&bob, "1.00", "EUR"));
+    let id = bank.payment(&alice, transfer(&bob, "1.00", "CHF"));
     assert_eq!(bank.rejected_with(&alice, &id), reasons::UNSUPPORTED_CURRENCY);
     let id = bank.transfer(&alice, &alice, "1.00");
     assert_eq!(bank.rejected_with(&alice, &id), reasons::INVALID_PAYEE);
@@ -881,6 +881,48 @@ impl Bank {
             .collect();
         (meta, entries)
     }
+}
+
+#[test]
+fn accounts_hold_a_balance_per_currency_and_nothing_converts() {
+    let mut bank = Bank::new("currencies");
+    let alice = bank.basic_user("alice@example.com");
+    let bob = bank.basic_user("bob@example.com");
+    let money = |amount: &str, currency: &str| (gbp(amount), currency.to_string());
+    let deposit = |bank: &mut Bank, user: &str, (amount, currency): (Decimal, String)| {
+        bank.payment_as(user, service("operator"), PaymentPayload::Deposit(Deposit { amount, currency, reference: None }), None)
+    };
+    let transfer = |bank: &mut Bank, (amount, currency): (Decimal, String)| {
+        let payee_user_id = bob.clone();
+        bank.payment(&alice, PaymentPayload::Transfer(Transfer { payee_user_id, amount, currency, reference: None }))
+    };
+    deposit(&mut bank, &alice, money("100.00", "GBP"));
+    deposit(&mut bank, &alice, money("50.00", "EUR"));
+    deposit(&mut bank, &alice, money("5000", "JPY"));
+    let euros = transfer(&mut bank, money("20.00", "EUR"));
+    assert_eq!(bank.status(&alice, &euros).status, CommandState::Settled);
+    let account = bank.account(&alice);
+    assert_eq!((account.balance_in("GBP"), account.balance_in("EUR"), account.balance_in("JPY")), (gbp("100.00"), gbp("30.00"), gbp("5000")));
+    assert_eq!((bank.account(&bob).balance_in("EUR"), bank.account(&bob).balance_in("GBP")), (gbp("20.00"), gbp("0.00")));
+    // Pounds do not pay for euros; yen have no minor unit; francs are not held here.
+    let short = transfer(&mut bank, money("40.00", "EUR"));
+    assert_eq!(bank.rejected_with(&alice, &short), reasons::INSUFFICIENT_FUNDS);
+    assert!(bank.status(&alice, &short).detail.unwrap().contains("30.00 EUR"));
+    let fraction = transfer(&mut bank, money("1.5", "JPY"));
+    assert_eq!(bank.rejected_with(&alice, &fraction), reasons::INVALID_AMOUNT);
+    let francs = transfer(&mut bank, money("1.00", "CHF"));
+    assert_eq!(bank.rejected_with(&alice, &francs), reasons::UNSUPPORTED_CURRENCY);
+    // A refund is in the transfer's currency.
+    let wrong = bank.payment(&bob, PaymentPayload::Refund(Refund { payment_id: euros.clone(), amount: gbp("5.00"), currency: "GBP".into(), reason: None }));
+    assert_eq!(bank.rejected_with(&bob, &wrong), reasons::CURRENCY_MISMATCH);
+    let right = bank.payment(&bob, PaymentPayload::Refund(Refund { payment_id: euros.clone(), amount: gbp("5.00"), currency: "EUR".into(), reason: None }));
+    assert_eq!(bank.status(&bob, &right).status, CommandState::Settled);
+    assert_eq!((bank.account(&alice).balance_in("EUR"), bank.account(&bob).balance_in("EUR")), (gbp("35.00"), gbp("15.00")));
+    // The ledger says which currency each line is in, and the balance after in that currency.
+    let ledger = bank.ledger(&alice);
+    let refund_line = ledger.iter().find(|e| e.command_id == right).unwrap();
+    assert_eq!((refund_line.currency.as_deref(), refund_line.balance_after), (Some("EUR"), gbp("35.00")));
+    assert_eq!(bank.payment_record(&alice, &euros).currency, "EUR");
 }
 
 #[test]

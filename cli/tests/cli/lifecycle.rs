@@ -38,6 +38,23 @@ pub(super) fn payments_have_a_lifecycle(api: &Api<'_>, (alice_token, bob_token):
     assert_eq!(deposits.body["payments"].as_array().unwrap().len(), 1, "{}", deposits.body);
     let page = api.get("/v1/payments?limit=1&skip=1", Some(alice_token));
     assert_eq!((page.body["payments"][0]["payment_id"].as_str(), page.body["next_skip"].as_u64()), (Some(transfer), Some(2)), "{}", page.body);
+    // Euros beside pounds, nothing converted: a euro transfer, refunded in euros without saying so.
+    let alice = api.get("/v1/auth/me", Some(alice_token)).at("/user_id").to_string();
+    let operator = api.p.token("ops", "operator");
+    let euros = api.command("/v1/deposits", &operator, json!({"user_id": alice, "amount": 30, "currency": "EUR"}));
+    assert_eq!(api.outcome(&euros, &operator)["status"], "settled");
+    let sent = api.command("/v1/transfers", alice_token, json!({"payee_email": "bob@example.com", "amount": "12.00", "currency": "EUR"}));
+    assert_eq!(api.outcome(&sent, alice_token)["status"], "settled");
+    let back = api.command(&format!("/v1/payments/{}/refund", command_id(&sent)), bob_token, json!({"amount": "2.00"}));
+    assert_eq!(api.outcome(&back, bob_token)["status"], "settled");
+    let account = api.get("/v1/accounts/me", Some(alice_token));
+    assert_eq!(account.body["balances"], json!([{"currency": "GBP", "balance": "399.50"}, {"currency": "EUR", "balance": "20.00"}]), "{}", account.body);
+    let short = api.command("/v1/transfers", alice_token, json!({"payee_email": "bob@example.com", "amount": "25.00", "currency": "EUR"}));
+    let outcome = api.outcome(&short, alice_token);
+    assert_eq!(outcome["reason"], "insufficient_funds", "pounds do not pay for euros: {outcome}");
+    let euro_payment = api.get(&format!("/v1/payments/{}", command_id(&sent)), Some(alice_token));
+    assert_eq!((euro_payment.at("/currency"), euro_payment.at("/refunded_amount")), ("EUR", "2.00"), "{}", euro_payment.body);
+
     for (what, path, token, status, problem) in [
         ("an unknown status", "/v1/payments?status=lost", alice_token, 400, "invalid-query"),
         ("a page too large", "/v1/payments?limit=500", alice_token, 400, "invalid-limit"),
@@ -87,7 +104,7 @@ fn open_stream(api: &Api<'_>, token: &str, last_event_id: Option<i64>) -> reqwes
 pub(super) fn notifications_are_delivered(api: &Api<'_>, (alice, alice_token, bob_token): (&str, &str, &str), operator: &str) {
     let bob_notes = api.get("/v1/notifications", Some(bob_token));
     assert_eq!(bob_notes.status, 200, "{}", bob_notes.body);
-    let received = bob_notes.body["notifications"].as_array().unwrap().iter().find(|n| n["kind"] == "payment_received").unwrap_or_else(|| panic!("{}", bob_notes.body));
+    let received = bob_notes.body["notifications"].as_array().unwrap().iter().find(|n| n["kind"] == "payment_received" && n["message"].as_str().is_some_and(|m| m.contains("120.50"))).unwrap_or_else(|| panic!("{}", bob_notes.body));
     assert!(received["message"].as_str().unwrap().contains("120.50") && received["read"] == false, "{received}");
 
     let mut live = open_stream(api, alice_token, None);
