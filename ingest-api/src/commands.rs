@@ -563,6 +563,13 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+impl Amount {
+    /// The amount `amount`, written exactly.
+    pub fn exact(amount: &Decimal) -> Amount {
+        Amount(amount.to_string())
+    }
+}
+
 impl Serialize for Amount {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)

@@ -99,6 +99,7 @@ pub fn app(state: SharedState) -> Router {
     router
         .route("/openapi.json", axum::routing::get(move || openapi::serve(Arc::clone(&api))))
         .merge(console::routes())
+        .merge(compat::seed000::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), ops::observe))

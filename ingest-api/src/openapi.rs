@@ -65,6 +65,23 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(compat::seed004_login))
         .routes(routes!(compat::seed004_profile))
         .routes(routes!(compat::seed004_nhs_patients))
+        .routes(routes!(compat::seed001::register))
+        .routes(routes!(compat::seed001::token))
+        .routes(routes!(compat::seed001::change_password))
+        .routes(routes!(compat::seed001::verify))
+        .routes(routes!(compat::seed001::check_user))
+        .routes(routes!(compat::seed001::transfer))
+        .routes(routes!(compat::seed001::transactions))
+        .routes(routes!(compat::seed002::register))
+        .routes(routes!(compat::seed002::login))
+        .routes(routes!(compat::seed002::refresh))
+        .routes(routes!(compat::seed002::logout))
+        .routes(routes!(compat::seed002::me))
+        .routes(routes!(compat::seed002::reset_password))
+        .routes(routes!(compat::seed002::list, compat::seed002::create))
+        .routes(routes!(compat::seed002::get))
+        .routes(routes!(compat::seed002::refund))
+        .routes(routes!(compat::seed002::service_health))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
@@ -156,9 +173,14 @@ mod tests {
         let expected = [
             "GET /api/auth/profile",
             "GET /api/nhs/patients",
+            "GET /auth/me",
+            "GET /check-user",
             "GET /health",
             "GET /metrics",
+            "GET /payments",
+            "GET /payments/{id}",
             "GET /ready",
+            "GET /transactions",
             "GET /v1/accounts/me",
             "GET /v1/accounts/me/transactions",
             "GET /v1/auth/me",
@@ -168,9 +190,22 @@ mod tests {
             "GET /v1/payments",
             "GET /v1/payments/{id}",
             "GET /v1/users/lookup",
+            "GET /verify",
+            "GET /{service}/health",
             "PATCH /v1/auth/me",
             "POST /api/auth/login",
             "POST /api/auth/register",
+            "POST /auth/login",
+            "POST /auth/logout",
+            "POST /auth/refresh",
+            "POST /auth/register",
+            "POST /auth/reset-password",
+            "POST /change-password",
+            "POST /payments",
+            "POST /payments/{id}/refund",
+            "POST /register",
+            "POST /token",
+            "POST /transfer",
             "POST /v1/auth/change-password",
             "POST /v1/auth/login",
             "POST /v1/auth/logout",

@@ -21,7 +21,7 @@ use crate::settings::PipelineSettings;
 pub const KIND: &str = "auth-validation";
 
 /// Config keys of the node.
-pub const CONFIG_KEYS: &[&str] = &["currency", "currencies", "basic_transfer_limit"];
+pub const CONFIG_KEYS: &[&str] = &["currency", "currencies", "basic_transfer_limit", "basic_transfer_limits"];
 
 /// A refusal: machine-readable reason and human-readable detail.
 type Refusal = (&'static str, String);
@@ -458,16 +458,13 @@ impl AuthValidation {
                 return Err((reasons::INVALID_PAYEE, "a transfer needs another user as payee".to_string()));
             }
         }
+        let limit = self.settings.basic_limit(currency);
         match user.kyc_level {
             KycLevel::Browsing => Err((reasons::KYC_REQUIRED, "complete your profile (name and date of birth) to move money".to_string())),
             KycLevel::Basic => match payload {
-                PaymentPayload::Transfer(_) | PaymentPayload::Withdrawal(_) if amount > self.settings.basic_transfer_limit => Err((
-                    reasons::LIMIT_EXCEEDED,
-                    format!(
-                        "{amount} is above the limit of {} per transaction before identity verification",
-                        self.settings.basic_transfer_limit
-                    ),
-                )),
+                PaymentPayload::Transfer(_) | PaymentPayload::Withdrawal(_) if amount > limit => {
+                    Err((reasons::LIMIT_EXCEEDED, format!("{amount} {currency} is above the limit of {limit} {currency} per transaction before identity verification")))
+                }
                 _ => Ok(()),
             },
             KycLevel::Full => Ok(()),

@@ -18,15 +18,25 @@ pub struct PipelineSettings {
     /// Every currency accounts may hold, with its minor units (`currencies`, e.g.
     /// `"GBP:2,EUR:2,USD:2,RUB:2,JPY:0"`; default: the default currency, 2).
     pub currencies: BTreeMap<String, u32>,
-    /// Largest transfer or withdrawal at KYC level `basic` (`basic_transfer_limit`, default `1000.00`).
+    /// Largest transfer or withdrawal at KYC level `basic`, in the default currency
+    /// (`basic_transfer_limit`, default `1000.00`).
     pub basic_transfer_limit: Decimal,
+    /// The same in other currencies (`basic_transfer_limits`, e.g. `"EUR:1150.00,RUB:100000"`);
+    /// a currency without one has `basic_transfer_limit` as its limit.
+    pub basic_transfer_limits: BTreeMap<String, Decimal>,
     /// Balance of a newly opened account (`opening_balance`, default `0.00`).
     pub opening_balance: Decimal,
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        PipelineSettings { currency: "GBP".to_string(), currencies: BTreeMap::new(), basic_transfer_limit: Decimal::new(100_000, 2), opening_balance: Decimal::ZERO }
+        PipelineSettings {
+            currency: "GBP".to_string(),
+            currencies: BTreeMap::new(),
+            basic_transfer_limit: Decimal::new(100_000, 2),
+            basic_transfer_limits: BTreeMap::new(),
+            opening_balance: Decimal::ZERO,
+        }
     }
 }
 
@@ -53,6 +63,12 @@ impl PipelineSettings {
                 }
                 "currencies" => settings.currencies = currencies(text)?,
                 "basic_transfer_limit" => settings.basic_transfer_limit = money(key, text)?,
+                "basic_transfer_limits" => {
+                    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                        let (code, amount) = item.split_once(':').ok_or_else(|| format!("`{key}`: `{item}` must be CODE:AMOUNT, e.g. EUR:1150.00"))?;
+                        settings.basic_transfer_limits.insert(code.trim().to_string(), money(key, amount.trim())?);
+                    }
+                }
                 "opening_balance" => {
                     let amount = money(key, text)?;
                     settings.opening_balance = amount;
@@ -65,7 +81,15 @@ impl PipelineSettings {
         } else if !settings.currencies.contains_key(&settings.currency) {
             return Err(format!("`currencies` must include the default currency {}", settings.currency));
         }
+        if let Some(code) = settings.basic_transfer_limits.keys().find(|c| !settings.currencies.contains_key(*c)) {
+            return Err(format!("`basic_transfer_limits` names {code}, which is not in `currencies`"));
+        }
         Ok(settings)
+    }
+
+    /// The largest transfer or withdrawal at KYC level `basic` in `currency`.
+    pub fn basic_limit(&self, currency: &str) -> Decimal {
+        self.basic_transfer_limits.get(currency).copied().unwrap_or(self.basic_transfer_limit)
     }
 
     /// The minor units of `code`, if accounts may hold it.
@@ -129,17 +153,21 @@ mod tests {
 
     #[test]
     fn currencies_with_their_minor_units() {
-        let keys = ["currency", "currencies"];
+        let keys = ["currency", "currencies", "basic_transfer_limit", "basic_transfer_limits"];
         let table: toml::Table = "currency = \"GBP\"\ncurrencies = \"GBP:2, EUR:2,JPY:0\"".parse().unwrap();
         let settings = PipelineSettings::from_table(&table, &keys).unwrap();
         assert_eq!((settings.minor_units("JPY"), settings.minor_units("EUR"), settings.minor_units("USD")), (Some(0), Some(2), None));
         assert_eq!(settings.currency_list(), "EUR, GBP, JPY");
+        let limits: toml::Table = "currencies = \"GBP:2,JPY:0\"\nbasic_transfer_limits = \"JPY:190000\"".parse().unwrap();
+        let settings = PipelineSettings::from_table(&limits, &keys).unwrap();
+        assert_eq!((settings.basic_limit("JPY"), settings.basic_limit("GBP")), (Decimal::new(190_000, 0), Decimal::new(100_000, 2)));
         for (bad, why) in [
             ("currencies = \"EUR:2\"", "must include the default currency GBP"),
             ("currencies = \"GBP:3\"", "at most 2"),
             ("currencies = \"GBP\"", "CODE:MINOR_UNITS"),
             ("currencies = \"GBP:2,gbp:2\"", "not an ISO 4217 code"),
             ("currencies = \"GBP:2,GBP:2\"", "listed twice"),
+            ("basic_transfer_limits = \"EUR:10\"", "not in `currencies`"),
         ] {
             let table: toml::Table = bad.parse().unwrap();
             let error = PipelineSettings::from_table(&table, &keys).unwrap_err();

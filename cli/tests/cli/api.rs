@@ -33,11 +33,11 @@ pub(super) struct Api<'a> {
 }
 
 impl<'a> Api<'a> {
-    fn new(p: &'a Pipeline) -> Api<'a> {
+    pub(super) fn new(p: &'a Pipeline) -> Api<'a> {
         Api { p, client: reqwest::Client::new() }
     }
 
-    fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<(&str, Vec<u8>)>) -> Answer {
+    pub(super) fn call(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<(&str, Vec<u8>)>) -> Answer {
         let url = format!("{}{path}", self.p.api);
         let mut request = self.client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
         if let Some(token) = token {
@@ -301,6 +301,7 @@ fn the_http_api_journey_and_security_table() {
         ("a currency accounts do not hold", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": bob, "amount": "1.00", "currency": "CHF"})), 422, "unsupported-currency"),
         ("yen with decimals", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": bob, "amount": "100.5", "currency": "JPY"})), 422, "invalid-amount"),
         ("paying oneself", "/v1/transfers", Some(&mallory_token), json_body(json!({"payee_user_id": mallory, "amount": "1.00"})), 422, "invalid-payee"),
+        ("unknown identifier type", "/v1/identity/verifications", Some(&mallory_token), json_body(json!({"type": "PASSPORT", "value": "123456789", "full_name": "Test User", "date_of_birth": "1990-05-01"})), 422, "invalid-identifier"),
         ("bad NIN", "/v1/identity/verifications", Some(&mallory_token), json_body(json!({"type": "NIN", "value": "QQ123456C", "full_name": "Test User", "date_of_birth": "1990-05-01"})), 422, "invalid-identifier"),
     ];
     for (what, path, token, body, status, problem) in rows {

@@ -88,3 +88,122 @@ fn seed_004_examples_work_unchanged() {
     };
     assert_eq!((outcome["status"].as_str(), outcome["reason"].as_str()), (Some("rejected"), Some("kyc_required")), "{outcome}");
 }
+
+/// Seed 002's README examples (the gateway on 8080): register, log in, pay 5000 RUB.
+const SEED_002_REGISTER: &str = r#"curl -X POST http://localhost:8080/auth/register \
+  -H "Content-Type: application/json" \
+  -d '{
+    "username": "user1",
+    "email": "user1@example.com",
+    "password": "password123",
+    "first_name": "Иван",
+    "last_name": "Иванов"
+  }'"#;
+const SEED_002_LOGIN: &str = r#"curl -X POST http://localhost:8080/auth/login \
+  -H "Content-Type: application/json" \
+  -d '{
+    "email": "user1@example.com",
+    "password": "password123"
+  }'"#;
+const SEED_002_PAYMENT: &str = r#"curl -X POST http://localhost:8080/payments \
+  -H "Content-Type: application/json" \
+  -H "Authorization: Bearer YOUR_ACCESS_TOKEN" \
+  -d '{
+    "amount": 5000,
+    "currency": "RUB",
+    "description": "Оплата участия в конференции",
+    "client_id": 1,
+    "event_id": 1,
+    "payment_method_id": 1
+  }'"#;
+const SEED_002_HEALTH: &str = "curl http://localhost:8080/user-service/health";
+
+/// Seeds 000, 001 and 002 on their compatibility routes: seed 002's README examples verbatim,
+/// then each route of seeds 001 and 002 with the shapes their users relied on, and seed 000's
+/// pages leading to the console.
+#[test]
+fn seed_000_001_002_routes_work_on_sluice() {
+    let p = Pipeline::start("seeds");
+    assert!(api::wait_ready(&p), "sluice dev did not become ready; see {}", p.dir.join("dev.log").display());
+    let api = api::Api::new(&p);
+    let host = p.api.trim_start_matches("http://").to_string();
+    let at = |script: &str| script.replace("localhost:8080", &host);
+    let operator = p.token("ops", "operator");
+
+    // Seed 002, as its README runs it.
+    let (status, user) = curl(&at(SEED_002_REGISTER));
+    assert_eq!(status, 201, "{user}");
+    assert_eq!((user["username"].as_str(), user["email"].as_str(), user["first_name"].as_str()), (Some("user1"), Some("user1@example.com"), Some("Иван")), "{user}");
+    let (status, tokens) = curl(&at(SEED_002_LOGIN));
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap().to_string();
+    // A new account may not move money before its profile is complete (KYC): the payment is
+    // created and fails with that reason.
+    let (status, payment) = curl(&at(SEED_002_PAYMENT).replace("YOUR_ACCESS_TOKEN", &token));
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!((payment["status"].as_str(), payment["reason"].as_str(), payment["currency"].as_str(), payment["amount"].as_str()), (Some("failed"), Some("kyc_required"), Some("RUB"), Some("5000.00")), "{payment}");
+    assert!(payment["reference"].as_str().is_some_and(|r| r.contains("конференции") && r.contains("event 1")), "{payment}");
+    // With a profile and roubles on the account, the same example completes.
+    let profile = api.call("PATCH", "/v1/auth/me", Some(&token), &[], Some(("application/json", br#"{"full_name": "Ivan Ivanov", "date_of_birth": "1990-05-01"}"#.to_vec())));
+    assert_eq!(api.outcome(profile.at("/status_url"), &token)["status"], "settled");
+    let user1 = user["id"].as_str().unwrap();
+    let roubles = api.command("/v1/deposits", &operator, serde_json::json!({"user_id": user1, "amount": "8000.00", "currency": "RUB"}));
+    assert_eq!(api.outcome(&roubles, &operator)["status"], "settled");
+    let (status, paid) = curl(&at(SEED_002_PAYMENT).replace("YOUR_ACCESS_TOKEN", &token));
+    assert_eq!((status, paid["status"].as_str(), paid["direction"].as_str()), (201, Some("completed"), Some("outgoing")), "{paid}");
+    let (status, health) = curl(&at(SEED_002_HEALTH));
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")), "{health}");
+
+    // Seed 002's other routes.
+    let listed = api.get("/payments?status=completed", Some(&token));
+    assert_eq!(listed.body["payments"][0]["payment_id"], paid["payment_id"], "{}", listed.body);
+    let one = api.get(&format!("/payments/{}", paid["payment_id"].as_str().unwrap()), Some(&token));
+    assert_eq!((one.status, one.at("/status")), (200, "completed"));
+    assert_eq!(api.get("/auth/me", Some(&token)).at("/full_name"), "Ivan Ivanov");
+    let refreshed = api.post("/auth/refresh", None, serde_json::json!({"refresh_token": tokens["refresh_token"]}));
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+
+    // Seed 001: register with a username (an email), the OAuth2 password form, verify, check a
+    // user, transfer to user1, history; then change the password.
+    let registered = api.post("/register", None, serde_json::json!({"username": "pyotr@example.com", "password": "pyotr-password-1"}));
+    assert_eq!((registered.status, registered.at("/username")), (201, "pyotr@example.com"), "{}", registered.body);
+    let pyotr = registered.at("/id").to_string();
+    let form = |password: &str| Some(("application/x-www-form-urlencoded", format!("grant_type=password&username=pyotr%40example.com&password={password}").into_bytes()));
+    let issued = api.call("POST", "/token", None, &[], form("pyotr-password-1"));
+    assert_eq!((issued.status, issued.at("/token_type")), (200, "Bearer"), "{}", issued.body);
+    let pyotr_token = issued.at("/access_token").to_string();
+    let wrong = api.call("POST", "/token", None, &[], form("not-his-password"));
+    assert_eq!((wrong.status, wrong.problem_type()), (401, "invalid-credentials"));
+    assert_eq!(api.get("/verify", Some(&pyotr_token)).at("/username"), "pyotr@example.com");
+    assert_eq!(api.get("/verify", None).status, 401);
+    let found = api.get("/check-user?username=user1@example.com", Some(&pyotr_token));
+    assert_eq!((found.status, found.at("/user_id")), (200, user1), "{}", found.body);
+    let missing = api.get("/check-user?username=nobody@example.com", Some(&pyotr_token));
+    assert_eq!((missing.status, missing.problem_type()), (404, "user-not-found"));
+    assert_eq!(api.get("/check-user?username=user1@example.com", None).status, 401, "only for signed-in callers");
+    let profile = api.call("PATCH", "/v1/auth/me", Some(&pyotr_token), &[], Some(("application/json", br#"{"full_name": "Pyotr Petrov", "date_of_birth": "1988-02-03"}"#.to_vec())));
+    assert_eq!(api.outcome(profile.at("/status_url"), &pyotr_token)["status"], "settled");
+    let short = api.post("/transfer", Some(&pyotr_token), serde_json::json!({"receiver": "user1@example.com", "amount": 10}));
+    assert_eq!((short.status, short.problem_type()), (422, "insufficient-funds"), "{}", short.body);
+    let deposit = api.command("/v1/deposits", &operator, serde_json::json!({"user_id": pyotr, "amount": "100.00"}));
+    assert_eq!(api.outcome(&deposit, &operator)["status"], "settled");
+    let sent = api.post("/transfer", Some(&pyotr_token), serde_json::json!({"receiver": "user1@example.com", "amount": 10}));
+    assert_eq!((sent.status, sent.at("/status"), sent.at("/amount"), sent.at("/receiver_id")), (200, "completed", "10.00", user1), "{}", sent.body);
+    let history = api.get("/transactions?skip=0&limit=1", Some(&pyotr_token));
+    assert_eq!((history.body[0]["command_id"].as_str(), history.body.as_array().map(Vec::len)), (Some(sent.at("/id")), Some(1)), "newest first: {}", history.body);
+    let changed = api.post("/change-password", Some(&pyotr_token), serde_json::json!({"old_password": "pyotr-password-1", "new_password": "pyotr-password-2"}));
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(api.call("POST", "/token", None, &[], form("pyotr-password-2")).status, 200);
+
+    // Seed 002's refund, in full by default, by the payee (user1 received Pyotr's 10.00).
+    let refund = api.post(&format!("/payments/{}/refund", sent.at("/id")), Some(&token), serde_json::json!({}));
+    assert_eq!((refund.status, refund.at("/status"), refund.at("/amount"), refund.at("/kind")), (201, "completed", "10.00", "REFUND"), "{}", refund.body);
+
+    // Seed 000's pages lead to the console's.
+    for (page, to) in [("/signup_form.html", "/#/signup"), ("/login_form.html", "/#/login"), ("/protected_web.html", "/#/account"), ("/send_transaction.html", "/#/account"), ("/index.html", "/")] {
+        let head = Command::new("curl").args(["-s", "-i", &format!("{}{page}", p.api)]).output().unwrap();
+        let head = text(&head.stdout);
+        let location = head.lines().find_map(|l| l.strip_prefix("location: ")).map(str::trim);
+        assert!(head.starts_with("HTTP/1.1 308") && location == Some(to), "{page}: {head}");
+    }
+}

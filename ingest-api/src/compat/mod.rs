@@ -1,8 +1,20 @@
 //! The routes of the systems Sluice replaces (docs/compatibility.md), mapped onto the v1 API
-//! so that their users' own examples work unchanged. Seed 004 (a gateway with NIN/NHS
-//! registration): `POST /api/auth/register` (camelCase body, 201 with the user once the
-//! pipeline has registered them), `POST /api/auth/login`, `GET /api/auth/profile` and
-//! `GET /api/nhs/patients`. Errors are problem+json, as on v1.
+//! so that their users' own examples work unchanged. Errors are problem+json, as on v1.
+//!
+//! - [`seed000`]: the HTML pages of seed 000, which lead to the web console's;
+//! - [`seed001`]: `/register`, `/token` (OAuth2 password form), `/change-password`, `/verify`,
+//!   `/check-user`, `/transfer`, `/transactions`;
+//! - [`seed002`]: `/auth/*` and `/payments` (list, create, detail, refund);
+//! - seed 004 (here): `POST /api/auth/register` (camelCase body, 201 with the user once the
+//!   pipeline has registered them), `POST /api/auth/login`, `GET /api/auth/profile` and
+//!   `GET /api/nhs/patients`.
+//!
+//! Routes that were synchronous in the seeds wait for the pipeline's decision (at most
+//! [`DECISION_WAIT`]) and answer it; past that they answer 202 with the status URL, as v1 does.
+
+pub mod seed000;
+pub mod seed001;
+pub mod seed002;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +33,46 @@ use crate::ops::RequestContext;
 use crate::problem::Problem;
 use crate::SharedState;
 
-/// How long `POST /api/auth/register` waits for the pipeline to register the user before it
-/// answers 202 with the command's status URL instead of 201.
-pub const REGISTER_WAIT: Duration = Duration::from_secs(10);
+/// How long a compatibility route waits for the pipeline's decision (`POST /api/auth/register`:
+/// for the user to be registered, else 202 with the command's status URL instead of 201).
+pub const DECISION_WAIT: Duration = Duration::from_secs(10);
+
+/// What became of a command a compatibility route submitted.
+pub enum Decided {
+    /// Settled: its command id.
+    Settled(String),
+    /// Refused: its command id, and its reason as problem+json.
+    Refused(String, Problem),
+    /// Not decided within [`DECISION_WAIT`], or not accepted at all: the answer to give as is.
+    Undecided(Response),
+}
+
+/// Waits for the decision on the command `answer` accepted for `user_id`.
+pub async fn decide(state: &SharedState, user_id: &str, answer: Response, title: &str) -> Result<Decided, Problem> {
+    let (command_id, answer) = match crate::commands::accepted_command_id(answer).await? {
+        Ok(accepted) => accepted,
+        Err(other) => return Ok(Decided::Undecided(other)),
+    };
+    Ok(match crate::commands::wait_for_status(state, user_id, &command_id, DECISION_WAIT).await {
+        Some(status) if status.status == CommandState::Settled => Decided::Settled(command_id),
+        Some(status) => Decided::Refused(command_id, refused(&status, title)),
+        None => Decided::Undecided(answer),
+    })
+}
+
+/// A refused command as problem+json: the pipeline's reason as the type (`email_taken` is
+/// `email-taken`), 409 for a taken email, 403 for a closed account or a forbidden act, 422 for
+/// the rest.
+pub fn refused(status: &CommandStatus, title: &str) -> Problem {
+    let reason = status.reason.clone().unwrap_or_else(|| "rejected".to_string());
+    let code = match reason.as_str() {
+        model::reasons::EMAIL_TAKEN => StatusCode::CONFLICT,
+        model::reasons::FORBIDDEN | model::reasons::ACCOUNT_FROZEN => StatusCode::FORBIDDEN,
+        model::reasons::TOKEN_REVOKED => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Problem::new(code, &reason.replace('_', "-"), title, status.detail.clone().unwrap_or_default())
+}
 
 /// Seed 004's registration body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -98,19 +147,12 @@ pub async fn seed004_register(
         phone_number: body.phone_number,
         identity,
     };
-    let accepted = auth::register_user(&state, &context, &headers, request, false).await?;
-    let (command_id, accepted) = match crate::commands::accepted_command_id(accepted).await? {
-        Ok(accepted) => accepted,
-        Err(other) => return Ok(other),
+    let user = match registered(&state, &context, &headers, request).await? {
+        Ok(user) => user,
+        Err(undecided) => return Ok(undecided),
     };
-    let user_id = model::user_id_for_email(&body.email);
-    match crate::commands::wait_for_status(&state, &user_id, &command_id, REGISTER_WAIT).await {
-        Some(status) if status.status == CommandState::Rejected => return Err(refusal(&status)),
-        Some(_) => {}
-        None => return Ok(accepted),
-    }
-    let status_url = format!("/v1/commands/{command_id}");
-    let user = auth::read_user(&state, &user_id).await?.ok_or_else(|| Problem::internal("registered, yet not found"))?;
+    let status_url = format!("/v1/commands/{}", user.1);
+    let user = user.0;
     let verification_status_url = identifier_type.is_some().then(|| format!("{status_url}:identity"));
     let profile = ProfileResponse::from(&user);
     let created = Seed004User {
@@ -125,11 +167,24 @@ pub async fn seed004_register(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-/// A refused registration as problem+json: the pipeline's reason as the type.
-fn refusal(status: &CommandStatus) -> Problem {
-    let reason = status.reason.clone().unwrap_or_else(|| "rejected".to_string());
-    let code = if reason == model::reasons::EMAIL_TAKEN { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Problem::new(code, &reason.replace('_', "-"), "Registration refused", status.detail.clone().unwrap_or_default())
+/// Registers `request`'s user and waits until the pipeline has: the user and the command id,
+/// or (not decided in time) the 202 answer to give.
+pub async fn registered(
+    state: &SharedState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+    request: RegisterRequest,
+) -> Result<Result<(sluice_processors::model::User, String), Response>, Problem> {
+    let user_id = model::user_id_for_email(&request.email);
+    let accepted = auth::register_user(state, context, headers, request, false).await?;
+    match decide(state, &user_id, accepted, "Registration refused").await? {
+        Decided::Settled(command_id) => {
+            let user = auth::read_user(state, &user_id).await?.ok_or_else(|| Problem::internal("registered, yet not found"))?;
+            Ok(Ok((user, command_id)))
+        }
+        Decided::Refused(_, problem) => Err(problem),
+        Decided::Undecided(answer) => Ok(Err(answer)),
+    }
 }
 
 /// Seed 004: log in with email and password; the same answer as `POST /v1/auth/login`
