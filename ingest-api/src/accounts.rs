@@ -214,6 +214,8 @@ pub struct TransactionResponse {
     pub balance_after: String,
     /// The other party of a transfer or refund.
     pub counterparty: Option<String>,
+    /// What the other party is called (`Ada L.`; a masked email for a user without a name).
+    pub counterparty_name: Option<String>,
     /// Free text.
     pub reference: Option<String>,
     /// Set when the money came back, with why.
@@ -267,6 +269,7 @@ fn transaction(state: &SharedState, entry: &LedgerEntry) -> TransactionResponse 
         balance_after: money_text(state, &currency, entry.balance_after),
         currency,
         counterparty: entry.counterparty.clone(),
+        counterparty_name: entry.counterparty.as_deref().and_then(|id| crate::users::counterparty_name(state, id)),
         reference: entry.reference.clone(),
         reversal_reason: entry.reversal_reason.clone(),
         timestamp_ms: entry.timestamp_ms,

@@ -68,9 +68,38 @@ pub struct NotificationResponse {
     pub read: bool,
 }
 
-fn response(entry: StoredNotification, meta: &NotificationsMeta) -> NotificationResponse {
+fn response(state: &SharedState, entry: StoredNotification, meta: &NotificationsMeta) -> NotificationResponse {
     let read = entry.is_read(meta);
-    NotificationResponse { sequence: entry.sequence, kind: entry.kind, message: entry.message, causation_id: entry.causation_id, created_at_ms: entry.created_at_ms, read }
+    let message = with_names(&entry.message, |id| crate::users::counterparty_name(state, id));
+    NotificationResponse { sequence: entry.sequence, kind: entry.kind, message, causation_id: entry.causation_id, created_at_ms: entry.created_at_ms, read }
+}
+
+/// `message` with each user id in it (`u_` and 20 hex digits, as the processors write them)
+/// replaced by what `name` calls that user, where it knows them.
+fn with_names(message: &str, name: impl Fn(&str) -> Option<String>) -> String {
+    const ID_LEN: usize = 22;
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("u_") {
+        out.push_str(&rest[..at]);
+        let candidate = rest.get(at..at + ID_LEN).filter(|c| c[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        match candidate.and_then(|id| name(id).map(|n| (id, n))) {
+            Some((id, shown)) => {
+                out.push_str(&shown);
+                rest = &rest[at + id.len()..];
+                // "from Ada L.." reads as a typo: the name's full stop ends the sentence too.
+                if shown.ends_with('.') && rest.starts_with('.') {
+                    rest = &rest[1..];
+                }
+            }
+            None => {
+                out.push_str("u_");
+                rest = &rest[at + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Which notifications.
@@ -124,7 +153,7 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
     }
     let meta = meta(&state, &user_id).await?;
     // At most KEPT_PER_USER are kept: one read, then ordered here.
-    let all: Vec<NotificationResponse> = entries(&state, &user_id, 0, KEPT_PER_USER as usize).await?.into_iter().map(|e| response(e, &meta)).collect();
+    let all: Vec<NotificationResponse> = entries(&state, &user_id, 0, KEPT_PER_USER as usize).await?.into_iter().map(|e| response(&state, e, &meta)).collect();
     let (unread, read): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| !n.read);
     let unread_count = unread.len();
     let ordered: Vec<NotificationResponse> = if params.unread_only.unwrap_or(false) { unread } else { unread.into_iter().chain(read).collect() };
@@ -238,7 +267,7 @@ impl Follower {
         }
         let missing = usize::try_from(meta.last_sequence - self.after).unwrap_or(usize::MAX).min(KEPT_PER_USER as usize);
         let mut found: Vec<NotificationResponse> =
-            entries(&self.state, &self.user_id, 0, missing).await?.into_iter().filter(|e| e.sequence > self.after).map(|e| response(e, &meta)).collect();
+            entries(&self.state, &self.user_id, 0, missing).await?.into_iter().filter(|e| e.sequence > self.after).map(|e| response(&self.state, e, &meta)).collect();
         found.reverse();
         Ok(found)
     }
@@ -336,4 +365,15 @@ fn assign_from_end(consumer: &BaseConsumer, topic: &str) -> Result<(), String> {
         list.add_partition_offset(topic, partition, Offset::End).map_err(|e| e.to_string())?;
     }
     consumer.assign(&list).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_ids_in_messages_become_names_where_known() {
+        let name = |id: &str| (id == "u_0123456789abcdef0123").then(|| "Ada L.".to_string());
+        assert_eq!(super::with_names("You received 5.00 GBP from u_0123456789abcdef0123.", name), "You received 5.00 GBP from Ada L.");
+        assert_eq!(super::with_names("from u_ffffffffffffffffffff and u_0123456789abcdef0123", name), "from u_ffffffffffffffffffff and Ada L.");
+        assert_eq!(super::with_names("a u_short id, u_", name), "a u_short id, u_");
+    }
 }

@@ -55,6 +55,8 @@ pub struct PaymentResponse {
     pub currency: String,
     /// The other party of a transfer or refund (user id).
     pub counterparty: Option<String>,
+    /// What the other party is called (`Ada L.`; a masked email for a user without a name).
+    pub counterparty_name: Option<String>,
     /// Free text from the command.
     pub reference: Option<String>,
     /// Machine-readable reason of a failure, e.g. `insufficient_funds`.
@@ -81,6 +83,7 @@ impl PaymentResponse {
             status: record.status.name().to_string(),
             amount: money_text(state, &record.currency, record.amount),
             currency: record.currency.clone(),
+            counterparty_name: record.counterparty.as_deref().and_then(|id| crate::users::counterparty_name(state, id)),
             counterparty: record.counterparty,
             reference: record.reference,
             reason: record.reason,

@@ -68,6 +68,18 @@ pub fn display_name(full_name: Option<&str>, email: &str) -> String {
     }
 }
 
+/// What the other party of a payment is called, for its counterparty: a user's display name
+/// ([`display_name`], from the API's users replica), or what a system account is; `None` when
+/// the replica does not know the user (yet).
+pub fn counterparty_name(state: &crate::SharedState, user_id: &str) -> Option<String> {
+    if user_id == sluice_processors::accounts::WELCOME_CREDIT_ACCOUNT {
+        return Some("Welcome credit".to_string());
+    }
+    let bytes = state.users.as_ref()?.get(user_id)??;
+    let user: sluice_processors::model::User = serde_json::from_slice(&bytes).ok()?;
+    Some(display_name(user.full_name.as_deref(), &user.email))
+}
+
 /// The lookup limiter of [`crate::AppState`].
 pub fn limiter() -> crate::ops::RateLimiter {
     crate::ops::RateLimiter::per_minute(LOOKUPS_PER_MINUTE, LOOKUP_BURST)
