@@ -332,6 +332,14 @@ const notices = {
     setBadge(0);
   },
   async follow(signal) {
+    try {
+      await this.read(signal);
+    } finally {
+      // Ended (logged out, or the session is gone): the next route after a login starts anew.
+      if (this.controller && this.controller.signal === signal) this.controller = null;
+    }
+  },
+  async read(signal) {
     while (!signal.aborted) {
       try {
         const current = session.get();

@@ -157,9 +157,9 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
     let (unread, read): (Vec<_>, Vec<_>) = all.into_iter().partition(|n| !n.read);
     let unread_count = unread.len();
     let ordered: Vec<NotificationResponse> = if params.unread_only.unwrap_or(false) { unread } else { unread.into_iter().chain(read).collect() };
-    let more = ordered.len() > skip + limit;
+    let more = ordered.len() > skip.saturating_add(limit);
     let notifications = ordered.into_iter().skip(skip).take(limit).collect();
-    Ok(Json(NotificationsPage { notifications, unread_count, last_sequence: meta.last_sequence, skip, limit, next_skip: more.then_some(skip + limit) }))
+    Ok(Json(NotificationsPage { notifications, unread_count, last_sequence: meta.last_sequence, skip, limit, next_skip: more.then_some(skip.saturating_add(limit)) }))
 }
 
 /// `POST /v1/notifications/read`: what to mark read.
@@ -221,18 +221,26 @@ pub async fn stream(State(state): State<SharedState>, caller: Caller, headers: H
         Some(sequence) => sequence.max(0),
         None => meta(&state, &user_id).await?.last_sequence,
     };
-    let follower = Follower { state, user_id, after, wake, ready: VecDeque::new() };
+    let session = Session { expires_at_ms: i64::try_from(caller.claims.exp).unwrap_or(i64::MAX / 1000).saturating_mul(1000), issued_at_ms: caller.claims.iat_ms };
+    let follower = Follower { state, user_id, session, after, wake, ready: VecDeque::new() };
     let events = futures::stream::unfold(follower, |mut follower| async move {
-        let event = follower.next().await;
+        let event = follower.next().await?;
         Some((Ok(event), follower))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The token a stream was opened with: the stream ends when it would no longer be accepted.
+struct Session {
+    expires_at_ms: i64,
+    issued_at_ms: i64,
 }
 
 /// One stream's position.
 struct Follower {
     state: SharedState,
     user_id: String,
+    session: Session,
     after: i64,
     wake: broadcast::Receiver<String>,
     ready: VecDeque<NotificationResponse>,
@@ -240,12 +248,17 @@ struct Follower {
 
 impl Follower {
     /// The next notification after `after`: from the store, once the feed says the user has a
-    /// new one (or every [`STREAM_RECHECK`] regardless).
-    async fn next(&mut self) -> Event {
+    /// new one (or every [`STREAM_RECHECK`] regardless). `None` ends the stream: the token it was
+    /// opened with expired, or the user's sessions were revoked (logout, password change or
+    /// reset) or the account closed since.
+    async fn next(&mut self) -> Option<Event> {
         loop {
+            if !self.still_valid().await {
+                return None;
+            }
             if let Some(notification) = self.ready.pop_front() {
                 self.after = notification.sequence;
-                return Event::default().event("notification").id(notification.sequence.to_string()).json_data(&notification).unwrap_or_default();
+                return Some(Event::default().event("notification").id(notification.sequence.to_string()).json_data(&notification).unwrap_or_default());
             }
             match self.newer().await {
                 Ok(found) if !found.is_empty() => {
@@ -256,6 +269,19 @@ impl Follower {
                 Err(problem) => tracing::debug!(user_id = %self.user_id, ?problem, "notification stream: the store did not answer; retrying"),
             }
             self.wait().await;
+        }
+    }
+
+    /// Whether the stream's token would still be accepted (a store that does not answer keeps
+    /// the stream: the next check decides).
+    async fn still_valid(&self) -> bool {
+        if sluice_streams::now_ms() >= self.session.expires_at_ms {
+            return false;
+        }
+        match crate::auth::read_user(&self.state, &self.user_id).await {
+            Ok(Some(user)) => user.status == sluice_schemas::types::UserStatus::Active && self.session.issued_at_ms >= user.tokens_valid_after_ms,
+            Ok(None) => false,
+            Err(_) => true,
         }
     }
 
@@ -272,9 +298,10 @@ impl Follower {
         Ok(found)
     }
 
-    /// Until the feed names this user, or [`STREAM_RECHECK`] passed.
+    /// Until the feed names this user, or [`STREAM_RECHECK`] passed (or the token expires).
     async fn wait(&mut self) {
-        let _ = tokio::time::timeout(STREAM_RECHECK, async {
+        let left = u64::try_from(self.session.expires_at_ms.saturating_sub(sluice_streams::now_ms())).unwrap_or(0);
+        let _ = tokio::time::timeout(STREAM_RECHECK.min(Duration::from_millis(left)), async {
             loop {
                 match self.wake.recv().await {
                     Ok(user_id) if user_id == self.user_id => return,

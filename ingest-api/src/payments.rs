@@ -160,8 +160,8 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
     };
     // Without filters the store pages; with them, the user's records are read in order, in
     // chunks, until the page and one more are found (so that `next_skip` is exact).
-    let (mut matched, mut offset) = (Vec::new(), if unfiltered { skip } else { 0 });
-    let needed = if unfiltered { limit + 1 } else { skip + limit + 1 };
+    let (mut matched, mut offset): (Vec<PaymentResponse>, usize) = (Vec::new(), if unfiltered { skip } else { 0 });
+    let needed = if unfiltered { limit + 1 } else { skip.saturating_add(limit).saturating_add(1) };
     loop {
         let chunk = if unfiltered { needed } else { SCAN_CHUNK };
         let served = state.queries.scan(stores::PAYMENTS, &user_id, &prefix, offset, chunk).await?;
@@ -172,7 +172,7 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
                 matched.push(payment);
             }
         }
-        offset += read;
+        offset = offset.saturating_add(read);
         if read < chunk || matched.len() >= needed {
             break;
         }
@@ -180,7 +180,7 @@ pub async fn list(State(state): State<SharedState>, caller: Caller, Query(params
     let mut page: Vec<PaymentResponse> = if unfiltered { matched } else { matched.into_iter().skip(skip).collect() };
     let more = page.len() > limit;
     page.truncate(limit);
-    Ok(Json(PaymentsPage { payments: page, skip, limit, next_skip: more.then_some(skip + limit) }))
+    Ok(Json(PaymentsPage { payments: page, skip, limit, next_skip: more.then_some(skip.saturating_add(limit)) }))
 }
 
 /// Whose payment: the caller's by default.

@@ -23,10 +23,14 @@ use crate::commands::{self, Submission};
 use crate::problem::Problem;
 use crate::SharedState;
 
-/// How long the confirmation waits for the pipeline's decision before it answers 202.
-pub const CONFIRM_WAIT: Duration = Duration::from_secs(10);
+/// How long a route waits for the pipeline's decision before it answers 202: 2 s less than the
+/// request timeout (so that the 202 and its status URL, not a timeout, reach the client), and
+/// at least 1 s.
+pub fn decision_wait(state: &SharedState) -> Duration {
+    state.settings.request_timeout.saturating_sub(Duration::from_secs(2)).max(Duration::from_secs(1))
+}
 
-/// Reset requests per email address: 3 in a burst, one every 5 minutes on average.
+/// Reset requests per email address: 3 in a burst, then one a minute.
 pub fn limiter() -> crate::ops::RateLimiter {
     crate::ops::RateLimiter::per_minute(1, 3)
 }
@@ -94,7 +98,7 @@ pub fn token_sha256(token: &str) -> String {
 #[utoipa::path(post, path = "/v1/auth/reset-password", tag = "auth", request_body = ResetRequest,
     responses((status = 202, body = ResetRequested), (status = 422, body = Problem, description = "invalid-email"),
         (status = 429, body = Problem, description = "too-many-requests"), (status = 503, body = Problem, description = "reset-unavailable: no outbox configured")))]
-pub async fn request(State(state): State<SharedState>, headers: HeaderMap, ApiJson(request): ApiJson<ResetRequest>) -> Result<Response, Problem> {
+pub async fn request(State(state): State<SharedState>, _headers: HeaderMap, ApiJson(request): ApiJson<ResetRequest>) -> Result<Response, Problem> {
     let Some(outbox) = state.settings.reset_outbox.as_ref() else {
         return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "reset-unavailable", "Password reset unavailable", "this API has no password_reset_outbox to deliver reset tokens through"));
     };
@@ -106,7 +110,22 @@ pub async fn request(State(state): State<SharedState>, headers: HeaderMap, ApiJs
     state.reset_limiter.check(&user_id)?;
     let ttl = state.settings.reset_ttl_s;
     let answer = ResetRequested { detail: "if an account has this email, a reset token was sent to it".to_string(), expires_in: ttl };
-    let user = auth::read_user(&state, &user_id).await?;
+    // The rest happens after the answer, so that neither the answer nor its timing says whether
+    // the account exists (an Idempotency-Key, if sent, is ignored for the same reason: a retry
+    // asks for a new token, which replaces the last).
+    let outbox = outbox.clone();
+    tokio::spawn(async move {
+        if let Err(problem) = send_token(&state, &outbox, &user_id, ttl).await {
+            tracing::warn!(%user_id, detail = %problem.detail, "password reset: the token could not be sent");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// For an active account: publishes the token's hash, then delivers the token.
+async fn send_token(state: &SharedState, outbox: &Outbox, user_id: &str, ttl: u64) -> Result<(), Problem> {
+    let user_id = user_id.to_string();
+    let user = auth::read_user(state, &user_id).await?;
     if let Some(user) = user.filter(|u| u.status == UserStatus::Active) {
         let token = format!("{user_id}.{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let expires_at = TimestampMillis(sluice_streams::now_ms() + i64::try_from(ttl).unwrap_or(i64::MAX / 2) * 1000);
@@ -114,9 +133,9 @@ pub async fn request(State(state): State<SharedState>, headers: HeaderMap, ApiJs
         let payload = AuthPayload::RequestPasswordReset(RequestPasswordReset { token_sha256: token_sha256(&token), expires_at });
         let submission = Submission { command_type: "RequestPasswordReset", topic: AUTH_TOPIC, key: user_id.clone(), subject: user_id.clone(), status_query: None };
         // The command first: the token is sent only once the pipeline will know its hash.
-        let published = commands::submit(&state, &headers, submission, &serde_json::json!({ "email": email }), anonymous(principal, payload)).await?;
+        let published = commands::submit(state, &HeaderMap::new(), submission, &serde_json::json!({ "user": user_id }), anonymous(principal, payload)).await?;
         if !published.status().is_success() {
-            return Ok(published);
+            return Err(Problem::internal(format!("the reset request was not published ({})", published.status())));
         }
         let body = format!(
             "Someone asked to reset the password of your Sluice account.\n\nYour reset token (valid {} minutes, once):\n\n{token}\n\nSet a new password with:\n\ncurl -X POST http://<sluice>/v1/auth/reset-password/confirm -H 'content-type: application/json' -d '{{\"token\": \"{token}\", \"new_password\": \"...\"}}'\n\nIf it was not you, ignore this message: your password stays as it is.",
@@ -124,12 +143,15 @@ pub async fn request(State(state): State<SharedState>, headers: HeaderMap, ApiJs
         );
         outbox.deliver(&user.email, "Reset your Sluice password", &body).map_err(|e| Problem::internal(format!("cannot write to the reset outbox: {e}")))?;
     }
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    Ok(())
 }
 
 fn anonymous(principal: Principal, payload: AuthPayload) -> impl FnOnce(String, Option<String>) -> AuthCommand {
     move |event_id, idempotency_key| AuthCommand { event_id, occurred_at: TimestampMillis(sluice_streams::now_ms()), principal, idempotency_key, payload }
 }
+
+/// The detail of every invalid token.
+const INVALID_TOKEN: &str = "this is not a reset token Sluice sent, or a newer one replaced it";
 
 /// `POST /v1/auth/reset-password/confirm`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -154,7 +176,7 @@ pub struct ResetDone {
     responses((status = 200, body = ResetDone), (status = 202, body = crate::commands::Accepted, description = "not decided yet: follow the status URL"),
         (status = 400, body = Problem, description = "invalid-reset-token, reset-token-used, reset-token-expired"), (status = 422, body = Problem, description = "weak-password")))]
 pub async fn confirm(State(state): State<SharedState>, headers: HeaderMap, ApiJson(request): ApiJson<ResetConfirmation>) -> Result<Response, Problem> {
-    let invalid = || Problem::new(StatusCode::BAD_REQUEST, "invalid-reset-token", "Invalid reset token", "this is not a reset token Sluice sent");
+    let invalid = || Problem::new(StatusCode::BAD_REQUEST, "invalid-reset-token", "Invalid reset token", INVALID_TOKEN);
     let token = request.token.trim();
     let Some((user_id, secret)) = token.split_once('.') else { return Err(invalid()) };
     if !user_id.starts_with("u_") || user_id.len() > 64 || secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -173,7 +195,7 @@ pub async fn confirm(State(state): State<SharedState>, headers: HeaderMap, ApiJs
         Ok(accepted) => accepted,
         Err(other) => return Ok(other),
     };
-    match commands::wait_for_status(&state, user_id, &command_id, CONFIRM_WAIT).await {
+    match commands::wait_for_status(&state, user_id, &command_id, decision_wait(&state)).await {
         Some(status) if status.status == CommandState::Settled => Ok(Json(ResetDone { detail: "the password was reset and every session signed out: log in with the new password".to_string() }).into_response()),
         Some(status) => {
             state.login_guard.failed(user_id, std::time::Instant::now());
@@ -192,8 +214,10 @@ fn refusal(status: &CommandStatus) -> Problem {
         model::reasons::ACCOUNT_FROZEN => (StatusCode::FORBIDDEN, "Account closed"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "Password reset refused"),
     };
-    // An unknown user looks like any invalid token: a token names its user, and nobody should
-    // learn from this route which user ids exist.
-    let kind = if reason == model::reasons::USER_UNKNOWN { "invalid-reset-token".to_string() } else { reason.replace('_', "-") };
-    Problem::new(code, &kind, title, status.detail.clone().filter(|_| reason != model::reasons::USER_UNKNOWN).unwrap_or_else(|| "this is not a reset token Sluice sent".to_string()))
+    // Every invalid token reads the same, whoever it names: nobody learns from this route which
+    // user ids exist.
+    if title == "Invalid reset token" {
+        return Problem::new(code, "invalid-reset-token", title, INVALID_TOKEN);
+    }
+    Problem::new(code, &reason.replace('_', "-"), title, status.detail.clone().unwrap_or_default())
 }

@@ -204,6 +204,8 @@ impl AuthValidation {
                 }
                 user.password_hash = change.password_hash.clone();
                 user.tokens_valid_after_ms = user.tokens_valid_after_ms.max(now_ms);
+                // A reset asked for before no longer holds once the password changed.
+                user.password_reset = None;
                 let event = PasswordChanged { tokens_valid_after: emit::now(ctx) };
                 model::save(ctx.store(stores::USERS)?, key, &user)?;
                 auth_event(ctx, key, &command.event_id, "password", AuthEventPayload::PasswordChanged(event))?;
@@ -247,12 +249,13 @@ impl AuthValidation {
         if !anonymous {
             return Ok(Err((reasons::FORBIDDEN, "a password reset comes from the HTTP API, with no token".to_string())));
         }
-        let Some(mut user) = user else { return Ok(Err((reasons::USER_UNKNOWN, format!("no user `{key}`")))) };
-        if user.status != UserStatus::Active {
-            return Ok(Err((reasons::ACCOUNT_FROZEN, format!("the account is {}", status_name(user.status)))));
-        }
+        // An unknown user, or (for a confirmation) a token that does not match, answers the same
+        // whatever the account's status: the route tells nobody which accounts exist or died.
+        let Some(mut user) = user else { return Ok(Err((reasons::INVALID_RESET_TOKEN, "no password reset with this token is pending".to_string()))) };
         let now_ms = ctx.timestamp();
+        let frozen = || (reasons::ACCOUNT_FROZEN, format!("the account is {}", status_name(user.status)));
         match &command.payload {
+            AuthPayload::RequestPasswordReset(_) if user.status != UserStatus::Active => return Ok(Err(frozen())),
             AuthPayload::RequestPasswordReset(request) => {
                 user.password_reset = Some(model::PasswordReset { token_sha256: request.token_sha256.clone(), expires_at_ms: request.expires_at.0 });
                 model::save(ctx.store(stores::USERS)?, key, &user)?;
@@ -266,8 +269,11 @@ impl AuthValidation {
                     if user.used_reset_sha256.as_deref().is_some_and(matches) {
                         return Ok(Err((reasons::RESET_TOKEN_USED, "this reset token was used already: ask for a new one".to_string())));
                     }
-                    return Ok(Err((reasons::INVALID_RESET_TOKEN, "no password reset with this token is pending for this account".to_string())));
+                    return Ok(Err((reasons::INVALID_RESET_TOKEN, "no password reset with this token is pending".to_string())));
                 };
+                if user.status != UserStatus::Active {
+                    return Ok(Err(frozen()));
+                }
                 if now_ms > pending.expires_at_ms {
                     return Ok(Err((reasons::RESET_TOKEN_EXPIRED, "the reset token has expired: ask for a new one".to_string())));
                 }
@@ -289,10 +295,17 @@ impl AuthValidation {
         Ok(Ok(()))
     }
 
-    /// Gates a payment command; true to pass it on to balance-check.
+    /// Gates a payment command; true to pass it on to balance-check. Who may act on the account
+    /// is checked first: a command of someone who may not never uses up an Idempotency-Key of the
+    /// account, nor leaves anything in its holder's payments (docs/security.md).
     fn payment_command(&self, key: &str, command: &PaymentCommand, ctx: &mut ProcessorContext<'_>) -> Result<bool, ProcessError> {
         let payment = payment_facts(key, command);
-        let refusal = match self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)? {
+        let allowed = authorized(key, &command.principal, &Operation::Payment(&command.payload));
+        let idempotent = match allowed {
+            Ok(()) => self.check_idempotency(key, &command.principal, command.idempotency_key.as_deref(), ctx)?,
+            Err(refusal) => Err(refusal),
+        };
+        let refusal = match idempotent {
             Err(refusal) => Some(refusal),
             Ok(()) => {
                 let user: Option<User> = model::load(ctx.store(stores::USERS)?, key)?;
@@ -423,16 +436,8 @@ impl AuthValidation {
 
     /// The rules every gated command passes, in order: who, which user, token, status, input, KYC.
     fn gate(&self, user: Option<User>, key: &str, principal: &Principal, operation: Operation<'_>) -> Result<User, Refusal> {
-        let has = |role: &str| principal.roles.iter().any(|r| r == role);
-        let owner = principal.subject == key && has(roles::USER);
-        let operator = has(roles::OPERATOR);
-        let deposit = matches!(operation, Operation::Payment(PaymentPayload::Deposit(_)));
-        if deposit && !operator {
-            return Err((reasons::FORBIDDEN, "only an operator may deposit".to_string()));
-        }
-        if !owner && !operator {
-            return Err((reasons::FORBIDDEN, format!("`{}` may not act on account `{key}`", principal.subject)));
-        }
+        authorized(key, principal, &operation)?;
+        let owner = principal.subject == key && principal.roles.iter().any(|r| r == roles::USER);
         let user = user.ok_or_else(|| (reasons::USER_UNKNOWN, format!("no user `{key}`")))?;
         if owner && principal.token_issued_at.0 < user.tokens_valid_after_ms {
             return Err((reasons::TOKEN_REVOKED, "the token was issued before the sessions were revoked; log in again".to_string()));
@@ -533,6 +538,21 @@ fn auth_event(ctx: &mut ProcessorContext<'_>, user_id: &str, causation_id: &str,
         payload,
     };
     emit::send(ctx, sinks::AUTH_EVENTS, user_id, event)
+}
+
+/// Who may act on account `key`: its owner (a user token of its own) or an operator; deposits
+/// are an operator's only.
+fn authorized(key: &str, principal: &Principal, operation: &Operation<'_>) -> Result<(), Refusal> {
+    let has = |role: &str| principal.roles.iter().any(|r| r == role);
+    let owner = principal.subject == key && has(roles::USER);
+    let operator = has(roles::OPERATOR);
+    if matches!(operation, Operation::Payment(PaymentPayload::Deposit(_))) && !operator {
+        return Err((reasons::FORBIDDEN, "only an operator may deposit".to_string()));
+    }
+    if !owner && !operator {
+        return Err((reasons::FORBIDDEN, format!("`{}` may not act on account `{key}`", principal.subject)));
+    }
+    Ok(())
 }
 
 /// The facts of a payment command for its outcome records.

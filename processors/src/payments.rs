@@ -215,6 +215,23 @@ pub fn refunded(ctx: &mut ProcessorContext<'_>, user_id: &str, side: Side, refun
     if record.kind != PaymentKind::Transfer {
         return Ok(());
     }
+    // Its payee refunded it, so it completed, even if the confirmation (on another repartition
+    // topic than the refund's credit) has not arrived yet: it completes first, with its event.
+    if record.status == PaymentStatus::Pending && side == Side::Payer {
+        let transfer = Payment {
+            command_id: record.payment_id.clone(),
+            kind: record.kind,
+            payer_user_id: user_id.to_string(),
+            payee_user_id: record.counterparty.clone(),
+            amount: record.amount,
+            currency: record.currency.clone(),
+            reference: record.reference.clone(),
+            principal_subject: user_id.to_string(),
+            refund_of: None,
+        };
+        track(ctx, &transfer, PaymentStatus::Completed, None)?;
+        return refunded(ctx, user_id, side, refund);
+    }
     record.refunded_amount += refund.amount;
     record.status = if record.refunded_amount >= record.amount { PaymentStatus::Refunded } else { PaymentStatus::PartiallyRefunded };
     record.updated_at_ms = sluice_streams::now_ms();

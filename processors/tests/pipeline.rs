@@ -977,10 +977,15 @@ fn payments_have_a_lifecycle_with_one_event_per_transition() {
     // The refunds Alice received are hers too, as incoming payments.
     assert_eq!(listed, vec![returned, too_much, second.clone(), first.clone(), transfer, deposit]);
     assert_eq!(bank.payment_record(&alice, &second).direction, PaymentDirection::Incoming);
-    // A command refused because its sender may not act on the account leaves the holder no record.
-    let forged = bank.payment_as(&alice, user_principal(&bob, bank.now_ms), PaymentPayload::Withdrawal(Withdrawal { amount: gbp("1.00"), currency: "GBP".into(), reference: None }), None);
-    assert_eq!(bank.rejected_with(&alice, &forged), reasons::FORBIDDEN);
-    assert!(bank.payments(&alice).iter().all(|p| p.payment_id != forged));
+    // Commands refused because their sender may not act on the account leave the holder no
+    // record, even sent twice with one Idempotency-Key (the second is not a duplicate of Alice's).
+    let listed_before = bank.payments(&alice).len();
+    for _ in 0..2 {
+        let forged = bank.payment_as(&alice, user_principal(&bob, bank.now_ms), PaymentPayload::Withdrawal(Withdrawal { amount: gbp("1.00"), currency: "GBP".into(), reference: Some("phishing".into()) }), Some("k"));
+        assert_eq!(bank.rejected_with(&alice, &forged), reasons::FORBIDDEN);
+    }
+    assert_eq!(bank.payments(&alice).len(), listed_before, "nothing written to Alice's payments");
+    assert!(bank.payments(&alice).iter().all(|p| p.reference.as_deref() != Some("phishing")));
 }
 
 #[test]

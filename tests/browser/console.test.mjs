@@ -8,7 +8,7 @@
 // Swagger UI at /docs trying GET /health.
 // A screenshot of each page is kept in $SLUICE_SCREENSHOTS.
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const API = process.env.SLUICE_API;
@@ -273,7 +273,12 @@ try {
   await reset.getByLabel("Email", { exact: true }).fill("alice@console.example");
   await page.getByRole("button", { name: "Send me a token" }).click();
   await page.getByText(/a reset token is on its way; it works once, for 30 minutes/).waitFor();
-  const mails = readdirSync(OUTBOX).map((f) => readFileSync(`${OUTBOX}/${f}`, "utf8")).filter((m) => m.includes("To: alice@console.example"));
+  // The message is written just after the answer.
+  let mails = [];
+  for (let i = 0; i < 100 && mails.length === 0; i++) {
+    mails = (existsSync(OUTBOX) ? readdirSync(OUTBOX) : []).map((f) => readFileSync(`${OUTBOX}/${f}`, "utf8")).filter((m) => m.includes("To: alice@console.example"));
+    if (mails.length === 0) await sleep(100);
+  }
   assert.equal(mails.length, 1, "one reset message for Alice in the outbox");
   const token = mails[0].split(/\r?\n/).map((l) => l.trim()).find((l) => /^u_[0-9a-f]+\.[0-9a-f]{64}$/.test(l));
   await reset.getByLabel(/^Reset token/).fill(`${token.slice(0, -1)}${token.endsWith("0") ? "1" : "0"}`);

@@ -148,12 +148,15 @@ fn mails_to(api: &Api<'_>, email: &str) -> Vec<String> {
 /// sessions; asking for an email without an account answers the same and sends nothing.
 pub(super) fn a_password_is_reset_with_a_single_use_token(api: &Api<'_>) {
     let (erin_token, _, _) = api.sign_up("erin@example.com", "erin-password-1");
-    let asked = api.post("/v1/auth/reset-password", None, json!({"email": "Erin@Example.com"}));
+    // Erin's live stream, open with the session the reset will end.
+    let mut stream = open_stream(api, &erin_token, None);
     let nobody = api.post("/v1/auth/reset-password", None, json!({"email": "nobody@example.com"}));
+    let asked = api.post("/v1/auth/reset-password", None, json!({"email": "Erin@Example.com"}));
     assert_eq!((asked.status, nobody.status), (202, 202), "{} {}", asked.body, nobody.body);
     assert_eq!(asked.body, nobody.body, "the answer does not tell whether the account exists");
+    // Sent after the answer: it arrives shortly.
+    let mail = api.wait_for("Erin's reset message in the outbox", || mails_to(api, "erin@example.com").pop());
     assert!(mails_to(api, "nobody@example.com").is_empty());
-    let mail = mails_to(api, "erin@example.com").pop().expect("a reset message in the outbox");
     let token = mail.lines().map(str::trim).find(|l| l.starts_with("u_") && l.contains('.')).unwrap_or_else(|| panic!("{mail}")).to_string();
 
     let confirm = |token: &str, password: &str| api.post("/v1/auth/reset-password/confirm", None, json!({"token": token, "new_password": password}));
@@ -167,6 +170,16 @@ pub(super) fn a_password_is_reset_with_a_single_use_token(api: &Api<'_>) {
     }
     let done = confirm(&token, "erin-password-2");
     assert_eq!(done.status, 200, "{}", done.body);
+    // The reset signed every session out: the stream opened with the old token ends (after the
+    // notices it had coming).
+    api.p.io.block_on(async {
+        let ended = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(chunk) = stream.chunk().await.expect("the stream ends cleanly") {
+                drop(chunk);
+            }
+        });
+        ended.await.expect("the stream of a revoked session ends");
+    });
     let again = confirm(&token, "erin-password-3");
     assert_eq!((again.status, again.problem_type()), (400, "reset-token-used"), "{}", again.body);
     api.wait_for("Erin's old session to be refused", || {

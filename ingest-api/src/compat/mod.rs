@@ -9,15 +9,15 @@
 //!   pipeline has registered them), `POST /api/auth/login`, `GET /api/auth/profile` and
 //!   `GET /api/nhs/patients`.
 //!
-//! Routes that were synchronous in the seeds wait for the pipeline's decision (at most
-//! [`DECISION_WAIT`]) and answer it; past that they answer 202 with the status URL, as v1 does.
+//! Routes that were synchronous in the seeds wait for the pipeline's decision (at most 2 s less
+//! than the request timeout, [`crate::reset::decision_wait`]) and answer it; past that they
+//! answer 202 with the status URL, as v1 does.
 
 pub mod seed000;
 pub mod seed001;
 pub mod seed002;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,9 +33,6 @@ use crate::ops::RequestContext;
 use crate::problem::Problem;
 use crate::SharedState;
 
-/// How long a compatibility route waits for the pipeline's decision (`POST /api/auth/register`:
-/// for the user to be registered, else 202 with the command's status URL instead of 201).
-pub const DECISION_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of a command a compatibility route submitted.
 pub enum Decided {
@@ -43,7 +40,7 @@ pub enum Decided {
     Settled(String),
     /// Refused: its command id, and its reason as problem+json.
     Refused(String, Problem),
-    /// Not decided within [`DECISION_WAIT`], or not accepted at all: the answer to give as is.
+    /// Not decided in time, or not accepted at all: the answer to give as is.
     Undecided(Response),
 }
 
@@ -53,7 +50,7 @@ pub async fn decide(state: &SharedState, user_id: &str, answer: Response, title:
         Ok(accepted) => accepted,
         Err(other) => return Ok(Decided::Undecided(other)),
     };
-    Ok(match crate::commands::wait_for_status(state, user_id, &command_id, DECISION_WAIT).await {
+    Ok(match crate::commands::wait_for_status(state, user_id, &command_id, crate::reset::decision_wait(state)).await {
         Some(status) if status.status == CommandState::Settled => Decided::Settled(command_id),
         Some(status) => Decided::Refused(command_id, refused(&status, title)),
         None => Decided::Undecided(answer),
