@@ -175,7 +175,7 @@ pub struct ResetDone {
 #[utoipa::path(post, path = "/v1/auth/reset-password/confirm", tag = "auth", request_body = ResetConfirmation,
     responses((status = 200, body = ResetDone), (status = 202, body = crate::commands::Accepted, description = "not decided yet: follow the status URL"),
         (status = 400, body = Problem, description = "invalid-reset-token, reset-token-used, reset-token-expired"), (status = 422, body = Problem, description = "weak-password")))]
-pub async fn confirm(State(state): State<SharedState>, headers: HeaderMap, ApiJson(request): ApiJson<ResetConfirmation>) -> Result<Response, Problem> {
+pub async fn confirm(State(state): State<SharedState>, _headers: HeaderMap, ApiJson(request): ApiJson<ResetConfirmation>) -> Result<Response, Problem> {
     let invalid = || Problem::new(StatusCode::BAD_REQUEST, "invalid-reset-token", "Invalid reset token", INVALID_TOKEN);
     let token = request.token.trim();
     let Some((user_id, secret)) = token.split_once('.') else { return Err(invalid()) };
@@ -190,7 +190,9 @@ pub async fn confirm(State(state): State<SharedState>, headers: HeaderMap, ApiJs
     let payload = AuthPayload::ConfirmPasswordReset(ConfirmPasswordReset { token_sha256: token_sha256(token), password_hash });
     let submission = Submission { command_type: "ConfirmPasswordReset", topic: AUTH_TOPIC, key: user_id.to_string(), subject: user_id.to_string(), status_query: None };
     let fingerprint = serde_json::json!({ "token": token_sha256(token) });
-    let accepted = commands::submit(&state, &headers, submission, &fingerprint, anonymous(principal, payload)).await?;
+    // No Idempotency-Key: anyone may call this route naming any account, and a key used here
+    // would be used up for that account's own commands (a confirmation is single-use anyway).
+    let accepted = commands::submit(&state, &HeaderMap::new(), submission, &fingerprint, anonymous(principal, payload)).await?;
     let (command_id, accepted) = match commands::accepted_command_id(accepted).await? {
         Ok(accepted) => accepted,
         Err(other) => return Ok(other),
