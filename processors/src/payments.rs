@@ -218,18 +218,7 @@ pub fn refunded(ctx: &mut ProcessorContext<'_>, user_id: &str, side: Side, refun
     // Its payee refunded it, so it completed, even if the confirmation (on another repartition
     // topic than the refund's credit) has not arrived yet: it completes first, with its event.
     if record.status == PaymentStatus::Pending && side == Side::Payer {
-        let transfer = Payment {
-            command_id: record.payment_id.clone(),
-            kind: record.kind,
-            payer_user_id: user_id.to_string(),
-            payee_user_id: record.counterparty.clone(),
-            amount: record.amount,
-            currency: record.currency.clone(),
-            reference: record.reference.clone(),
-            principal_subject: user_id.to_string(),
-            refund_of: None,
-        };
-        track(ctx, &transfer, PaymentStatus::Completed, None)?;
+        track(ctx, &sent(&record, user_id), PaymentStatus::Completed, None)?;
         return refunded(ctx, user_id, side, refund);
     }
     record.refunded_amount += refund.amount;
@@ -239,18 +228,22 @@ pub fn refunded(ctx: &mut ProcessorContext<'_>, user_id: &str, side: Side, refun
     if side == Side::Payee {
         return Ok(());
     }
-    let payment = Payment {
+    event(ctx, &sent(&record, user_id), &record, PaymentEventType::Refunded, format!("{original}:event:refunded:{}", refund.command_id))
+}
+
+/// The facts of a transfer `payer` sent, from their record of it.
+fn sent(record: &PaymentRecord, payer: &str) -> Payment {
+    Payment {
         command_id: record.payment_id.clone(),
         kind: record.kind,
-        payer_user_id: user_id.to_string(),
+        payer_user_id: payer.to_string(),
         payee_user_id: record.counterparty.clone(),
         amount: record.amount,
         currency: record.currency.clone(),
         reference: record.reference.clone(),
-        principal_subject: user_id.to_string(),
+        principal_subject: payer.to_string(),
         refund_of: None,
-    };
-    event(ctx, &payment, &record, PaymentEventType::Refunded, format!("{original}:event:refunded:{}", refund.command_id))
+    }
 }
 
 fn event(ctx: &mut ProcessorContext<'_>, payment: &Payment, record: &PaymentRecord, event_type: PaymentEventType, event_id: String) -> Result<(), ProcessError> {
