@@ -7,7 +7,11 @@
 //! | processors (`sluice run`) | read its source topics, write its sink topics and the DLQ, everything on its internal topics (`<application_id>-` prefix: repartition, changelog, discovery), its consumer groups and transactional ids |
 //! | ingest (`sluice ingest`) | write the signed command topics and the access log; read the users changelog, the discovery and revocations topics and `notifications` (the live stream) |
 //! | registry (`sluice registry`) | its `_schemas` topic and its group |
-//! | kcat users | write the `*.json` command topics; read the output topics and the DLQ |
+//! | kcat users | write the `*.json` command topics; read the output topics |
+//! | console (the operator console in `sluice ingest`/`sluice dev`, `console_sasl_*`) | describe every topic, its configs and every consumer group's offsets; read every topic of the application but the users changelog; write the topics a dead letter can be replayed to, `sluice.dlq.actions` and the activity log |
+//!
+//! The DLQ keeps each original record's headers (a bridge command's bearer token among them),
+//! so only the processors, the console and an administrator read it.
 //!
 //! With `allow.everyone.if.no.acl.found=false` on the broker, nothing else is allowed: a kcat
 //! user cannot write an Avro command topic, read a changelog or delete a topic.
@@ -35,6 +39,9 @@ pub(crate) struct AclsArgs {
     /// Principal of kcat users (repeatable).
     #[arg(long = "kcat", default_value = "User:kcat")]
     kcat: Vec<String>,
+    /// Principal of the operator console's Kafka clients (`console_sasl_username`).
+    #[arg(long, default_value = "User:sluice-console")]
+    console: String,
     /// Create them on the broker (Kafka's CreateAcls), authenticating with the configured
     /// security_protocol and sasl_* settings: an administrator's.
     #[arg(long)]
@@ -53,6 +60,7 @@ impl AclsArgs {
             ingest: "User:sluice-ingest".to_string(),
             registry: "User:sluice-registry".to_string(),
             kcat: vec!["User:kcat".to_string()],
+            console: "User:sluice-console".to_string(),
             apply: true,
             command_config: None,
         }
@@ -135,7 +143,7 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
     let topics = |names: &BTreeSet<String>| names.iter().cloned().map(Resource::Topic).collect::<Vec<_>>();
     let signed: BTreeSet<String> = topology.topics.iter().filter(|t| t.signed).map(|t| t.name.clone()).collect();
     let json: BTreeSet<String> = topology.topics.iter().filter(|t| t.name.ends_with(".json")).map(|t| t.name.clone()).collect();
-    let outputs: BTreeSet<String> = sinks.iter().filter(|t| !signed.contains(*t) && !t.starts_with("system.")).cloned().collect();
+    let outputs: BTreeSet<String> = sinks.iter().filter(|t| !signed.contains(*t) && !t.starts_with("system.") && *t != sluice_streams::DLQ_TOPIC).cloned().collect();
     let mut api_writes = signed.clone();
     api_writes.insert(sluice_ingest::ops::ACCESS_TOPIC.to_string());
     let revocations = sluice_processors::revocations::revocations_topic(application_id);
@@ -173,6 +181,21 @@ pub(crate) fn grants(topology: &Topology, application_id: &str, args: &AclsArgs)
         Grant::new(&args.registry, &["Read"], vec![Resource::Group(format!("sluice-registry-{}", crate::topics::SCHEMAS_TOPIC)), Resource::GroupPrefix("schema-registry".to_string())]),
         Grant::new(&args.registry, &["IdempotentWrite"], vec![Resource::Cluster]),
     ];
+    // The console reads everything but the password hashes, and writes where a replay goes
+    // (any source topic: the command topics, their JSON twins, the repartition topics) and
+    // its decisions.
+    let users_changelog = sluice_streams::topology::changelog_topic(application_id, sluice_processors::model::stores::USERS);
+    let readable: BTreeSet<String> = topology.topics_to_create(application_id).into_iter().map(|t| t.name).filter(|t| *t != users_changelog).collect();
+    let mut replay_targets = sources.clone();
+    replay_targets.extend(topology.repartitions.iter().map(|r| sluice_streams::topology::repartition_topic(application_id, &r.name)));
+    replay_targets.insert(sluice_ingest::operator::dlq::ACTIONS_TOPIC.to_string());
+    replay_targets.insert(sluice_ingest::operator::dlq::ACTIVITY_TOPIC.to_string());
+    grants.push(Grant::new(&args.console, &["Describe", "DescribeConfigs"], vec![Resource::Topic("*".to_string())]));
+    grants.push(Grant::new(&args.console, &["Read"], topics(&readable)));
+    grants.push(Grant::new(&args.console, &["Write"], topics(&replay_targets)));
+    grants.push(Grant::new(&args.console, &["Describe"], vec![Resource::Group("*".to_string()), Resource::Cluster]));
+    grants.push(Grant::new(&args.console, &["Read"], vec![Resource::Group(sluice_ingest::operator::kafka::reader_group(application_id))]));
+    grants.push(Grant::new(&args.console, &["IdempotentWrite"], vec![Resource::Cluster]));
     for kcat in &args.kcat {
         grants.push(Grant::new(kcat, &["Write", "Describe"], topics(&json)));
         grants.push(Grant::new(kcat, &["Read", "Describe"], topics(&outputs)));

@@ -31,6 +31,12 @@ pub(crate) struct SluiceConfig {
     pub(crate) sasl_password: Option<Secret>,
     /// CA certificate file trusted for TLS (`ssl.ca.location`). No default.
     pub(crate) ssl_ca_location: Option<String>,
+    /// SASL user of the operator console's Kafka clients (topic browser, consumer-group lag,
+    /// dead-letter replays: `sluice acls --console`), with the same protocol and mechanism.
+    /// Default: the process's own principal.
+    pub(crate) console_sasl_username: Option<String>,
+    /// Its password. Never logged.
+    pub(crate) console_sasl_password: Option<Secret>,
     /// Schema Registry base URL. Default `http://127.0.0.1:8081`.
     pub(crate) schema_registry_url: String,
     /// Kafka Streams `state.dir`: where local state lives. Default `.sluice/state`.
@@ -156,6 +162,8 @@ impl Default for SluiceConfig {
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            console_sasl_username: None,
+            console_sasl_password: None,
             schema_registry_url: "http://127.0.0.1:8081".to_string(),
             state_dir: PathBuf::from(".sluice/state"),
             topology: PathBuf::from("topology.toml"),
@@ -228,6 +236,16 @@ impl SluiceConfig {
             sasl_password: self.sasl_password.as_ref().map(|s| s.0.clone()),
             ssl_ca_location: self.ssl_ca_location.clone(),
         }
+    }
+
+    /// How the operator console's clients connect, when they have a principal of their own.
+    pub(crate) fn console_connection(&self) -> Option<sluice_streams::kafka_client::Connection> {
+        let user = self.console_sasl_username.clone()?;
+        Some(sluice_streams::kafka_client::Connection {
+            sasl_username: Some(user),
+            sasl_password: self.console_sasl_password.as_ref().map(|s| s.0.clone()),
+            ..self.connection()
+        })
     }
 
     /// The registry's basic auth `user:password`, if configured.

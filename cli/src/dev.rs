@@ -129,6 +129,11 @@ async fn serve(config: &SluiceConfig, demo: bool, principals: Option<&DevPrincip
         principals.write_client_files(&dev_dir(config), &config.bootstrap_servers)?;
         kafka_client::set_connection(&principals.connection("sluice-processors"))?;
         kafka_client::set_role_connection(kafka_client::Role::Ingest, &principals.connection("sluice-ingest"))?;
+        if principals.0.iter().any(|(user, _)| user == CONSOLE) {
+            kafka_client::set_role_connection(kafka_client::Role::Console, &principals.connection(CONSOLE))?;
+        } else {
+            println!("note: {} predates the operator console's principal; the console reads Kafka as the API (no topic browser, lag or replays) until `sluice dev --reset`", dev_dir(config).join("kafka-users").display());
+        }
         registry_properties = principals.connection("sluice-registry").properties()?;
     }
     let mut config = config.clone();
@@ -160,7 +165,7 @@ async fn serve_with_registry(
     let api_listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {} for the API: {e}", config.http_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr().map_err(|e| e.to_string())?);
     let mut streams = StreamThread::start(&config).await?;
-    let state = match crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics)) {
+    let state = match crate::ingest::api_state(&config, topology, streams.queries.clone(), Some(metrics), Some(streams.handle.clone())) {
         Ok(state) => state,
         Err(error) => {
             // The stream threads are stopped, or the process would wait for them.
@@ -282,6 +287,8 @@ fn create_dev_secret(file: &Path) -> Result<(), String> {
 const ADMIN: &str = "admin";
 /// The principals of the dev broker: the administrator, then one per role (`sluice acls`).
 const DEV_USERS: [&str; 5] = [ADMIN, "sluice-processors", "sluice-ingest", "sluice-registry", "kcat"];
+/// The operator console's principal (optional: dev brokers formatted before it lack it).
+const CONSOLE: &str = "sluice-console";
 /// kcat's settings for the dev broker, as the `kcat` principal (`kcat -F`).
 const KCAT_CONF: &str = "kcat.conf";
 /// kcat's settings for the dev broker, as its administrator.
@@ -308,7 +315,7 @@ impl DevPrincipals {
             }
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let mut text = String::new();
-            for user in DEV_USERS {
+            for user in DEV_USERS.iter().chain([&CONSOLE]) {
                 text.push_str(&format!("{user}={}\n", random_hex()?));
             }
             create_private(&file, &text)?;

@@ -46,7 +46,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
     iq.discover(&config.bootstrap_servers, &config.application_id, Arc::clone(&stop)).map_err(|e| format!("interactive-query discovery: {e}"))?;
     let metrics = crate::run::install_metrics()?;
     let queries = StoreQueries::new(iq, &instance);
-    let state = api_state(&config, &topology, queries, Some(metrics))?;
+    let state = api_state(&config, &topology, queries, Some(metrics), None)?;
     let listener = tokio::net::TcpListener::bind(&config.http_listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.http_listen))?;
     println!("sluice ingest: API at http://{} (OpenAPI at /openapi.json), publishing to {}", config.http_listen, config.bootstrap_servers);
     let served = sluice_ingest::serve(listener, state, crate::dev::wait_for_shutdown()).await;
@@ -55,7 +55,7 @@ pub(crate) async fn run(args: IngestArgs, mut config: SluiceConfig) -> Result<()
 }
 
 /// The API's state from the settings.
-pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>) -> Result<SharedState, String> {
+pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: StoreQueries, metrics: Option<PrometheusHandle>, local: Option<sluice_streams::StreamsHandle>) -> Result<SharedState, String> {
     let keys = crate::run::checking_keys(config)?.ok_or("the API signs tokens and no JWT key is configured: set jwt_secret (SLUICE__JWT_SECRET, 32 or more random characters), or jwt_algorithm with jwt_private_key_file and jwt_public_key_file (the secret `sluice dev` generates is for the dev stack only and is not used here)")?;
     if !keys.can_issue() {
         return Err("the API signs tokens: set jwt_private_key_file".to_string());
@@ -71,6 +71,16 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
     };
     let internal_keys = crate::run::internal_keys(config)?.ok_or_else(|| format!("the API signs the commands it publishes, and {}", crate::run::INTERNAL_KEY_MISSING))?;
     let publisher = sluice_ingest::publish::Publisher::new(&config.bootstrap_servers, (&config.schema_registry_url, config.registry_user_info()), internal_keys)?;
+    let console = sluice_ingest::operator::Console::new(
+        &config.bootstrap_servers,
+        &config.application_id,
+        Arc::new(topology.clone()),
+        (&config.schema_registry_url, config.registry_user_info()),
+        local,
+    )?;
+    if let Some(handle) = &metrics {
+        console.sampler.start(handle.clone(), sluice_ingest::operator::runtime::source_nodes(topology));
+    }
     Ok(Arc::new(AppState {
         keys,
         queries,
@@ -89,5 +99,6 @@ pub(crate) fn api_state(config: &SluiceConfig, topology: &Topology, queries: Sto
             sluice_ingest::notifications::NOTIFICATIONS_TOPIC,
             &sluice_ingest::notifications::feed_group(&config.application_id),
         )?),
+        console: Some(Arc::new(console)),
     }))
 }

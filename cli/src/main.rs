@@ -10,6 +10,7 @@ use config::SluiceConfig;
 mod config;
 mod demo;
 mod dev;
+mod dlq;
 mod hmrc;
 mod ingest;
 mod load;
@@ -110,6 +111,12 @@ enum Command {
     /// Load harness: relay vs. the balance aggregation on one broker, then end-to-end latency
     /// at a fixed rate.
     Load(load::LoadArgs),
+    /// The dead-letter queue: list, show, replay to the original topic, or discard (each
+    /// decision audited on system.logs.activity; the operator console does the same).
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+    },
     /// Print the user id Sluice derives from an email (the key of that user's commands).
     UserId {
         /// The email address.
@@ -166,6 +173,10 @@ fn main() -> ExitCode {
     };
     if let Err(e) = sluice_streams::kafka_client::set_connection(&config.connection()) {
         eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(Err(e)) = config.console_connection().map(|c| sluice_streams::kafka_client::set_role_connection(sluice_streams::kafka_client::Role::Console, &c)) {
+        eprintln!("error: console_sasl_*: {e}");
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -299,6 +310,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Dlq { action } => dlq::run(action, &config).await.map(|()| ExitCode::SUCCESS),
         Command::Acls(args) => acls::run(args, &config).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::UserId { email } => {

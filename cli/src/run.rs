@@ -147,6 +147,8 @@ pub(crate) async fn run(args: RunArgs, mut config: SluiceConfig) -> Result<(), S
 pub(crate) struct StreamThread {
     /// Interactive queries over this instance's stores, routed to the others'.
     pub(crate) queries: sluice_ingest::queries::StoreQueries,
+    /// Pauses and resumes its processing and shows its tasks (the operator console, in `sluice dev`).
+    pub(crate) handle: sluice_streams::StreamsHandle,
     shutdown: Arc<AtomicBool>,
     /// `None` once [`StreamThread::finished`] saw it end.
     worker: Option<tokio::task::JoinHandle<Result<(), sluice_streams::RuntimeError>>>,
@@ -192,8 +194,9 @@ impl StreamThread {
             .redacting(users, "password_reset")
             .redacting(users, "used_reset_sha256");
         let flag = Arc::clone(&shutdown);
+        let handle = streams.handle();
         let worker = tokio::task::spawn_blocking(move || streams.run(&flag));
-        Ok(StreamThread { queries, shutdown, worker: Some(worker) })
+        Ok(StreamThread { queries, handle, shutdown, worker: Some(worker) })
     }
 
     /// Resolves if the stream thread stops by itself (with its error).

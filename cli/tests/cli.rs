@@ -1234,6 +1234,8 @@ mod attacks;
 mod lifecycle;
 #[path = "cli/kcat.rs"]
 mod kcat;
+#[path = "cli/operator.rs"]
+mod operator;
 #[path = "cli/outage.rs"]
 mod outage;
 #[path = "cli/failover.rs"]

@@ -171,17 +171,30 @@ function go(hash) {
 
 function route() {
   const signedIn = Boolean(session.get());
+  // The operator console (ops.js) owns #/operator and #/ops/...; its token is kept apart.
+  const ops = window.sluiceOps;
+  const operator = Boolean(ops && ops.signedIn());
   let view = (location.hash || "").replace("#/", "") || (signedIn ? "account" : "login");
-  const privateViews = ["account", "profile", "payments", "notifications"];
-  if (!document.getElementById(`view-${view}`)) view = signedIn ? "account" : "login";
-  if (!signedIn && privateViews.includes(view)) view = "login";
-  if (signedIn && (view === "login" || view === "signup" || view === "reset")) view = "account";
+  let opsView = null;
+  if (ops && ops.owns(view)) {
+    opsView = ops.resolve(view);
+    view = opsView.section;
+  } else {
+    const privateViews = ["account", "profile", "payments", "notifications"];
+    if (!document.getElementById(`view-${view}`) || view.startsWith("ops") || view === "operator") view = signedIn ? "account" : "login";
+    if (!signedIn && privateViews.includes(view)) view = "login";
+    if (signedIn && (view === "login" || view === "signup" || view === "reset")) view = "account";
+  }
   document.querySelectorAll("[data-view]").forEach((s) => { s.hidden = s.id !== `view-${view}`; });
-  document.querySelectorAll("[data-when]").forEach((e) => { e.hidden = (e.dataset.when === "signed-in") !== signedIn; });
-  document.title = `Sluice · ${view}`;
+  const shown = { "signed-in": signedIn, anonymous: !signedIn && !operator, operator, "not-operator": !operator };
+  document.querySelectorAll("[data-when]").forEach((e) => { e.hidden = !shown[e.dataset.when]; });
+  document.querySelector("main").classList.toggle("wide", Boolean(opsView) && view !== "operator");
+  document.title = `Sluice · ${opsView ? opsView.title : view}`;
+  const current = opsView ? opsView.link : `#/${view}`;
   document.querySelectorAll("nav a").forEach((a) => {
-    if (a.getAttribute("href") === `#/${view}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    if (a.getAttribute("href") === current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
+  if (ops) ops.show(opsView);
   if (signedIn) notices.start();
   if (view === "account") loadAccount();
   if (view === "profile") loadProfile();

@@ -157,13 +157,17 @@ pub struct AccountResponse {
 #[utoipa::path(get, path = "/v1/accounts/me", tag = "queries", security(("bearer" = [])),
     responses((status = 200, body = AccountResponse), (status = 401, body = Problem), (status = 503, body = Problem)))]
 pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Result<Json<AccountResponse>, Problem> {
-    let user = caller.user()?;
+    account_of(&state, caller.user()?).await.map(Json)
+}
+
+/// The account of `user` (as `GET /v1/accounts/me` answers it; an operator's view too).
+pub async fn account_of(state: &SharedState, user: &sluice_processors::model::User) -> Result<AccountResponse, Problem> {
     let served = state.queries.get(stores::ACCOUNTS, &user.user_id).await?;
     let account = served.value.map(|bytes| serde_json::from_slice::<Account>(&bytes)).transpose().map_err(|e| Problem::internal(format!("unreadable account: {e}")))?;
     let (user_status, kyc_level) = (symbol(&user.status), symbol(&user.kyc_level));
-    Ok(Json(match account {
+    Ok(match account {
         Some(account) => AccountResponse {
-            balances: account.balances().into_iter().map(|(currency, balance)| CurrencyBalance { balance: money_text(&state, &currency, balance), currency }).collect(),
+            balances: account.balances().into_iter().map(|(currency, balance)| CurrencyBalance { balance: money_text(state, &currency, balance), currency }).collect(),
             user_id: account.user_id,
             balance: format!("{:.2}", account.balance),
             currency: account.currency,
@@ -182,7 +186,7 @@ pub async fn my_account(State(state): State<SharedState>, caller: Caller) -> Res
             user_status,
             kyc_level,
         },
-    }))
+    })
 }
 
 /// A page of history.
@@ -241,20 +245,24 @@ pub struct TransactionsPage {
 #[utoipa::path(get, path = "/v1/accounts/me/transactions", tag = "queries", security(("bearer" = [])), params(PageParams),
     responses((status = 200, body = TransactionsPage), (status = 400, body = Problem, description = "invalid-limit")))]
 pub async fn my_transactions(State(state): State<SharedState>, caller: Caller, Query(page): Query<PageParams>) -> Result<Json<TransactionsPage>, Problem> {
-    let user_id = caller.user()?.user_id.clone();
+    transactions_of(&state, &caller.user()?.user_id, &page).await.map(Json)
+}
+
+/// A page of `user_id`'s transactions, newest first (an operator's view too).
+pub async fn transactions_of(state: &SharedState, user_id: &str, page: &PageParams) -> Result<TransactionsPage, Problem> {
     let (skip, limit) = (page.skip.unwrap_or(0), page.limit.unwrap_or(DEFAULT_PAGE));
     if limit == 0 || limit > MAX_PAGE {
         return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit", format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
     }
-    let served = state.queries.scan(stores::LEDGER, &user_id, &model::ledger_prefix(&user_id), skip, limit).await?;
+    let served = state.queries.scan(stores::LEDGER, user_id, &model::ledger_prefix(user_id), skip, limit).await?;
     let transactions = served
         .value
         .iter()
-        .map(|(_, bytes)| serde_json::from_slice::<LedgerEntry>(bytes).map(|entry| transaction(&state, &entry)))
+        .map(|(_, bytes)| serde_json::from_slice::<LedgerEntry>(bytes).map(|entry| transaction(state, &entry)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Problem::internal(format!("unreadable ledger entry: {e}")))?;
     let next_skip = (transactions.len() == limit).then_some(skip + limit);
-    Ok(Json(TransactionsPage { transactions, skip, limit, next_skip }))
+    Ok(TransactionsPage { transactions, skip, limit, next_skip })
 }
 
 fn transaction(state: &SharedState, entry: &LedgerEntry) -> TransactionResponse {

@@ -14,6 +14,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", include_str!("../console/index.html")) }))
         .route("/console/app.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("../console/app.js")) }))
+        .route("/console/ops.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("../console/ops.js")) }))
         .route("/console/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../console/app.css")) }))
 }
 

@@ -26,6 +26,7 @@ pub mod docs;
 pub mod login_guard;
 pub mod notifications;
 pub mod openapi;
+pub mod operator;
 pub mod ops;
 pub mod payments;
 pub mod problem;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub reset_limiter: ops::RateLimiter,
     /// Wakes the notification streams ([`notifications::Feed`]); none: no live stream.
     pub notifications: Option<notifications::Feed>,
+    /// The operator console's Kafka and runtime views ([`operator`]); none: 503 on its routes.
+    pub console: Option<Arc<operator::Console>>,
 }
 
 /// Shared state of the handlers.

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{accounts, auth, commands, compat, notifications, ops, payments, reset, users, SharedState};
+use crate::{accounts, auth, commands, compat, notifications, operator, ops, payments, reset, users, SharedState};
 
 /// Document-level metadata; the paths come from [`routes`].
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::{accounts, auth, commands, compat, notifications, ops, payments, rese
     tags((name = "auth", description = "Sign-up, login, tokens, profile"), (name = "commands", description = "Published to Kafka; answered 202"),
         (name = "queries", description = "Read from the processors' stores"),
         (name = "notifications", description = "The caller's notifications, read marks and their live stream"), (name = "operations", description = "Health, readiness, metrics"),
+        (name = "operator", description = "The operator console: users, the dead-letter queue, topology, topics, consumer groups, instances (role operator)"),
         (name = "compatibility", description = "The routes of the systems Sluice replaces, mapped onto v1 (docs/compatibility.md)"))
 )]
 struct ApiDoc;
@@ -85,6 +86,20 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
+        .routes(routes!(operator::user))
+        .routes(routes!(operator::dlq::list))
+        .routes(routes!(operator::dlq::show))
+        .routes(routes!(operator::dlq::replay))
+        .routes(routes!(operator::dlq::discard))
+        .routes(routes!(operator::kafka::topics))
+        .routes(routes!(operator::kafka::topic))
+        .routes(routes!(operator::kafka::records))
+        .routes(routes!(operator::kafka::groups))
+        .routes(routes!(operator::runtime::topology))
+        .routes(routes!(operator::runtime::instances))
+        .routes(routes!(operator::runtime::pause))
+        .routes(routes!(operator::runtime::resume))
+        .routes(routes!(operator::runtime::metrics))
 }
 
 /// `GET /openapi.json`.
@@ -141,6 +156,7 @@ mod tests {
             users: None,
             reset_limiter: crate::reset::limiter(),
             notifications: None,
+            console: None,
         })
     }
 
@@ -153,6 +169,23 @@ mod tests {
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn operator_routes_are_for_operators_only() {
+        let state = state(0, 0);
+        let now = sluice_streams::now_ms();
+        // A service account that is not an operator (a user's token would need the stores).
+        let user = state.keys.issue("hmrc-gateway", &["hmrc"], TokenUse::Access, now, 60, "t1").unwrap();
+        let operator = state.keys.issue("back-office", &["operator"], TokenUse::Access, now, 60, "t2").unwrap();
+        for (method, path) in [(Method::GET, "/v1/ops/dlq"), (Method::POST, "/v1/ops/dlq/0-1/replay"), (Method::GET, "/v1/ops/topics/payments.settled/records"), (Method::POST, "/v1/ops/processing/pause"), (Method::GET, "/v1/ops/users/a@b.c")] {
+            assert_eq!(call(&state, method.clone(), path, None, r#"{"note": "x"}"#).await.0, StatusCode::UNAUTHORIZED, "{path} without a token");
+            let (status, body) = call(&state, method.clone(), path, Some(&user), r#"{"note": "x"}"#).await;
+            assert_eq!((status, body["type"].as_str().unwrap_or_default()), (StatusCode::FORBIDDEN, "https://sluice.dev/problems/operator-only"), "{path} as HMRC");
+            // This state has no console (no broker): an operator learns that, nothing else.
+            let (status, body) = call(&state, method, path, Some(&operator), r#"{"note": "x"}"#).await;
+            assert_eq!((status, body["type"].as_str().unwrap_or_default()), (StatusCode::SERVICE_UNAVAILABLE, "https://sluice.dev/problems/console-unavailable"), "{path} as an operator");
+        }
     }
 
     #[tokio::test]
@@ -187,6 +220,16 @@ mod tests {
             "GET /v1/commands/{id}",
             "GET /v1/notifications",
             "GET /v1/notifications/stream",
+            "GET /v1/ops/dlq",
+            "GET /v1/ops/dlq/{id}",
+            "GET /v1/ops/groups",
+            "GET /v1/ops/instances",
+            "GET /v1/ops/metrics",
+            "GET /v1/ops/topics",
+            "GET /v1/ops/topics/{name}",
+            "GET /v1/ops/topics/{name}/records",
+            "GET /v1/ops/topology",
+            "GET /v1/ops/users/{who}",
             "GET /v1/payments",
             "GET /v1/payments/{id}",
             "GET /v1/users/lookup",
@@ -217,6 +260,10 @@ mod tests {
             "POST /v1/hmrc/death-notifications",
             "POST /v1/identity/verifications",
             "POST /v1/notifications/read",
+            "POST /v1/ops/dlq/{id}/discard",
+            "POST /v1/ops/dlq/{id}/replay",
+            "POST /v1/ops/processing/pause",
+            "POST /v1/ops/processing/resume",
             "POST /v1/payments/{id}/refund",
             "POST /v1/transfers",
             "POST /v1/withdrawals",

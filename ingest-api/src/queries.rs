@@ -87,6 +87,11 @@ impl StoreQueries {
         }
     }
 
+    /// The instances of the processors, as they last published themselves.
+    pub fn instances(&self) -> Vec<sluice_streams::interactive::InstanceInfo> {
+        self.iq.instances()
+    }
+
     /// Tasks with stores nobody serves right now (readiness).
     pub fn unavailable_tasks(&self) -> Vec<String> {
         self.iq.unavailable_tasks(now_ms())

@@ -102,7 +102,7 @@ impl Processor for JsonBridge {
                     _ => None,
                 };
                 let letter = crate::avro::dead_letter(&DeadLetter::new(&metadata, record.timestamp, &error, record.key.as_deref().map(str::as_bytes), value));
-                let headers = dlq_headers(&metadata, &error, record.key.as_deref().map(str::as_bytes), value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                let headers = dlq_headers(&record.headers, &metadata, &error, record.key.as_deref().map(str::as_bytes), value);
                 let key = record.key.clone();
                 ctx.forward_to(DLQ_SINK, Record { key, value: crate::avro::record(letter), timestamp: record.timestamp, headers })
             }

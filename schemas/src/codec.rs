@@ -146,6 +146,109 @@ impl Codec {
     }
 }
 
+/// A Confluent-framed Avro payload decoded with its writer's schema, as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedJson {
+    /// The writer's schema id.
+    pub schema_id: u32,
+    /// The writer's record name, when the schema is a record.
+    pub record_name: Option<String>,
+    /// The datum: records as objects, a union's record branch as `{"<full name>": {...}}` (an
+    /// optional value as the value), enums as their symbol,
+    /// decimals as decimal strings (`"12.50"`), bytes as hex, timestamps as numbers.
+    pub value: serde_json::Value,
+}
+
+impl Codec {
+    /// Decodes a Confluent-framed payload with whatever schema wrote it (a topic browser's
+    /// read, where no Rust type is expected).
+    pub async fn decode_json(&self, payload: &[u8]) -> Result<DecodedJson, CodecError> {
+        let (id, mut datum) = split_header(payload)?;
+        let writer = self.decoder.get_schema(id).await.map_err(|e| classify(e, Some(id)))?;
+        let mismatch = |reason: String| CodecError::DatumMismatch { schema: format!("id {id}"), reason };
+        let written = GenericDatumReader::builder(&writer.parsed)
+            .build()
+            .and_then(|datum_reader| datum_reader.read_value(&mut datum))
+            .map_err(|e| mismatch(e.to_string()))?;
+        let names = ResolvedSchema::try_from(&writer.parsed).map_err(|e| mismatch(e.to_string()))?;
+        let record_name = match &writer.parsed {
+            Schema::Record(record) => Some(record.name.fullname(None)),
+            _ => None,
+        };
+        Ok(DecodedJson { schema_id: id, record_name, value: avro_to_json(written, &writer.parsed, names.get_names()) })
+    }
+}
+
+/// An Avro value as JSON, following `schema` for the scale of decimals.
+fn avro_to_json(value: Value, schema: &Schema, names: &NamesRef<'_>) -> serde_json::Value {
+    use serde_json::Value as Json;
+    let schema = match schema {
+        Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
+        other => other,
+    };
+    let hex = |bytes: &[u8]| Json::String(bytes.iter().map(|b| format!("{b:02x}")).collect());
+    match (value, schema) {
+        (Value::Null, _) => Json::Null,
+        (Value::Boolean(b), _) => Json::Bool(b),
+        (Value::Int(i) | Value::Date(i) | Value::TimeMillis(i), _) => Json::from(i),
+        (Value::Long(i) | Value::TimestampMillis(i) | Value::TimestampMicros(i) | Value::TimeMicros(i) | Value::LocalTimestampMillis(i) | Value::LocalTimestampMicros(i), _) => Json::from(i),
+        (Value::Float(f), _) => Json::from(f),
+        (Value::Double(f), _) => Json::from(f),
+        (Value::String(s) | Value::Enum(_, s), _) => Json::String(s),
+        (Value::Uuid(u), _) => Json::String(u.to_string()),
+        (Value::Decimal(d), Schema::Decimal(decimal)) => match Vec::<u8>::try_from(&d) {
+            Ok(bytes) if !bytes.is_empty() && bytes.len() <= 16 => {
+                let mut buf = if bytes[0] & 0x80 != 0 { [0xFF; 16] } else { [0; 16] };
+                buf[16 - bytes.len()..].copy_from_slice(&bytes);
+                let scale = u32::try_from(decimal.scale).unwrap_or(0);
+                match rust_decimal::Decimal::try_from_i128_with_scale(i128::from_be_bytes(buf), scale) {
+                    Ok(amount) => Json::String(amount.to_string()),
+                    Err(_) => hex(&bytes),
+                }
+            }
+            Ok(bytes) => hex(&bytes),
+            Err(_) => Json::Null,
+        },
+        (Value::Decimal(d), _) => Vec::<u8>::try_from(&d).map(|b| hex(&b)).unwrap_or(Json::Null),
+        (Value::Bytes(b) | Value::Fixed(_, b), _) => hex(&b),
+        // A record branch of a union is wrapped in its full name, as Avro's JSON encoding (and
+        // Confluent's console consumer) write it; optional primitives are shown bare.
+        (Value::Union(branch, inner), Schema::Union(union)) => match union.variants().get(branch as usize) {
+            Some(variant) => {
+                let resolved = match variant {
+                    Schema::Ref { name } => names.get(name).copied().unwrap_or(variant),
+                    other => other,
+                };
+                let json = avro_to_json(*inner, variant, names);
+                match resolved {
+                    Schema::Record(record) if union.variants().len() > 2 || !union.is_nullable() => {
+                        serde_json::json!({ record.name.fullname(None): json })
+                    }
+                    _ => json,
+                }
+            }
+            None => avro_to_json(*inner, &Schema::Null, names),
+        },
+        (Value::Union(_, inner), _) => avro_to_json(*inner, &Schema::Null, names),
+        (Value::Array(items), Schema::Array(array)) => Json::Array(items.into_iter().map(|item| avro_to_json(item, &array.items, names)).collect()),
+        (Value::Array(items), _) => Json::Array(items.into_iter().map(|item| avro_to_json(item, &Schema::Null, names)).collect()),
+        (Value::Map(entries), Schema::Map(map)) => Json::Object(entries.into_iter().map(|(k, v)| (k, avro_to_json(v, &map.types, names))).collect()),
+        (Value::Map(entries), _) => Json::Object(entries.into_iter().map(|(k, v)| (k, avro_to_json(v, &Schema::Null, names))).collect()),
+        (Value::Record(fields), Schema::Record(record)) => Json::Object(
+            fields
+                .into_iter()
+                .map(|(name, value)| {
+                    let field_schema = record.fields.iter().find(|f| f.name == name).map_or(&Schema::Null, |f| &f.schema);
+                    let json = avro_to_json(value, field_schema, names);
+                    (name, json)
+                })
+                .collect(),
+        ),
+        (Value::Record(fields), _) => Json::Object(fields.into_iter().map(|(name, value)| (name, avro_to_json(value, &Schema::Null, names))).collect()),
+        (other, _) => Json::String(format!("{other:?}")),
+    }
+}
+
 /// Tags every record of a value decoded with `schema` with its full name
 /// ([`crate::avro::RECORD_NAME_FIELD`]).
 fn name_records(value: Value, schema: &Schema, names: &NamesRef<'_>) -> Value {

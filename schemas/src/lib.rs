@@ -61,6 +61,7 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
     ("activity_log", include_str!("../avro/activity_log.avsc")),
     ("access_log", include_str!("../avro/access_log.avsc")),
     ("dead_letter", include_str!("../avro/dead_letter.avsc")),
+    ("dead_letter_action", include_str!("../avro/dead_letter_action.avsc")),
     ("payment_leg", include_str!("../avro/payment_leg.avsc")),
     ("identity_claim", include_str!("../avro/identity_claim.avsc")),
     ("deceased_notice", include_str!("../avro/deceased_notice.avsc")),

@@ -717,6 +717,40 @@ avro_record! {
     }
 }
 
+avro_enum! {
+    /// What an operator decided for a dead letter.
+    pub enum DeadLetterOutcome as "io.sluice.dlq.DeadLetterOutcome" {
+        /// Its original record was written again to the topic it came from.
+        Replayed = "REPLAYED",
+        /// Left where it is, handled.
+        Discarded = "DISCARDED",
+    }
+}
+
+avro_record! {
+    /// An operator's decision on one dead letter, on `sluice.dlq.actions` (compacted, keyed by the dead letter's id, `<partition>-<offset>` on `sluice.dlq`).
+    pub struct DeadLetterAction as "io.sluice.dlq.DeadLetterAction" {
+        /// Unique id of the decision.
+        pub event_id: String,
+        /// When the operator decided.
+        pub occurred_at: TimestampMillis,
+        /// The dead letter: `<partition>-<offset>` on sluice.dlq.
+        pub dead_letter_id: String,
+        /// Replayed or discarded.
+        pub outcome: DeadLetterOutcome,
+        /// The operator (token subject).
+        pub operator: String,
+        /// Why, in the operator's words.
+        pub note: String,
+        /// The topic the dead letter came from (and a replay went to).
+        pub source_topic: String,
+        /// Partition the replayed record went to.
+        pub replayed_partition: Option<i32>,
+        /// Offset of the replayed record.
+        pub replayed_offset: Option<i64>,
+    }
+}
+
 // ---------------------------------------------------------------- internal repartition topics
 
 avro_enum! {
@@ -885,6 +919,7 @@ top_level! {
     ActivityLog => "activity_log", "io.sluice.logs.ActivityLog";
     AccessLog => "access_log", "io.sluice.logs.AccessLog";
     DeadLetter => "dead_letter", "io.sluice.dlq.DeadLetter";
+    DeadLetterAction => "dead_letter_action", "io.sluice.dlq.DeadLetterAction";
     PaymentLeg => "payment_leg", "io.sluice.internal.PaymentLeg";
     IdentityClaim => "identity_claim", "io.sluice.internal.IdentityClaim";
     DeceasedNotice => "deceased_notice", "io.sluice.internal.DeceasedNotice";

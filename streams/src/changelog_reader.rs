@@ -165,6 +165,11 @@ impl StoreChangelogReader {
         self.restoring.keys().copied()
     }
 
+    /// The restoring tasks, with the changelog records each has left to read.
+    pub fn restore_progress(&self) -> Vec<(TaskId, i64)> {
+        self.restoring.iter().map(|(id, task)| (*id, task.partitions.iter().map(|p| p.end - p.next).sum())).collect()
+    }
+
     /// One restore step (see the module docs); returns the tasks whose restore completed,
     /// with their state.
     pub fn restore(&mut self, consumer: &mut dyn ChangelogConsumer, max_records: usize) -> Result<Vec<(TaskId, TaskState)>, StreamsError> {

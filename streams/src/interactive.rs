@@ -45,6 +45,15 @@ pub struct InstanceInfo {
     pub tasks: Vec<String>,
     /// When it published this (ms since the epoch).
     pub updated_at_ms: i64,
+    /// Its standby tasks (`num.standby.replicas`).
+    #[serde(default)]
+    pub standby_tasks: Vec<String>,
+    /// Its tasks still restoring, with the changelog records each has left to read.
+    #[serde(default)]
+    pub restoring: std::collections::BTreeMap<String, i64>,
+    /// Whether its processing is paused ([`crate::KafkaStreams::pause`]).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// How far ahead of this clock a discovery entry may be dated (clock skew between hosts); an

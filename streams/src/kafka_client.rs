@@ -13,6 +13,8 @@ static CONNECTION: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
 
 /// Properties of the clients of one role, when it authenticates as a principal of its own.
 static INGEST_CONNECTION: RwLock<Option<Vec<(String, String)>>> = RwLock::new(None);
+/// See [`INGEST_CONNECTION`].
+static CONSOLE_CONNECTION: RwLock<Option<Vec<(String, String)>>> = RwLock::new(None);
 
 /// A part of Sluice that may authenticate as its own principal while it shares a process
 /// with others (`sluice dev` runs the processors, the API and the registry in one).
@@ -20,6 +22,9 @@ static INGEST_CONNECTION: RwLock<Option<Vec<(String, String)>>> = RwLock::new(No
 pub enum Role {
     /// The HTTP API's clients: its command producer and its replica of the users changelog.
     Ingest,
+    /// The operator console's clients (topic browser, consumer-group lag, dead-letter
+    /// replays); the API's when it has no principal of its own.
+    Console,
 }
 
 /// How a process authenticates to the brokers. `Debug` never shows the password.
@@ -86,6 +91,7 @@ pub fn set_role_connection(role: Role, connection: &Connection) -> Result<(), St
     let properties = connection.properties()?;
     match role {
         Role::Ingest => *INGEST_CONNECTION.write().expect("connection lock") = Some(properties),
+        Role::Console => *CONSOLE_CONNECTION.write().expect("connection lock") = Some(properties),
     }
     Ok(())
 }
@@ -95,6 +101,7 @@ pub fn set_role_connection(role: Role, connection: &Connection) -> Result<(), St
 pub fn role_client_config(role: Role, bootstrap_servers: &str) -> ClientConfig {
     let own = match role {
         Role::Ingest => INGEST_CONNECTION.read().expect("connection lock").clone(),
+        Role::Console => CONSOLE_CONNECTION.read().expect("connection lock").clone().or_else(|| INGEST_CONNECTION.read().expect("connection lock").clone()),
     };
     let Some(properties) = own else { return client_config(bootstrap_servers) };
     let mut config = ClientConfig::new();

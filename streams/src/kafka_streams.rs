@@ -113,12 +113,44 @@ pub const TRANSACTION_TIMEOUT_MS: u64 = 10_000;
 /// Why the runtime stopped.
 pub type RuntimeError = StreamsError;
 
+/// A running [`KafkaStreams`] seen from another thread (an operator's console): pause and
+/// resume it ([`KafkaStreams::pause`]), and what its stream threads run.
+#[derive(Debug, Clone)]
+pub struct StreamsHandle {
+    paused: Arc<AtomicBool>,
+    threads: LocalThreads,
+}
+
+/// What each stream thread of this instance runs, as it last said (by thread name).
+pub(crate) type LocalThreads = Arc<Mutex<std::collections::BTreeMap<String, crate::interactive::InstanceInfo>>>;
+
+impl StreamsHandle {
+    /// Pauses (`true`) or resumes (`false`) processing.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Whether processing is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Kafka Streams' `metadataForLocalThreads`: each stream thread's active, standby and
+    /// restoring tasks, refreshed at every discovery heartbeat and task change (whether or
+    /// not `application_server` is set).
+    pub fn local_threads(&self) -> Vec<crate::interactive::InstanceInfo> {
+        self.threads.lock().expect("threads lock").values().cloned().collect()
+    }
+}
+
 /// A running Sluice application (Kafka Streams' `KafkaStreams`).
 pub struct KafkaStreams {
     pub(crate) topology: Arc<Topology>,
     pub(crate) registry: Arc<ProcessorRegistry>,
     pub(crate) config: StreamsConfig,
     pub(crate) local_stores: LocalStores,
+    paused: Arc<AtomicBool>,
+    pub(crate) threads: LocalThreads,
 }
 
 impl KafkaStreams {
@@ -131,13 +163,36 @@ impl KafkaStreams {
                 return Err(StreamsError::Config(format!("topics {} are signed, and no internal key is configured to verify them", signed.join(", "))));
             }
         }
-        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default() })
+        Ok(KafkaStreams { topology: Arc::new(topology), registry: Arc::new(registry), config, local_stores: LocalStores::default(), paused: Arc::default(), threads: LocalThreads::default() })
     }
 
     /// Interactive queries over this instance's stores (and, once
     /// [`InteractiveQueries::discover`] runs, routing to the other instances').
     pub fn interactive_queries(&self) -> InteractiveQueries {
         InteractiveQueries::new(Arc::clone(&self.topology), self.local_stores.clone(), &self.config.instance_id, self.config.internal_keys.clone())
+    }
+
+    /// Pauses processing (Kafka Streams' `KafkaStreams#pause`): the stream threads stay in
+    /// the group and keep their tasks, standbys keep following their changelogs, and no record
+    /// is processed until [`KafkaStreams::resume`]. The instance's discovery entry says so.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Resumes processing after [`KafkaStreams::pause`].
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether processing is paused (`KafkaStreams#isPaused`).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// A handle that pauses and resumes this instance from elsewhere and sees its threads'
+    /// tasks (an operator's console).
+    pub fn handle(&self) -> StreamsHandle {
+        StreamsHandle { paused: Arc::clone(&self.paused), threads: Arc::clone(&self.threads) }
     }
 
     /// Runs `num_stream_threads` stream threads until `shutdown` becomes true (or one fails,

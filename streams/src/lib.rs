@@ -33,7 +33,7 @@ pub mod test_driver;
 pub mod topology;
 
 pub use error::StreamsError;
-pub use kafka_streams::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig};
+pub use kafka_streams::{KafkaStreams, ProcessingGuarantee, RuntimeError, StreamsConfig, StreamsHandle};
 pub use processor::{ErrorAction, FnProcessor, ProcessError, Processor, Punctuation, PunctuationType};
 pub use record::{Headers, OutputRecord, Record, RecordMetadata, Value};
 pub use record::Data;
@@ -82,10 +82,25 @@ pub fn bounded(bytes: &[u8], limit: usize) -> &[u8] {
     &bytes[..bytes.len().min(limit)]
 }
 
-/// The `sluice.error.*` headers of a dead letter (docs/architecture.md, topics and keys).
+/// Prefix of the headers that say why a record was dead-lettered.
+pub const DLQ_HEADER_PREFIX: &str = "sluice.error.";
+
+/// Where a dead letter keeps the original record's `sluice.signature` (a record written with
+/// that header is signed anew by the collector; a replay puts it back).
+pub const DLQ_SIGNATURE_HEADER: &str = "sluice.dlq.signature";
+
+/// The headers of a dead letter (docs/architecture.md, topics and keys): the original record's
+/// headers as they were (as Kafka Connect's dead-letter queues keep them; its signature as
+/// [`DLQ_SIGNATURE_HEADER`], so that a replay is verified again), then the `sluice.error.*` headers;
 /// `sluice.error.truncated` says what [`serde::DeadLetter`] cut from the original key and value.
-pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<(String, String)> {
-    let mut headers = vec![
+/// The `sluice.error.*` headers of an earlier failure (a replay that failed again) are replaced.
+pub fn dlq_headers(original: &[(String, Vec<u8>)], metadata: &RecordMetadata, error: &ProcessError, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<(String, Vec<u8>)> {
+    let mut headers: Vec<(String, Vec<u8>)> = original
+        .iter()
+        .filter(|(name, _)| !name.starts_with(DLQ_HEADER_PREFIX) && name != DLQ_SIGNATURE_HEADER)
+        .map(|(name, value)| (if name == signing::SIGNATURE_HEADER { DLQ_SIGNATURE_HEADER.to_string() } else { name.clone() }, value.clone()))
+        .collect();
+    let mut error_headers = vec![
         ("sluice.error.topic".to_string(), metadata.topic.to_string()),
         ("sluice.error.partition".to_string(), metadata.partition.to_string()),
         ("sluice.error.offset".to_string(), metadata.offset.to_string()),
@@ -97,7 +112,8 @@ pub fn dlq_headers(metadata: &RecordMetadata, error: &ProcessError, key: Option<
         .filter_map(|(part, bytes, limit)| bytes.filter(|b| b.len() > limit).map(|b| format!("{part}: first {limit} of {} bytes", b.len())))
         .collect();
     if !cut.is_empty() {
-        headers.push(("sluice.error.truncated".to_string(), cut.join(", ")));
+        error_headers.push(("sluice.error.truncated".to_string(), cut.join(", ")));
     }
+    headers.extend(error_headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
     headers
 }

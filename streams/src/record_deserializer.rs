@@ -39,12 +39,7 @@ impl RecordDeserializer<OwnedMessage> for TopicSerdes {
             Some(bytes) => Some(String::from_utf8(bytes.to_vec()).map_err(|_| ProcessError::poison("deserialization", "key is not UTF-8"))?),
             None => None,
         };
-        let mut headers = Vec::new();
-        if let Some(list) = message.headers() {
-            for header in list.iter() {
-                headers.push((header.key.to_string(), header.value.unwrap_or_default().to_vec()));
-            }
-        }
+        let headers = message_headers(message);
         let signature = headers.iter().find(|(name, _)| name == SIGNATURE_HEADER).map(|(_, value)| value.as_slice());
         self.verify(&metadata.topic, Message::key(message), message.payload(), signature)?;
         let value = self.decode_value(&metadata.topic, message.payload())?;
@@ -53,18 +48,23 @@ impl RecordDeserializer<OwnedMessage> for TopicSerdes {
 
     fn dead_letter(&self, metadata: &RecordMetadata, message: &OwnedMessage, error: &ProcessError) -> Record {
         let letter = DeadLetter::new(metadata, StampedRecord::timestamp(message), error, Message::key(message), message.payload());
-        dead_letter_record(&letter, self.dead_letter(&letter), Message::key(message), message.payload())
+        dead_letter_record(&letter, self.dead_letter(&letter), &message_headers(message), Message::key(message), message.payload())
     }
 }
 
+/// A Kafka message's headers, in order.
+fn message_headers(message: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    message.headers().map(|list| list.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()).unwrap_or_default()
+}
+
 /// The record sent to the DLQ: the application's `value` for `letter`, keyed by (at most
-/// [`crate::DEAD_LETTER_KEY_LIMIT`] bytes of) the original key, with the `sluice.error.*`
-/// headers (which measure the uncut `key` and `value`).
-pub fn dead_letter_record(letter: &DeadLetter<'_>, value: Value, key: Option<&[u8]>, original_value: Option<&[u8]>) -> Record {
+/// [`crate::DEAD_LETTER_KEY_LIMIT`] bytes of) the original key, with the original record's
+/// headers and the `sluice.error.*` ones (which measure the uncut `key` and `value`).
+pub fn dead_letter_record(letter: &DeadLetter<'_>, value: Value, original_headers: &[(String, Vec<u8>)], key: Option<&[u8]>, original_value: Option<&[u8]>) -> Record {
     Record {
         key: letter.key.map(|k| String::from_utf8_lossy(k).into_owned()),
         value,
         timestamp: letter.timestamp,
-        headers: crate::dlq_headers(letter.source, letter.error, key, original_value).into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+        headers: crate::dlq_headers(original_headers, letter.source, letter.error, key, original_value),
     }
 }

@@ -185,6 +185,8 @@ pub(crate) struct StreamThread<'a> {
     last_heartbeat: Instant,
     /// Whether the last loop processed anything (then the next poll does not wait).
     progressed: bool,
+    /// Whether the last loop saw processing paused (a change is published at once).
+    was_paused: bool,
     /// Where the loop spent its time: (polling, processing, committing).
     spent: (Duration, Duration, Duration),
     /// Standby placement (with `num_standby_replicas` > 0): the group as last described, the
@@ -242,6 +244,7 @@ impl<'a> StreamThread<'a> {
             last_wall_clock_punctuation: Instant::now(),
             last_heartbeat: Instant::now(),
             progressed: false,
+            was_paused: false,
             spent: (Duration::ZERO, Duration::ZERO, Duration::ZERO),
             group,
             placed: None,
@@ -276,10 +279,22 @@ impl<'a> StreamThread<'a> {
             if self.group.is_some() {
                 self.maintain_standbys()?;
             }
-            let t1 = Instant::now();
-            self.process()?;
-            self.spent.1 += t1.elapsed();
-            if self.last_wall_clock_punctuation.elapsed() >= WALL_CLOCK_TICK {
+            // Paused (KafkaStreams#pause): fetched records wait in the queues, which fill and
+            // pause their partitions; nothing is processed or punctuated, and the commits
+            // below move no offset, so the group's lag grows until resume.
+            let paused = self.streams.is_paused();
+            if paused != self.was_paused {
+                self.was_paused = paused;
+                self.publish_instance();
+            }
+            if paused {
+                self.progressed = false;
+            } else {
+                let t1 = Instant::now();
+                self.process()?;
+                self.spent.1 += t1.elapsed();
+            }
+            if !paused && self.last_wall_clock_punctuation.elapsed() >= WALL_CLOCK_TICK {
                 self.last_wall_clock_punctuation = Instant::now();
                 self.tasks.punctuate(now_ms(), &mut self.collector)?;
                 self.take_rewind_seeks();
@@ -302,7 +317,7 @@ impl<'a> StreamThread<'a> {
     fn poll_records(&mut self) -> Result<(), StreamsError> {
         let timeout = if self.progressed || self.tasks.is_restoring() {
             Duration::ZERO
-        } else if self.tasks.has_buffered() {
+        } else if self.tasks.has_buffered() && !self.was_paused {
             Duration::from_millis(5)
         } else {
             Duration::from_millis(50)
@@ -540,13 +555,19 @@ impl<'a> StreamThread<'a> {
     /// next heartbeat.
     fn publish_instance(&mut self) {
         self.last_heartbeat = Instant::now();
-        let Some(server) = &self.config().application_server else { return };
         let info = InstanceInfo {
             instance: self.instance.clone(),
-            application_server: server.clone(),
+            application_server: self.config().application_server.clone().unwrap_or_default(),
             tasks: self.tasks.tasks().map(|(id, _)| id.to_string()).collect(),
             updated_at_ms: now_ms(),
+            standby_tasks: self.tasks.standby_ids().iter().map(ToString::to_string).collect(),
+            restoring: self.tasks.restore_progress().into_iter().map(|(id, remaining)| (id.to_string(), remaining)).collect(),
+            paused: self.streams.is_paused(),
         };
+        self.streams.threads.lock().expect("threads lock").insert(info.instance.clone(), info.clone());
+        if self.config().application_server.is_none() {
+            return;
+        }
         let payload = serde_json::to_vec(&info).expect("instance info serialises");
         let topic = instances_topic(&self.config().application_id);
         let headers = signature_headers(self.config().internal_keys.as_deref(), &topic, &info.instance, Some(&payload));

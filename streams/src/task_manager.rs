@@ -186,6 +186,11 @@ impl<R: StampedRecord> TaskManager<R> {
         self.groups.keys().copied().collect()
     }
 
+    /// The restoring tasks, with the changelog records each has left to read.
+    pub fn restore_progress(&self) -> Vec<(TaskId, i64)> {
+        self.reader.restore_progress()
+    }
+
     /// True while a task restores.
     pub fn is_restoring(&self) -> bool {
         self.reader.is_restoring()

@@ -154,7 +154,7 @@ impl RecordDeserializer<FetchedRecord> for InMemorySerde<'_> {
         let record = self.record(metadata).unwrap_or_else(|| Record { key: raw.key.clone(), value: Value::Null, timestamp: raw.timestamp, headers: Vec::new() });
         let (key, value) = (record.key.as_deref().map(str::as_bytes), record.value.as_bytes());
         let letter = DeadLetter::new(metadata, record.timestamp, error, key, value);
-        dead_letter_record(&letter, self.serdes.dead_letter(&letter), key, value)
+        dead_letter_record(&letter, self.serdes.dead_letter(&letter), &record.headers, key, value)
     }
 }
 

@@ -416,6 +416,8 @@ fn the_http_api_journey_and_security_table() {
     // Behind the API's back, with a broker client: forged and altered records are dead-lettered.
     attacks::forged_records_have_no_effect(&p, &api, &alice_token, (&mallory, &mallory_token));
     attacks::a_revoked_service_token_is_refused_on_both_paths(&p, &api, (&bob, &bob_token));
+    // The operator console and `sluice dlq` on the dead letters those left.
+    operator::the_operator_console_and_sluice_dlq(&p, &api, (&mallory, &mallory_token), (&bob, &bob_token));
 
     // Operations: metrics by route and status, one access-log record per request, OpenAPI.
     let metrics = api.get("/metrics", None).body.as_str().unwrap_or_default().to_string();
