@@ -198,13 +198,14 @@
     const text = await response.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
+    const sentWith = current ? current.token : null;
     const problem = response.ok ? null : {
       type: ((data && data.type) || "").split("/").pop(),
       title: data && data.title,
       detail: (data && data.detail) || (data && data.title) || response.statusText || `HTTP ${response.status}`,
       status: response.status,
     };
-    return { ok: response.ok, status: response.status, data, problem };
+    return { ok: response.ok, status: response.status, data, problem, sentWith };
   }
 
   // A call with the operator's token. A 401 means the token is gone (expired, revoked, wrong
@@ -213,16 +214,19 @@
   async function opsApi(method, path, body, headers) {
     if (!operator.get()) return { ok: false, status: 401, data: null, problem: { type: "signed-out", status: 401, detail: "signed out" } };
     const answer = await call(method, path, body, headers);
-    if (answer.status === 401) refused(answer.problem);
+    if (answer.status === 401) refused(answer.problem, answer.sentWith);
     if (answer.status === 403) {
       const check = answer.problem.type === "operator-only" ? answer : await call("GET", "/v1/ops/dlq?status=open&limit=1");
-      if (check.status === 401 || check.status === 403) refused(answer.problem);
+      if (check.status === 401 || check.status === 403) refused(answer.problem, check.sentWith);
     }
     return answer;
   }
 
-  function refused(problem) {
-    if (!operator.get()) return;
+  // A refusal of the token a request was sent with; an answer to a request sent before the
+  // operator signed in again (with another token) changes nothing.
+  function refused(problem, token) {
+    const current = operator.get();
+    if (!current || current.token !== token) return;
     operator.clear();
     stopLive();
     clearViews();

@@ -1,7 +1,7 @@
 //! Every metric Sluice records, named once here (Prometheus conventions: base units,
 //! `_total` and `_seconds` suffixes, low-cardinality labels) and described by [`describe`].
 
-/// Records processed, by processor node (`processor`).
+/// Records processed, by processor node (`processor`); a source node counts the records it reads.
 pub const PROCESS_RECORDS_TOTAL: &str = "sluice_process_records_total";
 /// Time to process one record in a processor node, children included (`processor`).
 pub const PROCESS_LATENCY_SECONDS: &str = "sluice_process_latency_seconds";

@@ -166,14 +166,15 @@ impl StreamTask {
                 }
                 NodeKind::Sink { topic } => (GraphKind::Sink { topic: Arc::from(topic.topic_name(application_id)) }, Vec::new(), None),
             };
-            // Only processor nodes process records: sources and sinks get no series.
-            let (records, latency) = if matches!(kind, GraphKind::Processor) {
-                (
+            // Processor nodes count the records they process and time them; a source counts the
+            // records it reads (each once, however many processors it passes); sinks get no series.
+            let (records, latency) = match kind {
+                GraphKind::Processor => (
                     metrics::counter!(crate::metrics::PROCESS_RECORDS_TOTAL, "processor" => name.clone()),
                     metrics::histogram!(crate::metrics::PROCESS_LATENCY_SECONDS, "processor" => name.clone()),
-                )
-            } else {
-                (metrics::Counter::noop(), metrics::Histogram::noop())
+                ),
+                GraphKind::Source => (metrics::counter!(crate::metrics::PROCESS_RECORDS_TOTAL, "processor" => name.clone()), metrics::Histogram::noop()),
+                GraphKind::Sink { .. } => (metrics::Counter::noop(), metrics::Histogram::noop()),
             };
             nodes.push(GraphNode { name: Arc::from(name.as_str()), kind, children, stores, records, latency });
             processors.push(processor);
@@ -252,6 +253,7 @@ impl StreamTask {
             .position(|input| *input.topic == *metadata.topic)
             .ok_or_else(|| ProcessError::Fatal(format!("task {} does not read topic {}", self.id, metadata.topic)))?;
         let source = self.inputs[input].source;
+        self.nodes[source].records.increment(1);
         self.state.savepoint();
         let outputs_before = self.outputs.len();
         self.state.set_source(&SourceOffset { topic: Arc::clone(&metadata.topic), partition: metadata.partition, offset: metadata.offset });

@@ -83,9 +83,9 @@ fn a_registry_outage_is_waited_out_and_no_good_record_is_dead_lettered() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `sluice_process_records_total` summed over its labels.
+/// Records the `sum` processor processed (`sluice_process_records_total{processor="sum"}`).
 fn processed(metrics: &str) -> f64 {
-    metrics_text(metrics).lines().filter(|l| l.starts_with("sluice_process_records_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    metrics_text(metrics).lines().filter(|l| l.starts_with(r#"sluice_process_records_total{processor="sum"}"#)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[test]

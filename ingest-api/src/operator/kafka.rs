@@ -343,9 +343,15 @@ pub(crate) fn kafka_problem(error: &str) -> Problem {
 /// Reads `[from, to)` of each (topic, partition, from, to), waiting at most [`KAFKA_TIMEOUT`]
 /// (a partition whose end is an open transaction gives what is committed so far).
 pub(crate) fn read_ranges(consumer: &BaseConsumer, ranges: &[(String, i32, i64, i64)]) -> Result<Vec<OwnedMessage>, String> {
+    read_ranges_within(consumer, ranges, KAFKA_TIMEOUT).map(|(messages, _)| messages)
+}
+
+/// [`read_ranges`], waiting at most `timeout`; also says which partitions were not read to
+/// their end in that time.
+fn read_ranges_within(consumer: &BaseConsumer, ranges: &[(String, i32, i64, i64)], timeout: Duration) -> Result<(Vec<OwnedMessage>, Vec<(String, i32)>), String> {
     let wanted: Vec<&(String, i32, i64, i64)> = ranges.iter().filter(|(_, _, from, to)| from < to).collect();
     if wanted.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut list = TopicPartitionList::new();
     for (topic, partition, from, _) in &wanted {
@@ -354,7 +360,7 @@ pub(crate) fn read_ranges(consumer: &BaseConsumer, ranges: &[(String, i32, i64, 
     consumer.assign(&list).map_err(|e| e.to_string())?;
     let mut open: BTreeMap<(String, i32), i64> = wanted.iter().map(|(t, p, _, to)| ((t.clone(), *p), *to)).collect();
     let mut messages = Vec::new();
-    let deadline = Instant::now() + KAFKA_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while !open.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
@@ -391,7 +397,7 @@ pub(crate) fn read_ranges(consumer: &BaseConsumer, ranges: &[(String, i32, i64, 
         }
     }
     let _ = consumer.unassign();
-    Ok(messages)
+    Ok((messages, open.into_keys().collect()))
 }
 
 /// A partition's id, leader and replicas.
@@ -507,7 +513,14 @@ pub async fn records(State(state): State<SharedState>, caller: Caller, Path(name
     Ok(Json(RecordsPage { topic: name, records }))
 }
 
-/// Every consumer group with its committed offsets and lag.
+/// Offset lag at most this is checked for records (see [`groups`]).
+const MARKER_SLACK: i64 = 2;
+
+/// Every consumer group with its committed offsets and lag. Lag counts records: a group that
+/// read a transactional topic to its end (the processors' repartition topics under
+/// exactly_once_v2) has committed the offset after its last record, and the transaction's
+/// commit marker that follows is not a record, so a small offset gap is read
+/// (`read_committed`) and counts only the records in it.
 #[utoipa::path(get, path = "/v1/ops/groups", tag = "operator", security(("bearer" = [])),
     responses((status = 200, body = GroupList), (status = 403, body = Problem), (status = 503, body = Problem)))]
 pub async fn groups(State(state): State<SharedState>, caller: Caller) -> Result<Json<GroupList>, Problem> {
@@ -551,6 +564,16 @@ pub async fn groups(State(state): State<SharedState>, caller: Caller) -> Result<
                     }
                 };
                 partitions.push(GroupPartition { topic: key.0, partition: key.1, committed: Some(offset), end, lag: (end - offset).max(0) });
+            }
+            let gaps: Vec<(String, i32, i64, i64)> = partitions.iter().filter(|p| p.lag > 0 && p.lag <= MARKER_SLACK).filter_map(|p| Some((p.topic.clone(), p.partition, p.committed?, p.end))).collect();
+            if !gaps.is_empty() {
+                if let Ok((records, unfinished)) = read_ranges_within(&consumer, &gaps, Duration::from_millis(500)) {
+                    let read = |p: &GroupPartition| gaps.iter().any(|g| g.0 == p.topic && g.1 == p.partition) && !unfinished.iter().any(|u| u.0 == p.topic && u.1 == p.partition);
+                    for partition in partitions.iter_mut().filter(|p| read(p)) {
+                        let found = records.iter().filter(|m| m.topic() == partition.topic && m.partition() == partition.partition).count();
+                        partition.lag = partition.lag.min(i64::try_from(found).unwrap_or(i64::MAX));
+                    }
+                }
             }
             partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
             groups.push(GroupView {
