@@ -346,9 +346,12 @@ pub(crate) fn read_ranges(consumer: &BaseConsumer, ranges: &[(String, i32, i64, 
     read_ranges_within(consumer, ranges, KAFKA_TIMEOUT).map(|(messages, _)| messages)
 }
 
+/// Records read, and the (topic, partition) pairs not read to their end in time.
+type RangesRead = (Vec<OwnedMessage>, Vec<(String, i32)>);
+
 /// [`read_ranges`], waiting at most `timeout`; also says which partitions were not read to
 /// their end in that time.
-fn read_ranges_within(consumer: &BaseConsumer, ranges: &[(String, i32, i64, i64)], timeout: Duration) -> Result<(Vec<OwnedMessage>, Vec<(String, i32)>), String> {
+fn read_ranges_within(consumer: &BaseConsumer, ranges: &[(String, i32, i64, i64)], timeout: Duration) -> Result<RangesRead, String> {
     let wanted: Vec<&(String, i32, i64, i64)> = ranges.iter().filter(|(_, _, from, to)| from < to).collect();
     if wanted.is_empty() {
         return Ok((Vec::new(), Vec::new()));
