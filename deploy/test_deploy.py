@@ -155,6 +155,10 @@ class Compose(unittest.TestCase):
         self.assertIn("User:ops-ui", acls, "the UIs' principal gets what kcat users get")
         self.assertIn('username="ops-ui"', (ROOT / "deploy/akhq.yml").read_text())
         self.assertIn('username="ops-ui"', " ".join(SERVICES["kafdrop"]["entrypoint"]))
+        console = SERVICES["sluice-ingest"]["environment"]
+        self.assertEqual(console["SLUICE__CONSOLE_SASL_USERNAME"], "sluice-console")
+        self.assertEqual(console["SLUICE__CONSOLE_SASL_PASSWORD"], users["sluice-console"], "the operator console authenticates as its own principal")
+        self.assertEqual(acls[acls.index("--console") + 1], "User:sluice-console", "and gets its own ACLs")
 
     def test_the_registry_takes_requests_with_its_account_only(self):
         registry = SERVICES["schema-registry"]
