@@ -382,11 +382,7 @@ fn follow(consumer: &BaseConsumer, topic: &str, wake: &broadcast::Sender<String>
 }
 
 fn assign_from_end(consumer: &BaseConsumer, topic: &str) -> Result<(), String> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    if partitions.is_empty() {
-        return Err(format!("topic `{topic}` has no partitions yet"));
-    }
+    let partitions = crate::users_view::topic_partitions(consumer, topic)?;
     let mut list = TopicPartitionList::new();
     for partition in partitions {
         list.add_partition_offset(topic, partition, Offset::End).map_err(|e| e.to_string())?;

@@ -221,5 +221,5 @@ fn refusal(status: &CommandStatus) -> Problem {
     if title == "Invalid reset token" {
         return Problem::new(code, "invalid-reset-token", title, INVALID_TOKEN);
     }
-    Problem::new(code, &reason.replace('_', "-"), title, status.detail.clone().unwrap_or_default())
+    crate::compat::reason_problem(status, code, title)
 }

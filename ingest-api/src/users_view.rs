@@ -173,11 +173,7 @@ impl Replica {
 
 /// Assigns every partition of `topic` from the beginning; answers each one's end offset.
 fn assign_all(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64)>, String> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    if partitions.is_empty() {
-        return Err(format!("topic `{topic}` has no partitions yet"));
-    }
+    let partitions = topic_partitions(consumer, topic)?;
     let mut list = TopicPartitionList::new();
     let mut ends = Vec::new();
     for partition in partitions {
@@ -187,6 +183,16 @@ fn assign_all(consumer: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i64)>, S
     }
     consumer.assign(&list).map_err(|e| e.to_string())?;
     Ok(ends)
+}
+
+/// The partitions of `topic` (an error while it has none: not created yet).
+pub(crate) fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, String> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        return Err(format!("topic `{topic}` has no partitions yet"));
+    }
+    Ok(partitions)
 }
 
 /// True when the consumer's position is at or past `ends` on every partition (a position,

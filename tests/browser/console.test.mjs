@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { apiClient, sleep } from "./api.mjs";
 
 const API = process.env.SLUICE_API;
 const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN;
@@ -19,31 +20,8 @@ const OUTBOX = process.env.SLUICE_OUTBOX;
 assert.ok(API && OPERATOR && OUTBOX, "SLUICE_API, SLUICE_OPERATOR_TOKEN and SLUICE_OUTBOX must be set");
 mkdirSync(SHOTS, { recursive: true });
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function http(method, path, token, body) {
-  const response = await fetch(API + path, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: response.status, body: await response.json().catch(() => null) };
-}
-
-async function settle(statusUrl, token) {
-  for (let i = 0; i < 200; i++) {
-    const answer = await http("GET", statusUrl, token);
-    if (answer.status === 200 && ["settled", "rejected"].includes(answer.body.status)) return answer.body;
-    await sleep(250);
-  }
-  throw new Error(`no outcome for ${statusUrl}`);
-}
-
-async function deposit(userId, amount) {
-  const accepted = await http("POST", "/v1/deposits", OPERATOR, { user_id: userId, amount });
-  assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
-  assert.equal((await settle(accepted.body.status_url, OPERATOR)).status, "settled");
-}
+const { http, settle, deposit } = apiClient(API, OPERATOR);
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
 let step = "start";

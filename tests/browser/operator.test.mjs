@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { apiClient, sleep } from "./api.mjs";
 
 const API = process.env.SLUICE_API;
 const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN;
@@ -24,7 +25,6 @@ const KCAT = process.env.KCAT || "kcat";
 assert.ok(API && OPERATOR && KCAT_CONF && BOOTSTRAP, "SLUICE_API, SLUICE_OPERATOR_TOKEN, SLUICE_KCAT_CONF and SLUICE_BOOTSTRAP must be set");
 mkdirSync(SHOTS, { recursive: true });
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // This run's users are new even against a stack that ran the test before.
 const run = Date.now().toString(36);
 const COMMANDS = "payments.commands.json";
@@ -67,29 +67,7 @@ for (const [text, hash] of [["21", -973932308], ["foobar", -790332482], ["a-litt
   assert.equal(murmur2(Buffer.from(text)), hash, `murmur2(${text})`);
 }
 
-async function http(method, path, token, body) {
-  const response = await fetch(API + path, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: response.status, body: await response.json().catch(() => null) };
-}
-
-async function settle(statusUrl, token) {
-  for (let i = 0; i < 240; i++) {
-    const answer = await http("GET", statusUrl, token);
-    if (answer.status === 200 && ["settled", "rejected"].includes(answer.body.status)) return answer.body;
-    await sleep(250);
-  }
-  throw new Error(`no outcome for ${statusUrl}`);
-}
-
-async function deposit(userId, amount) {
-  const accepted = await http("POST", "/v1/deposits", OPERATOR, { user_id: userId, amount });
-  assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
-  assert.equal((await settle(accepted.body.status_url, OPERATOR)).status, "settled");
-}
+const { http, settle, deposit } = apiClient(API, OPERATOR);
 
 // Registration is asynchronous: log in until the account exists.
 async function register(name, fullName) {

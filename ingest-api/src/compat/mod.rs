@@ -68,6 +68,13 @@ pub fn refused(status: &CommandStatus, title: &str) -> Problem {
         model::reasons::TOKEN_REVOKED => StatusCode::UNAUTHORIZED,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
+    reason_problem(status, code, title)
+}
+
+/// The problem named after a refused command's reason (`insufficient_funds` ->
+/// `insufficient-funds`), with its detail.
+pub(crate) fn reason_problem(status: &CommandStatus, code: StatusCode, title: &str) -> Problem {
+    let reason = status.reason.as_deref().unwrap_or("rejected");
     Problem::new(code, &reason.replace('_', "-"), title, status.detail.clone().unwrap_or_default())
 }
 
