@@ -265,60 +265,158 @@ fn produce(servers: &str, topic: &str, from: usize, count: usize, keys: usize) -
 /// The relay; returns how many records it relayed (all of them: it stops at the end of every
 /// partition) and the seconds from the start of consumption to everything committed.
 fn relay(servers: &str, records: usize, commit_interval: Duration) -> Result<(usize, f64), String> {
-    let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(servers)
-        .set("group.id", "load-relay")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .map_err(|e| e.to_string())?;
-    let producer = producer(servers)?;
-    // Next offset to relay per partition (what is committed).
-    let mut positions = [0i64; PARTITIONS as usize];
+    let mut relay = Relay::new(servers, "load-relay", "load.relay.out", commit_interval)?;
     let mut list = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         list.add_partition_offset("load.relay.in", partition, Offset::Beginning).map_err(|e| e.to_string())?;
     }
-    consumer.assign(&list).map_err(|e| e.to_string())?;
+    relay.consumer.assign(&list).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut last_commit = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut relayed = 0usize;
     let mut at_end = [false; PARTITIONS as usize];
-    while relayed < records && !(relayed > 0 && at_end.iter().all(|e| *e)) {
+    while relay.relayed < records && !(relay.relayed > 0 && at_end.iter().all(|e| *e)) {
         if Instant::now() > deadline {
-            return Err(format!("relay: {relayed} of {records} records after 600 s"));
+            return Err(format!("relay: {} of {records} records after 600 s", relay.relayed));
         }
-        match consumer.poll(Duration::from_millis(10)) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => at_end[partition as usize] = true,
+        match relay.step()? {
+            Step::Relayed(partition) => at_end[partition as usize] = false,
+            Step::End(partition) => at_end[partition as usize] = true,
+            Step::Idle => {}
+        }
+        let finished = relay.relayed == records || at_end.iter().all(|e| *e);
+        relay.maybe_commit(finished)?;
+    }
+    Ok((relay.relayed, started.elapsed().as_secs_f64()))
+}
+
+/// What one [`Relay::step`] did.
+enum Step {
+    /// Relayed a record of this partition.
+    Relayed(i32),
+    /// Reached the end of this partition.
+    End(i32),
+    /// Nothing fetched.
+    Idle,
+}
+
+/// The raw relay: a plain rdkafka consume-produce loop (key, value, headers and timestamp
+/// copied; no state), flushing the producer and committing what it relayed every
+/// `commit_interval` (`at_least_once`): the ceiling of any processor on the same broker.
+struct Relay {
+    consumer: BaseConsumer,
+    producer: BaseProducer<DeliveryCounter>,
+    output: String,
+    /// Next offset to commit, per (topic, partition).
+    positions: std::collections::BTreeMap<(String, i32), i64>,
+    relayed: usize,
+    commit_interval: Duration,
+    last_commit: Instant,
+}
+
+impl Relay {
+    fn new(servers: &str, group: &str, output: &str, commit_interval: Duration) -> Result<Relay, String> {
+        let consumer: BaseConsumer = sluice_streams::kafka_client::client_config(servers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let producer = producer(servers)?;
+        Ok(Relay { consumer, producer, output: output.to_string(), positions: Default::default(), relayed: 0, commit_interval, last_commit: Instant::now() })
+    }
+
+    /// Relays the next fetched record, if any.
+    fn step(&mut self) -> Result<Step, String> {
+        let step = match self.consumer.poll(Duration::from_millis(10)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => Step::End(partition),
             Some(Ok(message)) => {
-                let partition = message.partition() as usize;
-                at_end[partition] = false;
-                let mut record = BaseRecord::to("load.relay.out").payload(message.payload().unwrap_or_default());
+                let mut record = BaseRecord::to(&self.output).payload(message.payload().unwrap_or_default());
                 if let Some(key) = message.key() {
                     record = record.key(key);
                 }
-                while let Err((_, returned)) = producer.send(record) {
-                    producer.poll(Duration::from_millis(5));
+                if let Some(timestamp) = message.timestamp().to_millis() {
+                    record = record.timestamp(timestamp);
+                }
+                if let Some(headers) = message.headers() {
+                    record = record.headers(headers.detach());
+                }
+                while let Err((_, returned)) = self.producer.send(record) {
+                    self.producer.poll(Duration::from_millis(5));
                     record = returned;
                 }
-                positions[partition] = message.offset() + 1;
-                relayed += 1;
+                self.positions.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+                self.relayed += 1;
+                Step::Relayed(message.partition())
             }
             Some(Err(error)) => return Err(format!("relay: {error}")),
-            None => {}
-        }
-        producer.poll(Duration::ZERO);
-        if last_commit.elapsed() >= commit_interval || relayed == records || at_end.iter().all(|e| *e) {
-            last_commit = Instant::now();
-            producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
-            let mut list = TopicPartitionList::new();
-            for (partition, offset) in positions.iter().enumerate() {
-                list.add_partition_offset("load.relay.in", partition as i32, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
-            }
-            consumer.commit(&list, CommitMode::Sync).map_err(|e| e.to_string())?;
-        }
+            None => Step::Idle,
+        };
+        self.producer.poll(Duration::ZERO);
+        Ok(step)
     }
-    Ok((relayed, started.elapsed().as_secs_f64()))
+
+    /// Every commit interval (or `now`): waits for the records in flight, then commits.
+    fn maybe_commit(&mut self, now: bool) -> Result<(), String> {
+        if !now && self.last_commit.elapsed() < self.commit_interval {
+            return Ok(());
+        }
+        self.last_commit = Instant::now();
+        self.producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        if self.producer.context().failed.load(Ordering::Relaxed) > 0 {
+            return Err(format!("relay: deliveries failed: {:?}", self.producer.context().last_error.lock().expect("error lock")));
+        }
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.positions {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        }
+        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| e.to_string())
+    }
+}
+
+/// Flags of `sluice relay`.
+#[derive(clap::Args)]
+pub(crate) struct RelayArgs {
+    /// Kafka bootstrap servers (host:port).
+    #[arg(long)]
+    bootstrap_servers: String,
+    /// Topic to read (every partition, through the consumer group).
+    #[arg(long)]
+    input: String,
+    /// Topic to write.
+    #[arg(long)]
+    output: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Flush-and-commit period.
+    #[arg(long, default_value_t = 100)]
+    commit_interval_ms: u64,
+}
+
+/// `sluice relay`: the raw relay until SIGTERM or Ctrl-C (scripts/bench-peers' ceiling).
+pub(crate) async fn run_relay(args: RelayArgs) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let mut worker = tokio::task::spawn_blocking(move || {
+        let mut relay = Relay::new(&args.bootstrap_servers, &args.group, &args.output, Duration::from_millis(args.commit_interval_ms))?;
+        relay.consumer.subscribe(&[&args.input]).map_err(|e| e.to_string())?;
+        while !flag.load(Ordering::SeqCst) {
+            relay.step()?;
+            relay.maybe_commit(false)?;
+        }
+        relay.maybe_commit(true)
+    });
+    tokio::select! {
+        () = crate::dev::wait_for_shutdown() => {
+            stop.store(true, Ordering::SeqCst);
+            worker.await.map_err(|e| e.to_string())?
+        }
+        finished = &mut worker => finished.map_err(|e| e.to_string())?,
+    }
 }
 
 /// Sum of the committed offsets of the probe's group on `topic`.

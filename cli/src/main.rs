@@ -111,6 +111,9 @@ enum Command {
     /// Load harness: relay vs. the balance aggregation on one broker, then end-to-end latency
     /// at a fixed rate.
     Load(load::LoadArgs),
+    /// The raw relay of `scripts/bench-peers`: consume -> produce (key, value, headers,
+    /// timestamp), committing every commit interval (at_least_once), until SIGTERM.
+    Relay(load::RelayArgs),
     /// The dead-letter queue: list, show, replay to the original topic, or discard (each
     /// decision audited on system.logs.activity; the operator console does the same).
     Dlq {
@@ -313,6 +316,7 @@ async fn run(command: Command, mut config: SluiceConfig) -> Result<ExitCode, Str
         Command::Dlq { action } => dlq::run(action, &config).await.map(|()| ExitCode::SUCCESS),
         Command::Acls(args) => acls::run(args, &config).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => load::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Relay(args) => load::run_relay(args).await.map(|()| ExitCode::SUCCESS),
         Command::UserId { email } => {
             println!("{}", sluice_processors::model::user_id_for_email(&email));
             Ok(ExitCode::SUCCESS)
