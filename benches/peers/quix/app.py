@@ -11,12 +11,25 @@ partitions are assigned and any state recovery is done, and `{"event":"stopped",
 after a clean stop (SIGTERM or SIGINT), then exits 0.
 """
 
-import argparse
-import json
 import signal
-import sys
-import time
-import warnings
+
+# A SIGTERM/SIGINT seen at any time, also while quixstreams is being imported (a few seconds on a
+# busy machine) and before Application.run() installs its handlers: start-up then ends cleanly.
+STOP = {"requested": False}
+
+
+def _on_early_signal(*_):
+    STOP["requested"] = True
+
+
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, _on_early_signal)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
 
 # authlib, which quixstreams imports for Quix Cloud, warns on import that it falls back to httpx
 # (noise on stderr). Its module installs an "always" filter for its warnings: ours goes in front.
@@ -29,9 +42,6 @@ warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 from quixstreams import Application, State  # noqa: E402
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-
-# A SIGTERM/SIGINT seen at any time, also before Application.run() installs its handlers.
-STOP = {"requested": False}
 
 
 def emit(event: str) -> None:
@@ -120,13 +130,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-
-    # Until run() installs the application's own handlers, a SIGTERM only records the request.
-    def on_early_signal(*_):
-        STOP["requested"] = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_early_signal)
+    if STOP["requested"]:
+        emit("stopped")
+        return 0
 
     app = PeerApplication(
         broker_address=args.bootstrap_servers,

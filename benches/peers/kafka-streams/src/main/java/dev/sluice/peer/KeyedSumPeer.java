@@ -28,6 +28,8 @@ import org.apache.kafka.streams.state.KeyValueStore;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import sun.misc.Signal;
+
 /**
  * The Kafka Streams peer of Sluice's {@code keyed-sum} (streams/src/builtin.rs): a running total
  * per account key, kept in a changelogged RocksDB store and forwarded as {@code key -> total}
@@ -60,6 +62,20 @@ public final class KeyedSumPeer {
     private KeyedSumPeer() {}
 
     public static void main(String[] args) throws InterruptedException {
+        // SIGTERM and SIGINT are handled here rather than by the JVM's shutdown: main closes
+        // Kafka Streams cleanly and exits 0. (A JVM shut down by a signal exits 128 + the
+        // signal number, and ending it from a shutdown hook with Runtime.halt would skip the
+        // JVM's own cleanup, such as deleting the RocksDB library it unpacked into /tmp.)
+        // Installed first, so a signal while the client is being built also exits 0.
+        CountDownLatch wake = new CountDownLatch(1);
+        AtomicBoolean stopRequested = new AtomicBoolean(false);
+        for (String name : List.of("TERM", "INT")) {
+            Signal.handle(new Signal(name), signal -> {
+                stopRequested.set(true);
+                wake.countDown();
+            });
+        }
+
         Map<String, String> options;
         Properties props;
         try {
@@ -76,71 +92,78 @@ public final class KeyedSumPeer {
             return;
         }
 
-        Topology topology = topology(options.get("input"), options.get("output"));
-        KafkaStreams streams = new KafkaStreams(topology, props);
-
         AtomicInteger exitCode = new AtomicInteger(0);
         AtomicBoolean announcedRunning = new AtomicBoolean(false);
-        AtomicBoolean shuttingDown = new AtomicBoolean(false);
-        CountDownLatch stoppedByItself = new CountDownLatch(1);
-
-        streams.setStateListener((newState, oldState) -> {
-            if (newState == KafkaStreams.State.RUNNING && announcedRunning.compareAndSet(false, true)) {
-                event("running");
-            }
-            if (newState == KafkaStreams.State.ERROR) {
-                exitCode.compareAndSet(0, 1);
-                stoppedByItself.countDown();
-            } else if (newState == KafkaStreams.State.NOT_RUNNING) {
-                stoppedByItself.countDown();
-            }
-        });
-        streams.setUncaughtExceptionHandler(exception -> {
-            LOG.error("stream thread failed; shutting the Kafka Streams client down", exception);
-            exitCode.compareAndSet(0, 1);
-            return StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
-        });
-
-        // SIGTERM and SIGINT (and System.exit below) run this hook: a clean close of Kafka
-        // Streams (it commits: under exactly_once_v2 the open transaction), then the exit code.
-        // The hook ends the JVM with Runtime.halt, because a JVM that shuts down on a signal
-        // would otherwise exit with 128 + the signal number.
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            shuttingDown.set(true);
-            boolean clean;
-            try {
-                clean = streams.close(CloseOptions.groupMembershipOperation(CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
-                        .withTimeout(CLOSE_TIMEOUT));
-            } catch (RuntimeException e) {
-                LOG.error("closing Kafka Streams failed", e);
-                clean = false;
-            }
-            int code = exitCode.get();
-            if (code == 0 && clean) {
-                event("stopped");
-            } else if (code == 0) {
-                LOG.error("Kafka Streams did not close within {}", CLOSE_TIMEOUT);
-                code = 1;
-            }
-            System.out.flush();
-            System.err.flush();
-            Runtime.getRuntime().halt(code);
-        }, "peer-shutdown"));
-
+        AtomicBoolean closing = new AtomicBoolean(false);
+        KafkaStreams streams = null;
         try {
-            streams.start();
+            streams = new KafkaStreams(topology(options.get("input"), options.get("output")), props);
+            streams.setStateListener((newState, oldState) -> {
+                if (newState == KafkaStreams.State.RUNNING && announcedRunning.compareAndSet(false, true)) {
+                    event("running");
+                }
+                if (newState == KafkaStreams.State.ERROR || newState == KafkaStreams.State.NOT_RUNNING) {
+                    wake.countDown();
+                }
+            });
+            streams.setUncaughtExceptionHandler(exception -> {
+                LOG.error("stream thread failed; shutting the Kafka Streams client down", exception);
+                exitCode.compareAndSet(0, 1);
+                return StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
+            });
+            // A backstop: a JVM that shuts down for another reason (SIGHUP, say) still closes
+            // the client. Not when main has closed it (or is closing it) already.
+            KafkaStreams toClose = streams;
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                if (closing.compareAndSet(false, true)) {
+                    close(toClose);
+                }
+            }, "peer-shutdown"));
+            if (!stopRequested.get()) {
+                streams.start();
+            }
         } catch (RuntimeException e) {
             LOG.error("Kafka Streams did not start", e);
-            exitCode.compareAndSet(0, 1);
+            if (streams != null && closing.compareAndSet(false, true)) {
+                close(streams);
+            }
             System.exit(1);
+            return;
         }
 
-        // Returns only when the client stopped without being asked to (ERROR after an uncaught
-        // exception): exit non-zero, through the hook, which closes what is left.
-        stoppedByItself.await();
-        if (!shuttingDown.get()) {
-            exitCode.compareAndSet(0, 1);
-            System.exit(exitCode.get());
+        // Until SIGTERM/SIGINT, or until the client stops by itself (ERROR, after an uncaught
+        // exception in a stream thread): then a close, and the exit code.
+        wake.await();
+        int code = exitCode.get();
+        if (code == 0 && !stopRequested.get()) {
+            LOG.error("Kafka Streams stopped by itself (state {})", streams.state());
+            code = 1;
+        }
+        boolean clean = closing.compareAndSet(false, true) && close(streams);
+        if (code == 0 && clean) {
+            event("stopped");
+        } else if (code == 0) {
+            code = 1;
+        }
+        System.exit(code);
+    }
+
+    /**
+     * Closes the client: it commits (under exactly_once_v2, the open transaction) and leaves the
+     * group, so a restart with the same application id is assigned its tasks at once rather than
+     * after the session timeout. True when every thread stopped within {@link #CLOSE_TIMEOUT}.
+     */
+    private static boolean close(KafkaStreams streams) {
+        try {
+            boolean clean = streams.close(CloseOptions.groupMembershipOperation(CloseOptions.GroupMembershipOperation.LEAVE_GROUP)
+                    .withTimeout(CLOSE_TIMEOUT));
+            if (!clean) {
+                LOG.error("Kafka Streams did not close within {}", CLOSE_TIMEOUT);
+            }
+            return clean;
+        } catch (RuntimeException e) {
+            LOG.error("closing Kafka Streams failed", e);
+            return false;
         }
     }
 
