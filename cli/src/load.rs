@@ -349,7 +349,13 @@ impl Relay {
                 self.relayed += 1;
                 Step::Relayed(message.partition())
             }
-            Some(Err(error)) => return Err(format!("relay: {error}")),
+            // librdkafka reports and retries what is transient (a coordinator loading after
+            // a broker start, a leader moving); the caller's deadline bounds a relay that
+            // never progresses.
+            Some(Err(error)) => {
+                tracing::warn!(%error, "relay: consumer error");
+                Step::Idle
+            }
             None => Step::Idle,
         };
         self.producer.poll(Duration::ZERO);
@@ -383,7 +389,7 @@ pub(crate) struct RelayArgs {
     /// Kafka bootstrap servers (host:port).
     #[arg(long)]
     bootstrap_servers: String,
-    /// Topic to read (every partition, through the consumer group).
+    /// Topic to read (every partition, from the group's committed offsets).
     #[arg(long)]
     input: String,
     /// Topic to write.
@@ -403,7 +409,16 @@ pub(crate) async fn run_relay(args: RelayArgs) -> Result<(), String> {
     let flag = Arc::clone(&stop);
     let mut worker = tokio::task::spawn_blocking(move || {
         let mut relay = Relay::new(&args.bootstrap_servers, &args.group, &args.output, Duration::from_millis(args.commit_interval_ms))?;
-        relay.consumer.subscribe(&[&args.input]).map_err(|e| e.to_string())?;
+        // Every partition, from the group's committed offsets (the beginning without one).
+        let metadata = relay.consumer.fetch_metadata(Some(&args.input), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let mut list = TopicPartitionList::new();
+        for partition in metadata.topics().iter().filter(|t| t.name() == args.input).flat_map(|t| t.partitions()) {
+            list.add_partition_offset(&args.input, partition.id(), Offset::Stored).map_err(|e| e.to_string())?;
+        }
+        if list.count() == 0 {
+            return Err(format!("topic `{}` has no partitions", args.input));
+        }
+        relay.consumer.assign(&list).map_err(|e| e.to_string())?;
         while !flag.load(Ordering::SeqCst) {
             relay.step()?;
             relay.maybe_commit(false)?;
