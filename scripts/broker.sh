@@ -4,6 +4,7 @@
 #
 #   scripts/broker.sh start [PORT] [DIR]    # in the background; waits until it answers
 #   scripts/broker.sh stop  [PORT] [DIR]    # clean shutdown (SIGTERM, then SIGKILL after 30 s)
+#   scripts/broker.sh kill  [PORT] [DIR]    # a crash (SIGKILL): what the chaos test restarts from
 #   scripts/broker.sh status [PORT] [DIR]
 #   scripts/broker.sh run PORT DIR          # in the foreground (what the testkit and `sluice dev` run)
 #
@@ -134,7 +135,13 @@ stop)
     done
     kill -KILL "$pid" 2>/dev/null || true; rm -f "$pidfile"
     echo "Kafka on 127.0.0.1:$port did not stop within 30 s: killed; see $log" >&2; exit 1 ;;
+kill)
+    if ! running; then echo "no Kafka running on 127.0.0.1:$port (data $dir)"; rm -f "$pidfile"; exit 0; fi
+    pid="$(cat "$pidfile")"
+    kill -KILL "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$pidfile"; echo "killed Kafka on 127.0.0.1:$port" ;;
 status)
     if running; then echo "running on 127.0.0.1:$port (pid $(cat "$pidfile"), data $dir)"; else echo "stopped"; exit 1; fi ;;
-*) echo "usage: scripts/broker.sh start|stop|status [PORT] [DIR] | run PORT DIR" >&2; exit 2 ;;
+*) echo "usage: scripts/broker.sh start|stop|kill|status [PORT] [DIR] | run PORT DIR" >&2; exit 2 ;;
 esac

@@ -73,6 +73,9 @@ pub(crate) struct SluiceConfig {
     /// across topics (docs/architecture.md, timestamp synchronization). A task always waits
     /// for records already on the broker; -1 does not even wait for those. Default 0.
     pub(crate) max_task_idle_ms: i64,
+    /// Kafka Streams `task.timeout.ms`: how long a task may fail to start (its committed
+    /// offsets unreadable) before the instance stops with an error. Default 300000.
+    pub(crate) task_timeout_ms: u64,
     /// Kafka Streams `processing.guarantee`: `at_least_once` or `exactly_once_v2`
     /// (docs/guarantees.md). Default `exactly_once_v2`.
     pub(crate) processing_guarantee: sluice_streams::ProcessingGuarantee,
@@ -176,6 +179,7 @@ impl Default for SluiceConfig {
             deserialization_exception_handler: sluice_streams::ErrorPolicy::Dlq,
             processing_exception_handler: sluice_streams::ErrorPolicy::Dlq,
             max_task_idle_ms: 0,
+            task_timeout_ms: 300_000,
             retry_backoff_ms: 100,
             processing_guarantee: sluice_streams::ProcessingGuarantee::ExactlyOnceV2,
             num_standby_replicas: 0,

@@ -176,6 +176,7 @@ impl StreamThread {
             application_server: config.application_server.clone(),
             num_stream_threads: config.num_stream_threads,
             max_task_idle_ms: config.max_task_idle_ms,
+            task_timeout_ms: config.task_timeout_ms,
             retry_backoff_ms: config.retry_backoff_ms,
             processing_guarantee: config.processing_guarantee,
             num_standby_replicas: config.num_standby_replicas,

@@ -11,7 +11,7 @@ through the HTTP API, funds them with operator deposits, then sends transfers (a
 to a payee who does not exist, so that the pipeline reverses them), refunds of received
 transfers, and client retries with the same Idempotency-Key, from several client threads, while
 a chaos thread kills a `sluice run` instance with SIGKILL every few seconds and restarts it (once
-with its state directory wiped) and restarts the broker once. It stops sending when N transfers
+with its state directory wiped) and kills (SIGKILL) and restarts the broker once. It stops sending when N transfers
 were accepted and K kills are done, waits until every command has its final status, writes a
 manifest of every command and runs scripts/chaos/verify.py on it, which reads the output
 topics read_committed and the HTTP API and checks the outcomes (exactly one per command), the
@@ -269,7 +269,7 @@ def client(stack, ledger, users, rng, target, pause, stop):
 
 def chaos(stack, kills, interval, rng, events, done):
     """Kills a random instance every `interval` seconds and restarts it a second later; the
-    second kill wipes its state directory; the broker is restarted once, half-way."""
+    second kill wipes its state directory; the broker is killed and restarted once, half-way."""
     broker_at = max(1, kills // 2)
     for k in range(kills):
         time.sleep(interval)
@@ -282,7 +282,10 @@ def chaos(stack, kills, interval, rng, events, done):
         if k + 1 == broker_at:
             time.sleep(interval / 2)
             stopping = time.time()
-            stack.broker("stop")
+            # A crash, not a clean stop: Kafka 4.4.0's controlled shutdown of a lone broker can
+            # complete a transaction's commit without writing its markers (KAFKA-20734; see
+            # docs/guarantees.md, a hanging transaction), which no client can end.
+            stack.broker("kill")
             time.sleep(2)
             stack.broker("start")
             events.append(("broker-restart", None, stopping, time.time()))

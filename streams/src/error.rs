@@ -58,6 +58,19 @@ pub enum StreamsError {
     /// replaced (docs/guarantees.md, exactly_once_v2).
     #[error("the transactional producer was fenced or failed fatally: {0}")]
     Fenced(String),
+    /// A task's committed offsets could not be read for `task.timeout.ms`. Under
+    /// `read_committed` the broker withholds them while a transaction holding offsets for them
+    /// is open; one that never ends is a hanging transaction (docs/guarantees.md, a hanging
+    /// transaction).
+    #[error("task {task}: the committed offsets of {partitions} could not be read within task.timeout.ms ({error}); if this persists, a transaction may hang: look with `kafka-transactions.sh find-hanging`, see docs/guarantees.md, a hanging transaction")]
+    TaskTimeout {
+        /// The task.
+        task: TaskId,
+        /// Its input partitions.
+        partitions: String,
+        /// The last error.
+        error: String,
+    },
     /// A store's changelog topic is missing: restoring from nothing would silently lose the
     /// store, so the task refuses to start.
     #[error("task {task}: changelog topic `{topic}` of store `{store}` does not exist; restoring from it is impossible (create it with `sluice topics create` only if an empty store is acceptable)")]

@@ -66,6 +66,9 @@ pub struct StreamsConfig {
     pub application_server: Option<String>,
     /// Kafka Streams `max.task.idle.ms` (docs/architecture.md, timestamp synchronization).
     pub max_task_idle_ms: i64,
+    /// Kafka Streams `task.timeout.ms`: how long a task may fail to start (its committed
+    /// offsets unreadable) before the stream thread stops with [`StreamsError::TaskTimeout`].
+    pub task_timeout_ms: u64,
     /// `retry.backoff.ms`: the first wait after a retriable failure.
     pub retry_backoff_ms: i64,
     /// `retry.backoff.max.ms`: the longest wait between retries.
@@ -96,6 +99,7 @@ impl StreamsConfig {
             num_stream_threads: 1,
             application_server: None,
             max_task_idle_ms: 0,
+            task_timeout_ms: 300_000,
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,

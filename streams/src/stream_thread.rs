@@ -61,6 +61,8 @@ const LAG_WAIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// How long after a failed attempt the thread tries again to create assigned tasks.
 const CREATE_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait for one answer about a task's committed offsets.
+const OFFSET_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most changelog records one standby step applies.
 const STANDBY_RECORDS_PER_STEP: usize = 5_000;
@@ -179,6 +181,9 @@ pub(crate) struct StreamThread<'a> {
     /// Tasks assigned but not created yet (the broker could not be asked about them).
     unstarted: BTreeSet<TaskId>,
     last_create_failure: Option<Instant>,
+    /// Since when each unstarted task has failed to start (its `task.timeout.ms` runs from
+    /// there).
+    failing_since: BTreeMap<TaskId, Instant>,
     consumer_errors: ErrorLog,
     last_commit: Instant,
     last_wall_clock_punctuation: Instant,
@@ -239,6 +244,7 @@ impl<'a> StreamThread<'a> {
             committed: HashMap::new(),
             unstarted: BTreeSet::new(),
             last_create_failure: None,
+            failing_since: BTreeMap::new(),
             consumer_errors: ErrorLog::default(),
             last_commit: Instant::now(),
             last_wall_clock_punctuation: Instant::now(),
@@ -464,29 +470,39 @@ impl<'a> StreamThread<'a> {
             }
         }
         self.last_create_failure = None;
+        self.failing_since.retain(|id, _| self.unstarted.contains(id));
         self.create_tasks()
     }
 
     /// Creates the assigned tasks not created yet: asks the group for their committed offsets,
     /// registers them for restore and seeks their inputs. A broker that cannot answer is
-    /// asked again a second later; a missing changelog stops the thread.
+    /// asked again a second later, for up to `task.timeout.ms` from the task's first failure;
+    /// a missing changelog stops the thread.
     fn create_tasks(&mut self) -> Result<(), StreamsError> {
         if self.unstarted.is_empty() || self.last_create_failure.is_some_and(|at| at.elapsed() < CREATE_RETRY) {
             return Ok(());
         }
+        let task_timeout = Duration::from_millis(self.config().task_timeout_ms);
         for id in self.unstarted.clone() {
             let mut list = TopicPartitionList::new();
-            for topic in self.tasks.input_topics(id.subtopology) {
-                list.add_partition(&topic, id.partition);
+            let inputs = self.tasks.input_topics(id.subtopology);
+            for topic in &inputs {
+                list.add_partition(topic, id.partition);
             }
-            let committed = match committed_offsets(&self.consumer, list, Duration::from_secs(10)) {
+            let committed = match committed_offsets(&self.consumer, list, task_timeout.min(OFFSET_FETCH_TIMEOUT)) {
                 Ok(committed) => committed,
                 Err(error) => {
                     self.consumer_errors.report("cannot read the committed offsets of an assigned task; retrying", &error);
-                    self.last_create_failure = Some(Instant::now());
+                    let now = Instant::now();
+                    let since = *self.failing_since.entry(id).or_insert(now);
+                    if now.duration_since(since) >= task_timeout {
+                        return Err(StreamsError::TaskTimeout { task: id, partitions: inputs.iter().map(|t| format!("{t}-{}", id.partition)).collect::<Vec<_>>().join(", "), error: error.to_string() });
+                    }
+                    self.last_create_failure = Some(now);
                     return Ok(());
                 }
             };
+            self.failing_since.remove(&id);
             match self.tasks.create(id, &committed, &mut self.changelogs) {
                 Ok(seeks) => {
                     for (topic, partition, offset) in seeks {

@@ -808,3 +808,108 @@ fn one_scenario_gives_the_same_outputs_and_stores_in_the_driver_and_on_the_broke
     assert_eq!(broker_store, driver_store, "the same store contents");
     std::fs::remove_dir_all(state_dir).unwrap();
 }
+
+const RELAY: &str = r#"
+[[topic]]
+name = "hang.in"
+partitions = 1
+
+[[topic]]
+name = "hang.out"
+partitions = 1
+
+[[source]]
+name = "in"
+topics = ["hang.in"]
+
+[[sink]]
+name = "out"
+topic = "hang.out"
+parents = ["in"]
+"#;
+
+/// A transaction that never ends holds a task's committed offsets (read with `require_stable`
+/// under exactly_once_v2): the thread stops with `TaskTimeout` after `task.timeout.ms` instead
+/// of waiting silently; once the transaction is aborted, the same application starts the task
+/// (docs/guarantees.md, a hanging transaction).
+#[test]
+fn a_task_held_by_a_transaction_that_never_ends_stops_the_thread_after_task_timeout() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use sluice_streams::{KafkaStreams, ProcessingGuarantee, StreamsConfig, StreamsError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let broker = sluice_testkit::broker();
+    let servers = broker.bootstrap_servers();
+    let app = "hanging-runtime";
+    let topology = || Topology::parse(RELAY, "relay.toml").unwrap();
+    let io = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    io.block_on(create_topics(&servers, &topology().topics_to_create(app))).unwrap();
+
+    // Another producer's transaction commits offsets for the application's group and stays open.
+    let hanging: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("transactional.id", "hanging-elsewhere")
+        .set("transaction.timeout.ms", "300000")
+        .create()
+        .unwrap();
+    hanging.init_transactions(Duration::from_secs(30)).unwrap();
+    hanging.begin_transaction().unwrap();
+    hanging.send(BaseRecord::to("hang.in").key("k").payload("held")).map_err(|(e, _)| e).unwrap();
+    let group: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", app).create().unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset("hang.in", 0, rdkafka::Offset::Offset(1)).unwrap();
+    hanging.send_offsets_to_transaction(&offsets, &group.group_metadata().unwrap(), Duration::from_secs(30)).unwrap();
+    hanging.flush(Duration::from_secs(10)).unwrap();
+
+    let state_dir = std::env::temp_dir().join(format!("sluice-hanging-{}", std::process::id()));
+    let config = || StreamsConfig {
+        processing_guarantee: ProcessingGuarantee::ExactlyOnceV2,
+        task_timeout_ms: 3_000,
+        ..StreamsConfig::new(app, &servers, state_dir.clone())
+    };
+    let shutdown = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let streams = KafkaStreams::new(topology(), registry(), config()).unwrap();
+    let outcome = std::thread::scope(|scope| {
+        let running = scope.spawn(|| streams.run(&shutdown));
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !running.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap()
+    });
+    match outcome {
+        Err(StreamsError::TaskTimeout { task, partitions, .. }) => {
+            assert_eq!(task.partition, 0);
+            assert_eq!(partitions, "hang.in-0");
+        }
+        other => panic!("expected a task timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3), "not before task.timeout.ms");
+
+    // Ended (aborted), the transaction no longer holds the offsets: the task starts and relays.
+    hanging.abort_transaction(Duration::from_secs(30)).unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &servers).create().unwrap();
+    producer.send(BaseRecord::to("hang.in").key("k").payload("after")).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let shutdown = AtomicBool::new(false);
+    let streams = KafkaStreams::new(topology(), registry(), config()).unwrap();
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| streams.run(&shutdown));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let out = loop {
+            let out = values_of(&servers, "hang.out");
+            if !out.is_empty() || running.is_finished() {
+                break out;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing relayed after the abort");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+        assert_eq!(out, ["after"], "the aborted record is not relayed; the one after it is");
+    });
+    let _ = std::fs::remove_dir_all(state_dir);
+}
