@@ -135,7 +135,9 @@ impl TaskState {
     pub fn drain_changelog(&mut self) -> Vec<ChangelogRecord> {
         let mut records = Vec::new();
         for store in &mut self.stores {
-            records.append(&mut store.changelog);
+            let mut changes = std::mem::take(&mut store.changelog);
+            coalesce(&mut changes);
+            records.append(&mut changes);
             store.reset_savepoint();
         }
         records
@@ -454,6 +456,23 @@ fn read_checkpoint(tree: &sled::Db) -> Result<Checkpoint, StateError> {
     Ok(checkpoint)
 }
 
+
+/// Keeps only the last write of each key among one store's writes since the last commit, in
+/// the order of those last writes: a changelog record per key and commit instead of one per
+/// write (Kafka Streams' record cache does the same for its changelogs). A restore ends with
+/// the same store: it applies a key's records in order, so only the last counts, and the last
+/// carries the latest input position, which a restore compares with the committed ones the
+/// same way (docs/guarantees.md, the commit protocol).
+fn coalesce(changes: &mut Vec<ChangelogRecord>) {
+    if changes.len() < 2 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(changes.len());
+    let keep: Vec<bool> = changes.iter().rev().map(|change| seen.insert(change.key.as_slice())).collect();
+    drop(seen);
+    let mut last_writes = keep.into_iter().rev();
+    changes.retain(|_| last_writes.next().unwrap_or(true));
+}
 
 /// sled settings for task state (sled's defaults measured best here).
 fn sled_config(dir: &Path) -> sled::Config {

@@ -311,7 +311,7 @@ impl KafkaStreams {
                 .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
                 .set("message.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
         }
-        let producer: FutureProducer = producer_config.create()?;
+        let producer: crate::record_collector::CollectorProducer = producer_config.create_with_context(crate::record_collector::CollectorContext::default())?;
         // Kafka Streams' restore consumer: no group, assigned the restoring changelogs.
         let restore_consumer: BaseConsumer<ChangelogContext> = crate::kafka_client::client_config(&config.bootstrap_servers)
             .set("group.id", format!("{}-restore", config.application_id))

@@ -9,14 +9,13 @@
 //! commits it; [`RecordCollector::abort_transaction`] discards it (docs/guarantees.md,
 //! exactly_once_v2).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use sluice_state::ChangelogRecord;
 
 use crate::error::StreamsError;
@@ -88,21 +87,88 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// thread gives up (the transaction coordinator aborts it after `transaction.timeout.ms`).
 const COMMIT_RETRY_LIMIT: Duration = Duration::from_secs(120);
 
-/// A send awaiting its delivery report.
-struct Pending {
-    future: rdkafka::producer::DeliveryFuture,
-    topic: Arc<str>,
-    /// For changelog records: (task, store).
-    changelog: Option<(TaskId, Arc<str>)>,
+/// How long a flush waits for delivery reports beyond `message.timeout.ms` (every send is
+/// reported by then, delivered or failed).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The collector's producer: its delivery reports are counted by [`CollectorContext`] on
+/// the producer's polling thread.
+pub type CollectorProducer = ThreadedProducer<CollectorContext>;
+
+/// Counts the collector's deliveries as their reports arrive: no future, channel or
+/// allocation per record (the hot path of every task). A record's opaque is 0, or for a
+/// changelog record 1 + the index of its (task, store) in the collector.
+#[derive(Default)]
+pub struct CollectorContext {
+    deliveries: Mutex<Deliveries>,
+    settled: Condvar,
+}
+
+/// What the delivery reports since the last flush said.
+#[derive(Default)]
+struct Deliveries {
+    /// Sent and not reported yet.
+    outstanding: usize,
+    /// The next offset per changelog index.
+    changelog: HashMap<usize, i64>,
+    /// The first failure (a fatal one replaces a retriable one): topic and error.
+    failure: Option<(String, KafkaError)>,
+}
+
+impl rdkafka::ClientContext for CollectorContext {}
+
+impl ProducerContext for CollectorContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, changelog: usize) {
+        let mut deliveries = self.deliveries.lock().expect("deliveries lock");
+        deliveries.outstanding = deliveries.outstanding.saturating_sub(1);
+        match result {
+            Ok(message) if changelog > 0 => {
+                let next = deliveries.changelog.entry(changelog).or_insert(0);
+                *next = (*next).max(message.offset() + 1);
+            }
+            Ok(_) => {}
+            Err((error, message)) => {
+                let replace = match &deliveries.failure {
+                    None => true,
+                    Some((topic, kept)) => !matches!(classify(topic, kept), SendError::Fatal(_)) && matches!(classify(message.topic(), error), SendError::Fatal(_)),
+                };
+                if replace {
+                    deliveries.failure = Some((message.topic().to_string(), error.clone()));
+                }
+            }
+        }
+        if deliveries.outstanding == 0 {
+            self.settled.notify_all();
+        }
+    }
+}
+
+impl CollectorContext {
+    /// Waits until every send is reported (up to `timeout`), then takes what the reports
+    /// said; `Err` with the number still outstanding.
+    fn settle(&self, timeout: Duration) -> Result<Deliveries, usize> {
+        let deadline = Instant::now() + timeout;
+        let mut deliveries = self.deliveries.lock().expect("deliveries lock");
+        while deliveries.outstanding > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(deliveries.outstanding);
+            }
+            deliveries = self.settled.wait_timeout(deliveries, left).expect("deliveries lock").0;
+        }
+        Ok(std::mem::take(&mut *deliveries))
+    }
 }
 
 /// Produces to Kafka with an idempotent producer (`acks=all`); see the module docs.
 pub struct KafkaRecordCollector {
-    producer: FutureProducer,
+    producer: CollectorProducer,
     serde: TopicSerdes,
-    /// Waits for deliveries.
-    io: tokio::runtime::Runtime,
-    pending: Vec<Pending>,
+    /// The (task, store) of each changelog index (see [`CollectorContext`]).
+    changelogs: Vec<(TaskId, Arc<str>)>,
+    changelog_index: HashMap<(TaskId, Arc<str>), usize>,
     /// `Some` when the producer is transactional (`exactly_once_v2`).
     transaction: Option<Transaction>,
     /// The consumer group's metadata for `send_offsets_to_transaction`, refreshed by the
@@ -116,16 +182,15 @@ impl KafkaRecordCollector {
     /// A collector over `producer`, encoding typed values with `serde`.
     /// With `transactional`, the producer has a `transactional.id`; its transactions are
     /// initialised here (fencing an earlier incarnation with the same id).
-    pub fn new(producer: FutureProducer, serde: TopicSerdes, transactional: bool) -> Result<KafkaRecordCollector, StreamsError> {
-        let io = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StreamsError::Config(e.to_string()))?;
+    pub fn new(producer: CollectorProducer, serde: TopicSerdes, transactional: bool) -> Result<KafkaRecordCollector, StreamsError> {
         if transactional {
             producer.init_transactions(Duration::from_secs(30))?;
         }
         Ok(KafkaRecordCollector {
             producer,
             serde,
-            io,
-            pending: Vec::new(),
+            changelogs: Vec::new(),
+            changelog_index: HashMap::new(),
             transaction: transactional.then_some(Transaction::Idle),
             group_metadata: None,
             committed: std::collections::HashMap::new(),
@@ -159,24 +224,36 @@ impl KafkaRecordCollector {
         }
     }
 
-    /// The producer (for records outside the commit protocol, e.g. discovery heartbeats).
-    pub fn producer(&self) -> &FutureProducer {
+    /// The producer (to flush at close).
+    pub fn producer(&self) -> &CollectorProducer {
         &self.producer
     }
 
-    fn produce(&mut self, topic: &str, mut record: FutureRecord<'_, [u8], Vec<u8>>, changelog: Option<(TaskId, Arc<str>)>) -> Result<(), SendError> {
+    /// The changelog index of (task, store), 1-based (see [`CollectorContext`]).
+    fn changelog_index(&mut self, task: TaskId, store: &Arc<str>) -> usize {
+        if let Some(index) = self.changelog_index.get(&(task, Arc::clone(store))) {
+            return *index;
+        }
+        self.changelogs.push((task, Arc::clone(store)));
+        let index = self.changelogs.len();
+        self.changelog_index.insert((task, Arc::clone(store)), index);
+        index
+    }
+
+    fn produce(&mut self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<(), SendError> {
+        self.producer.context().deliveries.lock().expect("deliveries lock").outstanding += 1;
         loop {
-            match self.producer.send_result(record) {
-                Ok(future) => {
-                    self.pending.push(Pending { future, topic: Arc::from(topic), changelog });
-                    return Ok(());
-                }
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
                 // The local queue is full: let deliveries drain, then try again.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((error, back)) => return Err(classify(back.topic, &error)),
+                Err((error, back)) => {
+                    self.producer.context().deliveries.lock().expect("deliveries lock").outstanding -= 1;
+                    return Err(classify(back.topic, &error));
+                }
             }
         }
     }
@@ -229,53 +306,34 @@ impl RecordCollector for KafkaRecordCollector {
         let signature = self.serde.sign(topic, record.key.as_ref().map(String::as_bytes), payload.as_deref());
         let kept = record.headers.iter().filter(|(k, _)| k != SIGNATURE_HEADER).map(|(k, v)| (k.as_str(), v.as_slice()));
         let headers = headers_of(kept.chain(signature.as_deref().map(|s| (SIGNATURE_HEADER, s))));
-        let mut out: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic).headers(headers).timestamp(record.timestamp);
+        let mut out: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, 0).headers(headers).timestamp(record.timestamp);
         if let Some(key) = &record.key {
             out = out.key(key.as_bytes());
         }
         if let Some(payload) = &payload {
-            out = out.payload(payload);
+            out = out.payload(payload.as_slice());
         }
-        self.produce(topic, out, None)
+        self.produce(out)
     }
 
     fn send_changelog(&mut self, task: TaskId, topic: &str, change: ChangelogRecord) -> Result<(), SendError> {
         self.ensure_transaction()?;
         let stamp = change.source.headers();
         let headers = headers_of(stamp.iter().map(|(k, v)| (*k, v.as_bytes())));
-        let mut out: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic).partition(task.partition).key(change.key.as_slice()).headers(headers);
+        let index = self.changelog_index(task, &change.store);
+        let mut out: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, index).partition(task.partition).key(change.key.as_slice()).headers(headers);
         if let Some(value) = &change.value {
-            out = out.payload(value);
+            out = out.payload(value.as_slice());
         }
-        self.produce(topic, out, Some((task, Arc::clone(&change.store))))
+        self.produce(out)
     }
 
     fn flush(&mut self) -> Result<ChangelogOffsets, SendError> {
-        let mut offsets = ChangelogOffsets::new();
-        let mut failure = None;
-        for Pending { future, topic, changelog } in std::mem::take(&mut self.pending) {
-            let delivered: Result<OwnedDeliveryResult, _> = self.io.block_on(future);
-            match delivered {
-                Ok(Ok(delivery)) => {
-                    if let Some(key) = changelog {
-                        let next = offsets.entry(key).or_insert(0);
-                        *next = (*next).max(delivery.offset + 1);
-                    }
-                }
-                // Keep the first fatal error, else the first retriable one.
-                Ok(Err((error, _))) => {
-                    let error = classify(&topic, &error);
-                    if !matches!(failure, Some(SendError::Fatal(_))) {
-                        failure = Some(error);
-                    }
-                }
-                Err(_) => failure = failure.or(Some(SendError::Retriable("a delivery was cancelled".to_string()))),
-            }
+        let deliveries = self.producer.context().settle(FLUSH_TIMEOUT).map_err(|outstanding| SendError::Retriable(format!("{outstanding} records not reported within {FLUSH_TIMEOUT:?}")))?;
+        if let Some((topic, error)) = deliveries.failure {
+            return Err(classify(&topic, &error));
         }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(offsets),
-        }
+        Ok(deliveries.changelog.into_iter().map(|(index, next)| (self.changelogs[index - 1].clone(), next)).collect())
     }
 
     fn commit_transaction(&mut self, positions: &[(Arc<str>, i32, i64)]) -> Result<(), SendError> {
@@ -332,8 +390,12 @@ impl RecordCollector for KafkaRecordCollector {
         if !matches!(self.transaction, Some(Transaction::Open | Transaction::Aborting)) {
             return Ok(());
         }
-        self.pending.clear();
-        match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+        let aborted = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
+        // The purged sends are reported as failed: they belong to the discarded work.
+        if let Err(outstanding) = self.producer.context().settle(FLUSH_TIMEOUT) {
+            tracing::warn!(outstanding, "sends of an aborted transaction were not reported within the flush timeout");
+        }
+        match aborted {
             Ok(()) => {
                 self.transaction = Some(Transaction::Idle);
                 Ok(())

@@ -3,7 +3,7 @@
 //! stream thread (task creation and restore, the partition groups' timestamp order, error
 //! handling, punctuation, the commit protocol); only the I/O is in memory: topics are logs
 //! (partitioned with Kafka's murmur2 partitioner), repartition topics loop back into the
-//! topology as on a broker, changelog topics receive every store write at commit, and the
+//! topology as on a broker, changelog topics receive each key's last write at commit, and the
 //! wall clock is the driver's. [`TopologyTestDriver::crash`] simulates `kill -9` and a restart
 //! that restores tasks.
 
