@@ -1,8 +1,26 @@
-// The HTTP API as both browser tests call it beside the pages: JSON in and out, a bearer token,
-// and the wait for a command's outcome.
+// What both browser tests share: the HTTP API as they call it beside the pages (JSON in and
+// out, a bearer token, the wait for a command's outcome), and the browser with its page.
 import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Headless Chromium (`executablePath`) with one desktop-sized page. `errors` collects the page's
+ * script errors and console errors; a refused request ("Failed to load resource") is not one.
+ * With SLUICE_TRACE set, every request is printed with its status.
+ */
+export async function openBrowser(executablePath) {
+  const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("requestfinished", async (request) => {
+    if (process.env.SLUICE_TRACE) console.error(`${request.method()} ${request.url()} -> ${(await request.response())?.status()}`);
+  });
+  page.on("console", (message) => { if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) errors.push(message.text()); });
+  return { browser, page, errors };
+}
 
 /** The API at `base`, calling as the operator `operatorToken` where an operator is needed. */
 export function apiClient(base, operatorToken) {

@@ -9,8 +9,7 @@
 // A screenshot of each page is kept in $SLUICE_SCREENSHOTS.
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { apiClient, sleep } from "./api.mjs";
+import { apiClient, openBrowser, sleep } from "./api.mjs";
 
 const API = process.env.SLUICE_API;
 const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN;
@@ -23,16 +22,9 @@ mkdirSync(SHOTS, { recursive: true });
 
 const { http, settle, deposit } = apiClient(API, OPERATOR);
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+// Script errors count; a refused request (a 401 or 403 the test provokes) does not.
+const { browser, page, errors } = await openBrowser(CHROMIUM);
 let step = "start";
-const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-const errors = [];
-page.on("pageerror", (error) => errors.push(String(error)));
-page.on("requestfinished", async (request) => {
-  if (process.env.SLUICE_TRACE) console.error(`${request.method()} ${request.url()} -> ${(await request.response())?.status()}`);
-});
-// Script errors count; a refused request (e.g. a 401 while a new account is not ready) does not.
-page.on("console", (message) => { if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) errors.push(message.text()); });
 const view = (name) => page.locator(`#view-${name}`);
 const signup = view("signup"), login = view("login"), account = view("account"), profile = view("profile");
 const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });

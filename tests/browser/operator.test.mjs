@@ -12,8 +12,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { apiClient, sleep } from "./api.mjs";
+import { apiClient, openBrowser, sleep } from "./api.mjs";
 
 const API = process.env.SLUICE_API;
 const OPERATOR = process.env.SLUICE_OPERATOR_TOKEN;
@@ -96,16 +95,9 @@ function produce(topic, key, partition, value, headers = {}) {
   assert.equal(result.status, 0, `kcat ${args.filter((a) => !a.startsWith("authorization=")).join(" ")} failed (${result.error || `exit ${result.status}`}): ${result.stderr}`);
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+// Script errors count; a refused request (a 401 or 403 the test provokes) does not.
+const { browser, page, errors } = await openBrowser(CHROMIUM);
 let step = "start";
-const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-const errors = [];
-page.on("pageerror", (error) => errors.push(String(error)));
-page.on("requestfinished", async (request) => {
-  if (process.env.SLUICE_TRACE) console.error(`${request.method()} ${request.url()} -> ${(await request.response())?.status()}`);
-});
-// Script errors count; a refused request (the 401s and 403s this test provokes) does not.
-page.on("console", (message) => { if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) errors.push(message.text()); });
 const view = (name) => page.locator(`#view-${name}`);
 const shot = (name) => page.screenshot({ path: `${SHOTS}/ops-${name}.png`, fullPage: true });
 const users = view("ops-users"), dlq = view("ops-dlq"), consumers = view("ops-consumers");
