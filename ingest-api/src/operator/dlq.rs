@@ -23,7 +23,7 @@ use sluice_streams::signing::SIGNATURE_HEADER;
 use sluice_streams::{now_ms, DLQ_HEADER_PREFIX, DLQ_SIGNATURE_HEADER, DLQ_TOPIC};
 use utoipa::{IntoParams, ToSchema};
 
-use super::kafka::{blocking, header_views, kafka_problem, read_ranges, text_or_hex, DecodedValue, HeaderView};
+use super::kafka::{blocking, header_views, kafka_problem, read_ranges, text_or_hex, topic_partitions, DecodedValue, HeaderView};
 use super::{console, Console};
 use crate::auth::Caller;
 use crate::body::ApiJson;
@@ -218,19 +218,9 @@ impl Console {
 
     /// The newest dead letters (the last [`LIST_WINDOW`] of each partition), newest first.
     pub async fn dead_letters(&self, open_only: bool, limit: usize) -> Result<DeadLetterList, Problem> {
-        let consumer = self.reader()?;
-        let ranges = blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(DLQ_TOPIC), std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-            let mut ranges = Vec::new();
-            for topic in metadata.topics() {
-                for partition in topic.partitions() {
-                    let (low, high) = consumer.fetch_watermarks(DLQ_TOPIC, partition.id(), std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-                    ranges.push((DLQ_TOPIC.to_string(), partition.id(), (high - LIST_WINDOW).max(low), high));
-                }
-            }
-            Ok(ranges)
-        })
-        .await?;
+        // No DLQ topic yet: nothing was dead-lettered.
+        let partitions = topic_partitions(self, DLQ_TOPIC).await?.unwrap_or_default();
+        let ranges = partitions.iter().map(|p| (DLQ_TOPIC.to_string(), p.partition, (p.high - LIST_WINDOW).max(p.low), p.high)).collect();
         let letters = self.read_letters(ranges).await?;
         let decisions = self.decisions().await?;
         let mut views: Vec<DeadLetterView> = letters.iter().map(|l| Console::view(l, decisions.get(&format!("{}-{}", l.message.partition(), l.message.offset())))).collect();
@@ -308,14 +298,8 @@ impl Console {
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32, Problem> {
-        let consumer = self.reader()?;
-        let name = topic.to_string();
-        blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&name), std::time::Duration::from_secs(5)).map_err(|e| e.to_string())?;
-            let count = metadata.topics().first().map_or(0, |t| t.partitions().len());
-            i32::try_from(count).ok().filter(|c| *c > 0).ok_or_else(|| format!("topic {name} has no partitions"))
-        })
-        .await
+        let count = topic_partitions(self, topic).await?.map_or(0, |p| p.len());
+        i32::try_from(count).ok().filter(|c| *c > 0).ok_or_else(|| kafka_problem(&format!("topic {topic} has no partitions")))
     }
 
     /// Keeps the decision on sluice.dlq.actions and audits it on system.logs.activity.

@@ -13,6 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_streams::kafka_client::{role_client_config, Role};
@@ -471,21 +472,31 @@ pub async fn topic(State(state): State<SharedState>, caller: Caller, Path(name):
 
 /// A topic's partitions with their watermarks; 404 when it does not exist.
 async fn partitions_of(console: &Console, name: &str) -> Result<Vec<PartitionView>, Problem> {
+    topic_partitions(console, name).await?.ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "topic-not-found", "No such topic", format!("no topic `{name}` (or the console's principal may not describe it)")))
+}
+
+/// One topic's partitions with their watermarks, from that topic's metadata alone; `None` when
+/// the broker does not know it or the console's principal may not describe it.
+pub(crate) async fn topic_partitions(console: &Console, name: &str) -> Result<Option<Vec<PartitionView>>, Problem> {
     let consumer = console.reader()?;
     let topic = name.to_string();
-    let found = blocking(move || {
-        let listed = metadata(&consumer, None)?;
-        let Some((_, partitions)) = listed.into_iter().find(|(t, _)| *t == topic) else { return Ok(None) };
+    blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), KAFKA_TIMEOUT).map_err(|e| e.to_string())?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        match found.error() {
+            None => {}
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART | RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => return Ok(None),
+            Some(error) => return Err(format!("{topic}: {error:?}")),
+        }
         let mut out = Vec::new();
-        for (partition, leader, replicas) in partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, partition, KAFKA_TIMEOUT).map_err(|e| e.to_string())?;
-            out.push(PartitionView { partition, leader, replicas, low, high });
+        for p in found.partitions() {
+            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), KAFKA_TIMEOUT).map_err(|e| e.to_string())?;
+            out.push(PartitionView { partition: p.id(), leader: p.leader(), replicas: p.replicas().to_vec(), low, high });
         }
         out.sort_by_key(|p| p.partition);
         Ok(Some(out))
     })
-    .await?;
-    found.ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "topic-not-found", "No such topic", format!("no topic `{name}` (or the console's principal may not describe it)")))
+    .await
 }
 
 /// The latest records of a topic, decoded, newest first.
