@@ -37,7 +37,7 @@ impl Publisher {
         let producer: FutureProducer = sluice_streams::kafka_client::role_client_config(sluice_streams::kafka_client::Role::Ingest, bootstrap_servers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
+            .set("linger.ms", "5")
             // Kafka's (and Kafka Streams') partitioner, so keys land where the processors'
             // tasks and interactive queries expect them.
             .set("partitioner", "murmur2_random")

@@ -7,6 +7,10 @@ pub const PROCESS_RECORDS_TOTAL: &str = "sluice_process_records_total";
 pub const PROCESS_LATENCY_SECONDS: &str = "sluice_process_latency_seconds";
 /// Time of one commit (deliveries awaited, state written, offsets committed).
 pub const COMMIT_LATENCY_SECONDS: &str = "sluice_commit_latency_seconds";
+/// Time of each phase of a commit (`phase`): `flush` (the changelog sent and every delivery
+/// acknowledged), `send_offsets` (the input offsets added to the transaction), `commit_transaction`
+/// (the transaction ended), `state` (the tasks' sled batches written).
+pub const COMMIT_PHASE_SECONDS: &str = "sluice_commit_phase_seconds";
 /// Time the stream thread waits in one consumer poll.
 pub const POLL_LATENCY_SECONDS: &str = "sluice_poll_latency_seconds";
 /// Records between the consumer position and the end of a partition (`topic`, `partition`).
@@ -63,6 +67,7 @@ pub fn describe() {
     describe_counter!(PROCESS_RECORDS_TOTAL, "Records processed, by processor node.");
     describe_histogram!(PROCESS_LATENCY_SECONDS, Unit::Seconds, "Time to process one record in a processor node, children included.");
     describe_histogram!(COMMIT_LATENCY_SECONDS, Unit::Seconds, "Time of one commit: deliveries awaited, state written, offsets committed.");
+    describe_histogram!(COMMIT_PHASE_SECONDS, Unit::Seconds, "Time of each phase of a commit: flush, send_offsets, commit_transaction, state.");
     describe_histogram!(POLL_LATENCY_SECONDS, Unit::Seconds, "Time the stream thread waits in one consumer poll.");
     describe_gauge!(RECORDS_LAG, "Records between the consumer position and the end of the partition.");
     describe_gauge!(RESTORE_RECORDS_REMAINING, "Changelog records still to read by restoring tasks.");

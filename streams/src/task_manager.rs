@@ -521,6 +521,7 @@ impl<R: StampedRecord> TaskManager<R> {
     /// positions, changelog offsets). Returns every running task's input positions for
     /// the consumer group, or `None` when a retriable failure rewound the tasks instead.
     pub fn commit(&mut self, now: i64, collector: &mut dyn RecordCollector) -> Result<Option<Positions>, StreamsError> {
+        let phase = std::time::Instant::now();
         let mut offsets = match self.deliver_changelog(collector) {
             Ok(offsets) => offsets,
             Err(error) => {
@@ -528,11 +529,13 @@ impl<R: StampedRecord> TaskManager<R> {
                 return Ok(None);
             }
         };
+        record_phase("flush", phase);
         let positions: Positions = self.tasks.iter().flat_map(|(id, task)| task.inputs().map(|(topic, position)| (Arc::clone(topic), id.partition, position))).collect();
         if let Err(error) = collector.commit_transaction(&positions) {
             self.send_failed(error, now, collector)?;
             return Ok(None);
         }
+        let phase = std::time::Instant::now();
         for (id, task) in &mut self.tasks {
             let stores: Vec<(String, i64)> = task.state().store_names().filter_map(|s| offsets.remove(&(*id, Arc::from(s))).map(|o| (s.to_string(), o))).collect();
             let stores: Vec<(&str, i64)> = stores.iter().map(|(s, o)| (s.as_str(), *o)).collect();
@@ -545,6 +548,7 @@ impl<R: StampedRecord> TaskManager<R> {
             }
             tracing::trace!(task = %id, changelog = ?stores, "task committed");
         }
+        record_phase("state", phase);
         Ok(Some(positions))
     }
 
@@ -586,4 +590,9 @@ impl<R: StampedRecord> TaskManager<R> {
         }
         Ok(())
     }
+}
+
+/// Records the time since `started` as one `phase` of a commit.
+pub(crate) fn record_phase(phase: &'static str, started: std::time::Instant) {
+    metrics::histogram!(crate::metrics::COMMIT_PHASE_SECONDS, "phase" => phase).record(started.elapsed().as_secs_f64());
 }
