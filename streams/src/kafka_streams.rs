@@ -287,6 +287,12 @@ impl KafkaStreams {
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "15000")
             .set("isolation.level", isolation)
+            // librdkafka prefetches up to 100,000 records per partition by default, and backs
+            // off a full second once that is reached: most of the thread's memory, and idle
+            // gaps. Two task queues' worth, topped up every 10 ms, measured faster and a quarter
+            // smaller; one queue's worth starved the pipeline (docs/performance.md, the prefetch).
+            .set("queued.min.messages", (2 * crate::stream_thread::BUFFERED_RECORDS_PER_PARTITION).to_string())
+            .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string());
         if config.static_membership {
             consumer_config.set("group.instance.id", instance);
