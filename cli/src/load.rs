@@ -387,6 +387,33 @@ impl Relay {
     }
 }
 
+/// `list` at the group's committed offsets (the beginning where there is none), asked until
+/// the group coordinator answers. An assignment at `Offset::Stored` asks once: librdkafka
+/// does not ask again when a freshly started broker's coordinator is still loading
+/// (NOT_COORDINATOR), and the relay would then wait for ever.
+fn committed_or_beginning(consumer: &BaseConsumer, list: TopicPartitionList) -> Result<TopicPartitionList, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
+            Ok(committed) => break committed,
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(%error, "relay: the group's committed offsets are not available yet; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => return Err(format!("the group's committed offsets: {error}")),
+        }
+    };
+    let mut assigned = TopicPartitionList::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(offset) => Offset::Offset(offset),
+            _ => Offset::Beginning,
+        };
+        assigned.add_partition_offset(e.topic(), e.partition(), offset).map_err(|e| e.to_string())?;
+    }
+    Ok(assigned)
+}
+
 /// Waits until every record sent is delivered (or failed). rdkafka's `flush` polls in 100 ms
 /// slices whenever anything is in flight (0.39: `BaseProducer::poll` runs to its deadline), so
 /// a relay flushing every 100 ms would idle half its time: this polls in 1 ms slices instead.
@@ -431,11 +458,12 @@ pub(crate) async fn run_relay(args: RelayArgs) -> Result<(), String> {
         let metadata = relay.consumer.fetch_metadata(Some(&args.input), Duration::from_secs(10)).map_err(|e| e.to_string())?;
         let mut list = TopicPartitionList::new();
         for partition in metadata.topics().iter().filter(|t| t.name() == args.input).flat_map(|t| t.partitions()) {
-            list.add_partition_offset(&args.input, partition.id(), Offset::Stored).map_err(|e| e.to_string())?;
+            list.add_partition(&args.input, partition.id());
         }
         if list.count() == 0 {
             return Err(format!("topic `{}` has no partitions", args.input));
         }
+        let list = committed_or_beginning(&relay.consumer, list)?;
         relay.consumer.assign(&list).map_err(|e| e.to_string())?;
         while !flag.load(Ordering::SeqCst) {
             relay.step()?;
