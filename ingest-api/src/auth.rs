@@ -478,17 +478,16 @@ fn check_name(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads, in one of the
-/// login guard's slots.
+/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads, on one of
+/// the login guard's threads.
 pub(crate) async fn hash_password(guard: &LoginGuard, password: String) -> Result<String, Problem> {
-    let _slot = guard.slot().await?;
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(|e| Problem::internal(e.to_string()))?
-    .map_err(|e| Problem::internal(format!("password hashing failed: {e}")))
+    guard
+        .compute(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string())
+        })
+        .await?
+        .map_err(|e| Problem::internal(format!("password hashing failed: {e}")))
 }
 
 /// Checks `password` against `account`'s stored hash in one of the login guard's slots. A
@@ -496,13 +495,12 @@ pub(crate) async fn hash_password(guard: &LoginGuard, password: String) -> Resul
 /// the check fails.
 async fn verify_password(guard: &LoginGuard, account: &str, password: String, phc: String) -> Result<bool, Problem> {
     if sluice_processors::auth_validation::is_argon2id_phc(&phc) {
-        let _slot = guard.slot().await?;
-        tokio::task::spawn_blocking(move || match PasswordHash::new(&phc) {
-            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-            Err(_) => false,
-        })
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))
+        guard
+            .compute(move || match PasswordHash::new(&phc) {
+                Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+                Err(_) => false,
+            })
+            .await
     } else {
         tracing::warn!(user = account, "the stored password hash is not an argon2id hash within the bounds; not computing it");
         Ok(false)
