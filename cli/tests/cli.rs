@@ -776,6 +776,8 @@ fn poison_pills_and_garbage_go_to_the_dlq_and_processing_continues() {
         "sluice_active_tasks 2",
         "sluice_rebalances_total 1",
         "# TYPE sluice_commit_latency_seconds histogram",
+        "sluice_commit_phase_seconds_count{phase=\"flush\"}",
+        "sluice_commit_phase_seconds_count{phase=\"state\"}",
         "sluice_process_latency_seconds_bucket{processor=\"sum\",le=\"0.001\"}",
         "sluice_store_keys{store=\"balances\",task=\"0_",
         "sluice_records_lag{topic=\"amounts\",partition=\"",

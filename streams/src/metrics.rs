@@ -61,6 +61,11 @@ pub const HTTP_PROBLEMS_TOTAL: &str = "sluice_http_problems_total";
 pub const LATENCY_BUCKETS_SECONDS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// Records the time since `started` as one `phase` of a commit ([`COMMIT_PHASE_SECONDS`]).
+pub(crate) fn record_commit_phase(phase: &'static str, started: std::time::Instant) {
+    metrics::histogram!(COMMIT_PHASE_SECONDS, "phase" => phase).record(started.elapsed().as_secs_f64());
+}
+
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

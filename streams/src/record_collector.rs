@@ -355,7 +355,7 @@ impl RecordCollector for KafkaRecordCollector {
                 let metadata = self.group_metadata.as_ref().ok_or_else(|| SendError::Retriable("no consumer group metadata yet".to_string()))?;
                 let phase = std::time::Instant::now();
                 self.producer.send_offsets_to_transaction(&offsets, metadata, TRANSACTION_TIMEOUT).map_err(|e| transaction_error("adding the input offsets to the transaction", &e))?;
-                crate::task_manager::record_phase("send_offsets", phase);
+                crate::metrics::record_commit_phase("send_offsets", phase);
             }
             // A commit the broker has not confirmed may still complete: retrying it is safe,
             // aborting is not (its outputs may be committed already).
@@ -363,7 +363,7 @@ impl RecordCollector for KafkaRecordCollector {
             loop {
                 match self.producer.commit_transaction(TRANSACTION_TIMEOUT) {
                     Ok(()) => {
-                        crate::task_manager::record_phase("commit_transaction", started);
+                        crate::metrics::record_commit_phase("commit_transaction", started);
                         return Ok(());
                     }
                     Err(KafkaError::Transaction(e)) if e.is_retriable() && started.elapsed() < COMMIT_RETRY_LIMIT => {

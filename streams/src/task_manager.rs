@@ -529,7 +529,7 @@ impl<R: StampedRecord> TaskManager<R> {
                 return Ok(None);
             }
         };
-        record_phase("flush", phase);
+        crate::metrics::record_commit_phase("flush", phase);
         let positions: Positions = self.tasks.iter().flat_map(|(id, task)| task.inputs().map(|(topic, position)| (Arc::clone(topic), id.partition, position))).collect();
         if let Err(error) = collector.commit_transaction(&positions) {
             self.send_failed(error, now, collector)?;
@@ -548,7 +548,7 @@ impl<R: StampedRecord> TaskManager<R> {
             }
             tracing::trace!(task = %id, changelog = ?stores, "task committed");
         }
-        record_phase("state", phase);
+        crate::metrics::record_commit_phase("state", phase);
         Ok(Some(positions))
     }
 
@@ -590,9 +590,4 @@ impl<R: StampedRecord> TaskManager<R> {
         }
         Ok(())
     }
-}
-
-/// Records the time since `started` as one `phase` of a commit.
-pub(crate) fn record_phase(phase: &'static str, started: std::time::Instant) {
-    metrics::histogram!(crate::metrics::COMMIT_PHASE_SECONDS, "phase" => phase).record(started.elapsed().as_secs_f64());
 }
