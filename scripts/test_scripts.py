@@ -1,7 +1,9 @@
 """The broker scripts' failure paths, run by scripts/test: scripts/install-kafka.sh without Java
 or Maven, or with Maven Central unreachable, and scripts/broker.sh on a port in use or with a
 broker that exits at start. Each must say what is wrong, exit non-zero and leave nothing behind
-that a rerun trips over."""
+that a rerun trips over. And the crash the chaos test relies on: with a separate controller,
+`scripts/broker.sh kill` returns only once the controller has fenced the broker, so that the
+broker started again registers at once."""
 
 import os
 import shutil
@@ -112,6 +114,32 @@ class BrokerScript(unittest.TestCase):
         self.assertIn("Kafka exited before it was ready", answer.stderr)
         self.assertIn(str(self.dir / "broker.log"), answer.stderr)
         self.assertFalse((self.dir / "kafka.pid").exists())
+
+    def test_a_crashed_broker_is_fenced_before_it_starts_again(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = dict(os.environ, SLUICE_KAFKA_SEPARATE_CONTROLLER="1")
+        started = run([BROKER, "start", port, self.dir], env)
+        self.assertEqual(started.returncode, 0, started.stderr)
+        controller = (self.dir / "controller" / "kafka.pid").read_text().strip()
+        broker = (self.dir / "kafka.pid").read_text().strip()
+        self.assertNotEqual(controller, broker, "two JVMs")
+        killed = run([BROKER, "kill", port, self.dir], dict(os.environ))
+        self.assertEqual(killed.returncode, 0, killed.stderr)
+        self.assertIn("the controller fenced it", killed.stdout)
+        controller_log = self.dir / "controller" / "controller.log"
+        self.assertTrue("Fencing broker 1 at epoch" in controller_log.read_text(), f"the fence is in {controller_log}")
+        again = run([BROKER, "start", port, self.dir], dict(os.environ))
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual((self.dir / "controller" / "kafka.pid").read_text().strip(), controller, "the controller stayed up")
+        # Started before the fence, the new incarnation would be refused while the old one's
+        # session lasts, and lead its partitions meanwhile.
+        self.assertFalse("DUPLICATE_BROKER_REGISTRATION" in (self.dir / "broker.log").read_text(), f"registered at once: see {self.dir / 'broker.log'}")
+        stopped = run([BROKER, "stop", port, self.dir], dict(os.environ))
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertIn("stopped Kafka's controller", stopped.stdout)
+        self.assertFalse((self.dir / "controller" / "kafka.pid").exists())
 
 
 if __name__ == "__main__":
