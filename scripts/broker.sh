@@ -26,8 +26,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 action="${1:-}"; port="${2:-9092}"; dir="${3:-$root/.sluice/broker-$port}"
-pidfile="$dir/kafka.pid"; log="$dir/broker.log"
-cdir="$dir/controller"; cpidfile="$cdir/kafka.pid"; clog="$cdir/controller.log"
+# The files of DIR's broker and of its separate controller (if any).
+paths() { pidfile="$dir/kafka.pid"; log="$dir/broker.log"; cdir="$dir/controller"; cpidfile="$cdir/kafka.pid"; clog="$cdir/controller.log"; }
+paths
 source "$root/scripts/lib.sh"
 source "$root/deploy/kafka/sasl.sh"
 
@@ -95,7 +96,7 @@ prepare() {
     kafka_home="$("$root/scripts/install-kafka.sh")"
     if [ "${SLUICE_KAFKA_SEPARATE_CONTROLLER:-}" = 1 ] && [ ! -f "$dir/data/meta.properties" ]; then mkdir -p "$cdir"; fi
     mkdir -p "$dir/data"
-    dir="$(cd "$dir" && pwd)"; cdir="$dir/controller"; cpidfile="$cdir/kafka.pid"; clog="$cdir/controller.log"
+    dir="$(cd "$dir" && pwd)"; paths
     security
     local roles voters listeners controller_port
     if separate; then
